@@ -1,0 +1,25 @@
+"""The classic stacked-autoencoder tutorial model: tied 784-392-196, SELU hidden, sigmoid output, BCE.
+
+    python train.py --config=configs/mnist_tied.py --config.data.path=../shared/data/mnist
+
+`data.path` empty downloads MNIST through tf.keras.datasets; a folder holding only the t10k
+IDX pair is split into `num_train` + `num_validation` examples (8,000 + 2,000 here).
+"""
+
+from rawtf_ae.config import default_config
+
+
+def get_config():
+    config = default_config()
+    config.model.layer_sizes = (784, 392, 196)
+    config.model.activation = "selu"
+    config.model.output_activation = "sigmoid"
+    config.model.tied = True
+    config.data.name = "mnist"
+    config.data.num_train = 0  # all training examples
+    config.data.num_validation = 2_000  # held out only when the files have no separate test split
+    config.train.loss = "bce"
+    config.train.batch_size = 128
+    config.train.num_steps = 2_000
+    config.train.learning_rate = 1e-3
+    return config

@@ -1,0 +1,149 @@
+"""Every knob of a run, with its default: the schema that `configs/*.py` override.
+
+`default_config()` is the built-in default job (tied autoencoder on generated `curves`);
+`validate(config)` rejects unknown keys and bad values before anything is built or written.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from rawtf_ae import activations, data, losses
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "exponential")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The default run: a tied 784-512-128-32 autoencoder on 20,000 generated curve images."""
+    config = ml_collections.ConfigDict()
+    # Seeds the initial weights, the generated data and the order of the training batches.
+    config.seed = 0
+
+    config.model = ml_collections.ConfigDict()
+    # The input width, then each encoder layer's width; the decoder mirrors it.
+    config.model.layer_sizes = (784, 512, 128, 32)
+    # One name for every encoder layer, or one per layer: a tuple or a comma-separated string,
+    # e.g. "selu,selu,linear" for a linear code. Decoder layers mirror the encoder's.
+    config.model.activation = "selu,selu,linear"
+    # The reconstruction's activation; `bce` needs "sigmoid".
+    config.model.output_activation = "sigmoid"
+    config.model.tied = True
+    # "auto": LeCun normal for SELU layers, Glorot uniform otherwise.
+    config.model.kernel_initializer = "auto"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "curves"  # curves | mnist | fashion_mnist | array
+    # mnist/fashion_mnist: a Keras .npz, or a folder of IDX .gz files (a t10k pair alone is
+    # split into train/validation); empty = download through tf.keras.datasets.
+    # array: a .npy matrix, or a .npz with `x_train` (and optionally `x_validation`).
+    config.data.path = ""
+    # curves: how many to generate. Files: the first `num_train` training examples (0 = all).
+    config.data.num_train = 20_000
+    # curves: how many to generate. Files without a validation split: how many to hold out.
+    config.data.num_validation = 10_000
+    # Seeds the permutation that splits a single pool of examples into train/validation.
+    config.data.split_seed = 0
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 128
+    config.train.num_steps = 3_000
+    config.train.loss = "bce"  # bce (sigmoid cross-entropy from logits) | mse
+    config.train.optimizer = "adam"  # adam | sgd | rmsprop
+    config.train.learning_rate = 1e-3
+    # sgd: momentum (0 = plain SGD) and Nesterov; rmsprop: momentum.
+    config.train.momentum = 0.9
+    config.train.nesterov = False
+    # constant | cosine (to 0 at num_steps) | exponential (x decay_rate every decay_steps).
+    config.train.schedule = "constant"
+    config.train.warmup_steps = 0  # linear warm-up from 0, for any schedule
+    config.train.decay_rate = 0.5
+    config.train.decay_steps = 1_000
+    config.train.log_every_steps = 250
+    config.train.eval_every_steps = 1_000
+    config.train.checkpoint_every_steps = 1_000
+    config.train.keep_checkpoints = 3
+    config.train.eval_batch_size = 1_000
+    # How many validation examples the reconstruction picture shows (originals over
+    # reconstructions, in rows of 8).
+    config.train.num_picture_examples = 32
+    return config
+
+
+def activation_spec(value):
+    """`"selu,selu,linear"` -> `["selu", "selu", "linear"]`; a single name or tuple passes through."""
+    if isinstance(value, str) and "," in value:
+        return [part.strip() for part in value.split(",")]
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _flat_keys(config, prefix=""):
+    keys = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.update(_flat_keys(value, f"{prefix}{key}."))
+        else:
+            keys[f"{prefix}{key}"] = value
+    return keys
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises `ValueError` naming the key for unknown keys and bad values."""
+    known = _flat_keys(default_config())
+    given = _flat_keys(config)
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"Unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}.")
+    missing = sorted(set(known) - set(given))
+    if missing:
+        raise ValueError(f"Config lacks key(s) {', '.join(missing)}; start from rawtf_ae.config.default_config().")
+    model, train = config.model, config.train
+    sizes = model.layer_sizes
+    if (
+        not isinstance(sizes, (list, tuple))
+        or len(sizes) < 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
+    ):
+        raise ValueError(f"`model.layer_sizes` ({sizes!r}) needs at least two positive integer widths.")
+    spec = activation_spec(model.activation)
+    for name in spec if isinstance(spec, list) else [spec]:
+        activations.get(name)
+    if isinstance(spec, list) and len(spec) != len(sizes) - 1:
+        raise ValueError(
+            f"`model.activation` ({model.activation!r}) has {len(spec)} entries for "
+            f"{len(sizes) - 1} encoder layers."
+        )
+    activations.get(model.output_activation)
+    if config.data.name not in data.NAMES:
+        raise ValueError(f"`data.name` is {config.data.name!r}; expected one of {', '.join(data.NAMES)}.")
+    for key in ("batch_size", "num_steps", "log_every_steps", "eval_every_steps",
+                "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size", "decay_steps"):
+        _positive_int(f"train.{key}", train[key])
+    for key in ("num_validation", "num_train", "split_seed"):
+        value = config.data[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"`data.{key}` must be a non-negative integer, got {value!r}.")
+    if train.loss not in losses.NAMES:
+        raise ValueError(f"`train.loss` is {train.loss!r}; expected one of {', '.join(losses.NAMES)}.")
+    losses.check(train.loss, activations.name_of(model.output_activation))
+    if train.optimizer not in OPTIMIZERS:
+        raise ValueError(f"`train.optimizer` is {train.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}.")
+    if train.schedule not in SCHEDULES:
+        raise ValueError(f"`train.schedule` is {train.schedule!r}; expected one of {', '.join(SCHEDULES)}.")
+    if not train.learning_rate > 0:
+        raise ValueError(f"`train.learning_rate` must be positive, got {train.learning_rate!r}.")
+    if not 0 <= train.momentum < 1:
+        raise ValueError(f"`train.momentum` must be in [0, 1), got {train.momentum!r}.")
+    if not 0 < train.decay_rate <= 1:
+        raise ValueError(f"`train.decay_rate` must be in (0, 1], got {train.decay_rate!r}.")
+    if train.warmup_steps < 0 or train.warmup_steps >= train.num_steps:
+        raise ValueError(
+            f"`train.warmup_steps` ({train.warmup_steps}) must be in [0, train.num_steps={train.num_steps})."
+        )
+    if train.num_picture_examples < 0:
+        raise ValueError(f"`train.num_picture_examples` must be >= 0, got {train.num_picture_examples}.")

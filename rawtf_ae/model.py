@@ -1,0 +1,196 @@
+"""`TiedAutoencoder`: a `tf.Module` whose decoder multiplies by the transposed encoder kernels.
+
+Encoder layer `i` computes `h_{i+1} = f_i(h_i @ kernels[i] + encoder_biases[i])` with `h_0 = x`.
+The decoder walks back down: `r_i = g_i(r_{i+1} @ kernels[i]^T + decoder_biases[i])`, starting
+from the code `r_n = h_n`, where `g_i = f_{i-1}` mirrors the encoder and `g_0` is the output
+activation. With `tied=True` there is one `tf.Variable` per kernel: the decoder reads the very
+same object with `transpose_b=True`, so `tf.GradientTape` hands it the sum of the encoder-path
+and decoder-path gradients. Biases are never tied.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Optional, Sequence, Union
+
+import tensorflow as tf
+
+from rawtf_ae import activations, initializers
+
+ActivationArg = Union[activations.ActivationSpec, Sequence[activations.ActivationSpec]]
+
+
+def _check_layer_sizes(layer_sizes) -> tuple[int, ...]:
+    try:
+        sizes = tuple(layer_sizes)
+    except TypeError:
+        sizes = ()
+    valid = len(sizes) >= 2 and all(
+        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes
+    )
+    if not valid:
+        raise ValueError(
+            f"`layer_sizes` ({layer_sizes!r}) needs at least two positive integer widths: "
+            "the input width, then each encoder layer's width, e.g. [784, 392, 196]."
+        )
+    return sizes
+
+
+def _per_layer(activation: ActivationArg, num_layers: int) -> list:
+    if isinstance(activation, (list, tuple)):
+        if len(activation) != num_layers:
+            raise ValueError(
+                f"`activation` has {len(activation)} entries ({list(activation)!r}) but there are "
+                f"{num_layers} encoder layers; give one name, or one per encoder layer."
+            )
+        return list(activation)
+    return [activation] * num_layers
+
+
+class TiedAutoencoder(tf.Module):
+    """A dense autoencoder whose decoder reuses the encoder's kernels, transposed.
+
+    Attributes:
+      layer_sizes: the input width followed by each encoder layer's width.
+      kernels: one `tf.Variable` per encoder layer `i`, shape `[layer_sizes[i], layer_sizes[i+1]]`.
+      encoder_biases: one per encoder layer `i`, shape `[layer_sizes[i+1]]`.
+      decoder_biases: one per decoder layer; `decoder_biases[i]` pairs with `kernels[i]` and has
+        shape `[layer_sizes[i]]` (the decoder applies them from the last index down to 0).
+      decoder_kernels: empty when `tied`; otherwise separate variables shaped like `kernels`,
+        used transposed exactly like the tied ones, so a tied and an untied model with
+        `decoder_kernels[i] == kernels[i]` compute the same function.
+    """
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        *,
+        activation: ActivationArg = "sigmoid",
+        output_activation: activations.ActivationSpec = "sigmoid",
+        tied: bool = True,
+        kernel_initializer: Union[str, initializers.Initializer] = "auto",
+        seed: Optional[int] = None,
+        dtype: tf.DType = tf.float32,
+        name: Optional[str] = None,
+    ):
+        """Creates all variables.
+
+        Args:
+          layer_sizes: input width, then each encoder width, e.g. `[784, 392, 196]`.
+          activation: a name from `rawtf_ae.activations.NAMES`, a callable, or a list with one
+            entry per encoder layer (e.g. `["sigmoid", "sigmoid", "linear"]` for a linear code).
+            Decoder layer `i` (reconstructing encoder layer `i-1`'s output) uses `activation[i-1]`.
+          output_activation: the last decoder layer's activation, the reconstruction's range.
+            Losses from logits (`bce`) need `"sigmoid"`.
+          tied: share each kernel between encoder and decoder (`False`: a separate decoder
+            kernel per layer, for comparison).
+          kernel_initializer: `"auto"` (LeCun normal for SELU layers, Glorot uniform otherwise),
+            `"glorot_uniform"`, `"lecun_normal"`, `"he_normal"`, or `(shape, seed) -> Tensor`.
+          seed: makes the initial weights reproducible; `None` draws a fresh one.
+          dtype: the variables' dtype.
+          name: the module's name.
+
+        Raises:
+          ValueError: bad `layer_sizes`, activation or initializer.
+        """
+        super().__init__(name=name)
+        self.layer_sizes = _check_layer_sizes(layer_sizes)
+        num_layers = len(self.layer_sizes) - 1
+        activation_specs = _per_layer(activation, num_layers)
+        self._activations = [activations.get(a) for a in activation_specs]
+        self._output_activation = activations.get(output_activation)
+        self.activation_names = tuple(activations.name_of(a) for a in activation_specs)
+        self.output_activation_name = activations.name_of(output_activation)
+        self.tied = bool(tied)
+        if seed is None:
+            seed = random.SystemRandom().randrange(2**31)
+        self.seed = int(seed)
+
+        def make_kernel(i, role):
+            fan_in, fan_out = self.layer_sizes[i], self.layer_sizes[i + 1]
+            init = initializers.get(kernel_initializer, self.activation_names[i])
+            # One independent stateless stream per (layer, role): adding the untied decoder
+            # kernels leaves the encoder kernels of the same seed unchanged.
+            value = init((fan_in, fan_out), tf.constant([self.seed, 2 * i + role], tf.int32))
+            return tf.Variable(tf.cast(value, dtype), name=f"{'encoder' if role == 0 else 'decoder'}/layer_{i}/kernel")
+
+        with self.name_scope:
+            self.kernels = [make_kernel(i, 0) for i in range(num_layers)]
+            self.encoder_biases = [
+                tf.Variable(tf.zeros([self.layer_sizes[i + 1]], dtype), name=f"encoder/layer_{i}/bias")
+                for i in range(num_layers)
+            ]
+            self.decoder_biases = [
+                tf.Variable(tf.zeros([self.layer_sizes[i]], dtype), name=f"decoder/layer_{i}/bias")
+                for i in range(num_layers)
+            ]
+            self.decoder_kernels = [] if self.tied else [make_kernel(i, 1) for i in range(num_layers)]
+
+    @property
+    def num_layers(self) -> int:
+        """The number of encoder layers (= decoder layers)."""
+        return len(self.kernels)
+
+    @property
+    def input_width(self) -> int:
+        return self.layer_sizes[0]
+
+    @property
+    def code_width(self) -> int:
+        return self.layer_sizes[-1]
+
+    def _check_input(self, x, width: int, what: str) -> tf.Tensor:
+        x = tf.convert_to_tensor(x)
+        if x.dtype != self.kernels[0].dtype:
+            x = tf.cast(x, self.kernels[0].dtype)
+        if x.shape.rank is not None and x.shape.rank != 2:
+            raise ValueError(
+                f"{what} must be 2-D `[batch_size, {width}]`, got shape {x.shape}; "
+                "flatten images to vectors first."
+            )
+        if x.shape.rank == 2 and x.shape[-1] is not None and x.shape[-1] != width:
+            raise ValueError(
+                f"{what} has width {x.shape[-1]} (shape {x.shape}), expected {width} "
+                f"(layer_sizes={list(self.layer_sizes)})."
+            )
+        return x
+
+    def _decoder_kernel(self, i: int) -> tf.Variable:
+        # The tie: the decoder reads the encoder's own variable.
+        return self.kernels[i] if self.tied else self.decoder_kernels[i]
+
+    def encode(self, x) -> tf.Tensor:
+        """`[batch_size, layer_sizes[0]]` inputs -> `[batch_size, layer_sizes[-1]]` codes."""
+        h = self._check_input(x, self.input_width, "The input")
+        for kernel, bias, activation in zip(self.kernels, self.encoder_biases, self._activations):
+            h = activation(tf.matmul(h, kernel) + bias)
+        return h
+
+    def decode_logits(self, z) -> tf.Tensor:
+        """`[batch_size, layer_sizes[-1]]` codes -> `[batch_size, layer_sizes[0]]` pre-activations.
+
+        The last decoder layer's output before `output_activation`, for losses computed stably
+        from logits (sigmoid cross-entropy).
+        """
+        h = self._check_input(z, self.code_width, "The code")
+        for i in reversed(range(self.num_layers)):
+            h = tf.matmul(h, self._decoder_kernel(i), transpose_b=True) + self.decoder_biases[i]
+            if i > 0:
+                h = self._activations[i - 1](h)
+        return h
+
+    def decode(self, z) -> tf.Tensor:
+        """`[batch_size, layer_sizes[-1]]` codes -> `[batch_size, layer_sizes[0]]` reconstructions."""
+        return self._output_activation(self.decode_logits(z))
+
+    def reconstruction_logits(self, x) -> tf.Tensor:
+        """`[batch_size, layer_sizes[0]]` inputs -> the reconstruction's pre-activations."""
+        return self.decode_logits(self.encode(x))
+
+    def __call__(self, x) -> tf.Tensor:
+        """`[batch_size, layer_sizes[0]]` inputs -> `[batch_size, layer_sizes[0]]` reconstructions."""
+        return self.decode(self.encode(x))
+
+    def num_parameters(self) -> int:
+        """The number of trainable scalars (a tied kernel counts once)."""
+        return int(sum(v.shape.num_elements() for v in self.trainable_variables))

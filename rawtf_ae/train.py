@@ -1,0 +1,325 @@
+"""Training: building the state, the step, evaluation, and the loop with checkpoints.
+
+Three layers, as in Sonnet's distributed example and Orbit's loop functions:
+  1. `make_train_step`: the per-replica step, `batch -> loss`, with `tf.GradientTape`.
+  2. `make_train_loop`: one `tf.function` that runs `num_steps` steps through `strategy.run`.
+  3. `train_and_evaluate`: the eager outer loop (logging, evaluation, checkpoints, summaries,
+     the non-finite check, the final picture and `metrics.json`).
+Each piece can be imported alone to build a research loop of one's own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Callable, Optional
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from rawtf_ae import config as config_lib
+from rawtf_ae import data, images, losses
+from rawtf_ae.model import TiedAutoencoder
+
+
+def create_model(config: ml_collections.ConfigDict) -> TiedAutoencoder:
+    """The model a config describes (`config.model`, seeded by `config.seed`)."""
+    model_config = config.model
+    return TiedAutoencoder(
+        list(model_config.layer_sizes),
+        activation=config_lib.activation_spec(model_config.activation),
+        output_activation=model_config.output_activation,
+        tied=model_config.tied,
+        kernel_initializer=model_config.kernel_initializer,
+        seed=config.seed,
+    )
+
+
+class WarmupSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then `after(step - warmup_steps)`."""
+
+    def __init__(self, peak: float, warmup_steps: int, after: Callable):
+        super().__init__()
+        self.peak, self.warmup_steps, self.after = peak, warmup_steps, after
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        decayed = self.after(tf.maximum(step - self.warmup_steps, 0.0))
+        if self.warmup_steps == 0:
+            return decayed
+        warming = self.peak * (step + 1.0) / float(self.warmup_steps)
+        return tf.where(step < self.warmup_steps, warming, decayed)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps}
+
+
+def learning_rate_schedule(train_config):
+    """A float (constant, no warm-up) or a `LearningRateSchedule` for `config.train`."""
+    peak, warmup = float(train_config.learning_rate), int(train_config.warmup_steps)
+    schedules = tf.keras.optimizers.schedules
+    if train_config.schedule == "constant":
+        if warmup == 0:
+            return peak
+        after = lambda step: tf.constant(peak, tf.float32)  # noqa: E731
+    elif train_config.schedule == "cosine":
+        after = schedules.CosineDecay(peak, decay_steps=train_config.num_steps - warmup)
+    elif train_config.schedule == "exponential":
+        after = schedules.ExponentialDecay(peak, train_config.decay_steps, train_config.decay_rate)
+    else:
+        raise ValueError(f"Unknown `train.schedule` {train_config.schedule!r}.")
+    return WarmupSchedule(peak, warmup, after)
+
+
+def create_optimizer(train_config) -> tf.keras.optimizers.Optimizer:
+    """A `tf.keras.optimizers` optimizer for `config.train` (not yet built)."""
+    learning_rate = learning_rate_schedule(train_config)
+    name = train_config.optimizer
+    if name == "adam":
+        return tf.keras.optimizers.Adam(learning_rate)
+    if name == "sgd":
+        return tf.keras.optimizers.SGD(learning_rate, momentum=train_config.momentum, nesterov=train_config.nesterov)
+    if name == "rmsprop":
+        return tf.keras.optimizers.RMSprop(learning_rate, momentum=train_config.momentum)
+    raise ValueError(f"Unknown `train.optimizer` {name!r}; expected one of {', '.join(config_lib.OPTIMIZERS)}.")
+
+
+def make_train_step(model: TiedAutoencoder, optimizer, loss: str, global_batch_size: int):
+    """The per-replica step `batch [per_replica_batch, width] -> scalar loss contribution`.
+
+    Wrap it in `tf.function` to call it directly on one device, or pass it to
+    `make_train_loop`. The optimizer must already be built on `model.trainable_variables`.
+    """
+    variables = model.trainable_variables
+
+    def train_step(batch):
+        with tf.GradientTape() as tape:
+            per_example = losses.reconstruction_loss(model, batch, batch, loss)
+            # Keras optimizers sum the replicas' gradients, so every replica divides its sum by
+            # the *global* batch size: the sum over replicas is then the global mean.
+            loss_value = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+        # A tied kernel is one variable used twice: the tape sums both paths' gradients.
+        gradients = tape.gradient(loss_value, variables)
+        optimizer.apply_gradients(zip(gradients, variables))
+        return loss_value
+
+    return train_step
+
+
+def make_train_loop(train_step, step_counter: tf.Variable, strategy: Optional[tf.distribute.Strategy] = None):
+    """A `tf.function` `(iterator, num_steps) -> mean loss` running `num_steps` steps.
+
+    `num_steps` is a scalar tensor, so a new count does not retrace.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+
+    @tf.function
+    def train_loop(iterator, num_steps):
+        total = tf.constant(0.0, tf.float32)
+        for _ in tf.range(num_steps):
+            per_replica = strategy.run(train_step, args=(next(iterator),))
+            total += tf.cast(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None), tf.float32)
+        step_counter.assign_add(tf.cast(num_steps, step_counter.dtype))
+        return total / tf.cast(num_steps, tf.float32)
+
+    return train_loop
+
+
+def make_evaluate(model: TiedAutoencoder, loss: str):
+    """Returns `evaluate(dataset) -> mean per-example loss` over every example of `dataset`."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, model.input_width], tf.float32)])
+    def batch_sum(batch):
+        return tf.reduce_sum(losses.reconstruction_loss(model, batch, batch, loss)), tf.shape(batch)[0]
+
+    def evaluate(dataset) -> float:
+        total, count = 0.0, 0
+        for batch in dataset:
+            batch_total, batch_count = batch_sum(batch)
+            total += float(batch_total)
+            count += int(batch_count)
+        if count == 0:
+            raise ValueError("Cannot evaluate on an empty dataset.")
+        return total / count
+
+    return evaluate
+
+
+def _write_json(path: str, values: dict) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as f:
+        json.dump(values, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(temporary, path)
+
+
+def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> Optional[str]:
+    """Restores the newest checkpoint in `manager`'s directory; `None` if there is none.
+
+    Raises:
+      ValueError: the checkpoint does not fit the objects (another architecture or optimizer).
+    """
+    path = manager.latest_checkpoint
+    if path is None:
+        return None
+    try:
+        checkpoint.restore(path).assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError) as e:
+        raise ValueError(
+            f"Checkpoint {path} does not match this config's model/optimizer; use another workdir "
+            f"or the config it was written with. TensorFlow says: {e}"
+        ) from None
+    return path
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains (or resumes training) the model of `config` in `workdir` and evaluates it.
+
+    Writes into `workdir`: `checkpoints/` (resumed from on the next run), `summaries/` for
+    TensorBoard, `config.json`, and at the end `reconstructions.png` and `metrics.json`.
+
+    Returns:
+      The final metrics: `step`, `train_loss`, `val_loss`, `examples_per_sec`, ...
+
+    Raises:
+      ValueError, FileNotFoundError: a bad config, bad data, or a checkpoint that does not fit.
+      FloatingPointError: the loss became NaN or infinite (the last checkpoint is kept).
+    """
+    config_lib.validate(config)
+    train_config = config.train
+    logging.info("workdir: %s", os.path.abspath(workdir))
+    splits = data.load(config.data, config.seed)
+    if splits.width != config.model.layer_sizes[0]:
+        raise ValueError(
+            f"The data ({config.data.name} {config.data.path}) has width {splits.width}, but "
+            f"`model.layer_sizes[0]` is {config.model.layer_sizes[0]}."
+        )
+    logging.info("data: %s, %d training and %d validation examples of width %d",
+                 config.data.name, len(splits.train), len(splits.validation), splits.width)
+
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        model = create_model(config)
+        optimizer = create_optimizer(train_config)
+        optimizer.build(model.trainable_variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=train_config.keep_checkpoints
+    )
+    restored = restore_latest(checkpoint, manager)
+    start_step = int(step.numpy())
+    logging.info("%s", f"resumed from {restored} at step {start_step}" if restored else "starting from scratch")
+    logging.info("model: %s %s, %d trainable parameters", "tied" if model.tied else "untied",
+                 "-".join(map(str, model.layer_sizes)), model.num_parameters())
+
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2) + "\n")
+
+    batch_size = train_config.batch_size
+    dataset = data.train_dataset(splits.train, batch_size, config.seed, start_step=start_step)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    train_loop = make_train_loop(make_train_step(model, optimizer, train_config.loss, batch_size), step, strategy)
+    evaluate = make_evaluate(model, train_config.loss)
+    validation = data.eval_dataset(splits.validation, train_config.eval_batch_size)
+    train_writer = tf.summary.create_file_writer(os.path.join(workdir, "summaries", "train"))
+    validation_writer = tf.summary.create_file_writer(os.path.join(workdir, "summaries", "validation"))
+
+    metrics_path = os.path.join(workdir, "metrics.json")
+    previous = {}
+    if os.path.exists(metrics_path):
+        try:
+            with open(metrics_path) as f:
+                previous = json.load(f)
+        except (OSError, ValueError):
+            previous = {}
+    train_loss = previous.get("train_loss", float("nan"))
+    timed_examples, timed_seconds, examples_per_sec = 0, 0.0, previous.get("examples_per_sec", float("nan"))
+    num_steps, current = train_config.num_steps, start_step
+    if current >= num_steps:
+        logging.info("already trained to step %d (train.num_steps=%d): evaluating only; raise "
+                     "--config.train.num_steps to train longer, or use a new --workdir", current, num_steps)
+
+    def next_multiple(k):
+        return (current // k + 1) * k
+
+    first_chunk = True
+    while current < num_steps:
+        stop = min(num_steps, next_multiple(train_config.log_every_steps),
+                   next_multiple(train_config.eval_every_steps), next_multiple(train_config.checkpoint_every_steps))
+        started = time.perf_counter()
+        chunk_loss = float(train_loop(iterator, tf.constant(stop - current, tf.int64)))
+        seconds = time.perf_counter() - started
+        if not math.isfinite(chunk_loss):
+            raise FloatingPointError(
+                f"The training loss became {chunk_loss} between steps {current} and {stop}; stopped "
+                f"without saving. The last good checkpoint is {manager.latest_checkpoint}. Try a lower "
+                "`train.learning_rate`."
+            )
+        chunk_rate = (stop - current) * batch_size / seconds
+        if not first_chunk or stop == num_steps and timed_seconds == 0:
+            # The first call traces and compiles: its time would understate the throughput.
+            timed_examples += (stop - current) * batch_size
+            timed_seconds += seconds
+        first_chunk = False
+        current, train_loss = stop, chunk_loss
+        if timed_seconds > 0:
+            examples_per_sec = timed_examples / timed_seconds
+        with train_writer.as_default(step=current):
+            tf.summary.scalar("loss", train_loss)
+            tf.summary.scalar("examples_per_sec", chunk_rate)
+            tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
+        if current % train_config.log_every_steps == 0 or current == num_steps:
+            eta = (num_steps - current) * batch_size / max(examples_per_sec if timed_seconds else chunk_rate, 1e-9)
+            logging.info("step %d/%d: loss %.5f, %.0f examples/s, ETA %s",
+                         current, num_steps, train_loss, chunk_rate, _format_duration(eta))
+        if current % train_config.eval_every_steps == 0 and current != num_steps:
+            val_loss = evaluate(validation)
+            logging.info("step %d: validation loss %.5f", current, val_loss)
+            with validation_writer.as_default(step=current):
+                tf.summary.scalar("loss", val_loss)
+        if current % train_config.checkpoint_every_steps == 0 or current == num_steps:
+            logging.info("saved %s", manager.save(checkpoint_number=current))
+
+    val_loss = evaluate(validation)
+    logging.info("step %d: validation loss %.5f", current, val_loss)
+    picture_path = os.path.join(workdir, "reconstructions.png")
+    originals = splits.validation[: train_config.num_picture_examples]
+    with validation_writer.as_default(step=current):
+        tf.summary.scalar("loss", val_loss)
+        if splits.image_shape and len(originals):
+            grid = images.reconstruction_grid(originals, model(originals).numpy(), splits.image_shape)
+            images.write_png(picture_path, grid)
+            tf.summary.image("reconstructions", grid[None], step=current)
+    train_writer.flush()
+    validation_writer.flush()
+
+    metrics = {
+        "step": current,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "examples_per_sec": examples_per_sec,
+        "loss": train_config.loss,
+        "tied": model.tied,
+        "layer_sizes": list(model.layer_sizes),
+        "trainable_parameters": model.num_parameters(),
+        "data": config.data.name,
+    }
+    _write_json(metrics_path, metrics)
+    logging.info("checkpoints: %s", os.path.abspath(manager.directory))
+    if os.path.exists(picture_path):
+        logging.info("picture:     %s", os.path.abspath(picture_path))
+    logging.info("metrics:     %s", os.path.abspath(metrics_path))
+    logging.info("TensorBoard: tensorboard --logdir %s", os.path.abspath(os.path.join(workdir, "summaries")))
+    return metrics
