@@ -212,8 +212,11 @@ def _as_matrix(array, path: str, what: str) -> np.ndarray:
         raise ValueError(f"{what} in {path} is empty (shape {array.shape}).")
     matrix = array.reshape(array.shape[0], -1).astype(np.float32)
     if not np.all(np.isfinite(matrix)):
+        bad_rows = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
         bad = int(np.count_nonzero(~np.isfinite(matrix)))
-        raise ValueError(f"{what} in {path} has {bad} non-finite values (NaN or inf).")
+        raise ValueError(
+            f"{what} in {path} has {bad} non-finite values (NaN or inf), first in example {bad_rows[0]}."
+        )
     return matrix
 
 

@@ -1,0 +1,43 @@
+"""Shared fixtures: quiet TensorFlow, the MNIST test-set files, a tiny config."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_DIR = os.environ.get("RAWTF_AE_MNIST_DIR", os.path.join(REPO, "..", "shared", "data", "mnist"))
+
+
+@pytest.fixture
+def mnist_dir():
+    """The folder with the real MNIST t10k IDX pair (`../shared/data/mnist` beside the repo)."""
+    if not os.path.exists(os.path.join(MNIST_DIR, "t10k-images-idx3-ubyte.gz")):
+        pytest.skip(f"MNIST t10k files not found in {MNIST_DIR} (set RAWTF_AE_MNIST_DIR)")
+    return MNIST_DIR
+
+
+def tiny_config(**overrides):
+    """The default config shrunk to seconds: small curves set, small model, few steps.
+
+    `overrides` maps dotted keys to values, e.g. `tiny_config(**{"train.num_steps": 10})`.
+    """
+    from rawtf_ae.config import default_config
+
+    config = default_config()
+    config.model.layer_sizes = (784, 64, 16)
+    config.model.activation = "selu,linear"
+    config.data.num_train = 1_000
+    config.data.num_validation = 200
+    config.train.batch_size = 32
+    config.train.num_steps = 40
+    config.train.log_every_steps = 10
+    config.train.eval_every_steps = 20
+    config.train.checkpoint_every_steps = 20
+    config.train.eval_batch_size = 100
+    config.train.num_picture_examples = 8
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".") if "." in dotted else (None, dotted)
+        (config[section] if section else config)[key] = value
+    return config

@@ -1,0 +1,193 @@
+"""Data: curves, IDX/Keras/array readers, splits, the resumable pipeline, and bad files."""
+
+import gzip
+import hashlib
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from rawtf_ae import data
+
+# The official md5 of the MNIST test-set files (yann.lecun.com/exdb/mnist via torchvision).
+T10K_MD5 = {
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+
+
+def _data_config(**values):
+    config = ml_collections.ConfigDict(
+        dict(name="curves", path="", num_train=0, num_validation=0, split_seed=0)
+    )
+    config.update(values)
+    return config
+
+
+def _write_idx(path, array, type_code=0x08, compress=True):
+    header = bytes([0, 0, type_code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    raw = header + array.astype(">u1" if type_code == 0x08 else array.dtype).tobytes()
+    with (gzip.open if compress else open)(path, "wb") as f:
+        f.write(raw)
+
+
+def test_curves_are_deterministic_images_in_unit_range():
+    a, b, c = data.curves(50, seed=1), data.curves(50, seed=1), data.curves(50, seed=2)
+    assert a.shape == (50, 784) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.min() >= 0 and a.max() <= 1
+    # Every image holds a drawn stroke, and most pixels stay background.
+    assert (a.max(axis=1) > 0.9).all()
+    assert 0.02 < a.mean() < 0.3
+
+
+def test_mnist_files_in_shared_have_the_official_md5(mnist_dir):
+    for name, md5 in T10K_MD5.items():
+        with open(os.path.join(mnist_dir, name), "rb") as f:
+            assert hashlib.md5(f.read()).hexdigest() == md5
+
+
+def test_t10k_only_folder_is_split_into_train_and_validation(mnist_dir):
+    splits = data.load(_data_config(name="mnist", path=mnist_dir, num_validation=2_000), seed=0)
+    assert splits.train.shape == (8_000, 784) and splits.validation.shape == (2_000, 784)
+    assert splits.train.dtype == np.float32 and 0 <= splits.train.min() and splits.train.max() <= 1
+    assert splits.train_labels.shape == (8_000,) and set(np.unique(splits.validation_labels)) == set(range(10))
+    assert splits.image_shape == (28, 28)
+    # The split is a permutation: no example in both halves, none lost.
+    total = np.concatenate([splits.train, splits.validation]).sum(axis=1)
+    assert np.isclose(total.sum(), data.read_idx(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz")).sum() / 255)
+    capped = data.load(_data_config(name="mnist", path=mnist_dir, num_validation=2_000, num_train=500), seed=0)
+    np.testing.assert_array_equal(capped.train, splits.train[:500])
+
+
+def test_folder_with_train_and_test_pairs_uses_test_as_validation(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    splits = data.load(_data_config(name="fashion_mnist", path=str(tmp_path)), seed=0)
+    assert len(splits.train) == 30 and len(splits.validation) == 10
+
+
+def test_keras_format_npz_loads(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mnist.npz"
+    x_train = rng.integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    np.savez(path, x_train=x_train, y_train=np.zeros(20), x_test=x_train[:5], y_test=np.zeros(5))
+    splits = data.load(_data_config(name="mnist", path=str(path)), seed=0)
+    np.testing.assert_allclose(splits.train, x_train.reshape(20, -1) / 255.0, rtol=1e-6)
+    assert len(splits.validation) == 5
+
+
+def test_array_data_from_npy_and_npz(tmp_path):
+    x = np.random.default_rng(0).normal(size=(50, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    splits = data.load(_data_config(name="array", path=str(tmp_path / "x.npy"), num_validation=10), seed=0)
+    assert splits.train.shape == (40, 12) and splits.validation.shape == (10, 12) and splits.image_shape is None
+    np.savez(tmp_path / "x.npz", x_train=x, x_validation=x[:3])
+    splits = data.load(_data_config(name="array", path=str(tmp_path / "x.npz")), seed=0)
+    np.testing.assert_array_equal(splits.train, x)
+    assert len(splits.validation) == 3
+
+
+def _with_non_finite():
+    x = np.zeros((6, 4))
+    x[3, 1], x[5, 0] = np.nan, np.inf
+    return x
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: None, "does not exist"),
+        (lambda d: np.save(d / "x.npy", _with_non_finite()), "2 non-finite values .*first in example 3"),
+        (lambda d: np.save(d / "x.npy", np.zeros((0, 4))), "is empty"),
+        (lambda d: np.save(d / "x.npy", np.zeros(7)), r"expected \[num_examples, width\]"),
+        (lambda d: (d / "x.npy").write_bytes(b"not numpy at all"), "corrupt or not a NumPy .npy"),
+        (lambda d: np.save(d / "x.npy", np.array([{"a": 1}] * 3)), "corrupt or not a NumPy .npy"),
+    ],
+)
+def test_bad_array_file_raises_naming_the_file(tmp_path, make, message):
+    make(tmp_path)
+    path = str(tmp_path / "x.npy")
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as info:
+        data.load(_data_config(name="array", path=path, num_validation=1), seed=0)
+    assert path in str(info.value)
+
+
+def test_bad_npz_files_raise_naming_the_file(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(ValueError, match="bad.npz is corrupt"):
+        data.load(_data_config(name="array", path=str(tmp_path / "bad.npz")), seed=0)
+    np.savez(tmp_path / "two.npz", a=np.zeros((2, 2)), b=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"two.npz holds arrays \['a', 'b'\]"):
+        data.load(_data_config(name="array", path=str(tmp_path / "two.npz")), seed=0)
+    np.savez(tmp_path / "k.npz", images=np.zeros((2, 28, 28)))
+    with pytest.raises(ValueError, match="k.npz has no `x_train`"):
+        data.load(_data_config(name="mnist", path=str(tmp_path / "k.npz")), seed=0)
+
+
+def test_bad_idx_files_raise_naming_the_file(tmp_path, mnist_dir):
+    with open(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz"), "rb") as f:
+        raw = gzip.decompress(f.read())
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    with gzip.open(truncated / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        data.load(_data_config(name="mnist", path=str(truncated), num_validation=10), seed=0)
+    cut_gzip = tmp_path / "cut_gzip"
+    cut_gzip.mkdir()
+    with open(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz"), "rb") as f:
+        (cut_gzip / "t10k-images-idx3-ubyte.gz").write_bytes(f.read()[:5000])
+    with pytest.raises(ValueError, match=r"cut_gzip/t10k-images-idx3-ubyte.gz is corrupt"):
+        data.load(_data_config(name="mnist", path=str(cut_gzip), num_validation=10), seed=0)
+    not_idx = tmp_path / "not_idx"
+    not_idx.mkdir()
+    (not_idx / "t10k-images-idx3-ubyte").write_bytes(b"<html>proxy error</html>")
+    with pytest.raises(ValueError, match="is not an IDX file"):
+        data.load(_data_config(name="mnist", path=str(not_idx), num_validation=10), seed=0)
+    mismatch = tmp_path / "mismatch"
+    mismatch.mkdir()
+    _write_idx(mismatch / "t10k-images-idx3-ubyte.gz", np.zeros((5, 28, 28)))
+    _write_idx(mismatch / "t10k-labels-idx1-ubyte.gz", np.zeros((4,)))
+    with pytest.raises(ValueError, match=r"holds \(4,\) labels for the 5 images"):
+        data.load(_data_config(name="mnist", path=str(mismatch), num_validation=1), seed=0)
+    with pytest.raises(FileNotFoundError, match="holds neither"):
+        data.load(_data_config(name="mnist", path=str(tmp_path)), seed=0)
+
+
+def test_impossible_split_sizes_raise(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((10, 3)))
+    with pytest.raises(ValueError, match=r"`data.num_validation` \(10\) must be between 1 and 9"):
+        data.load(_data_config(name="array", path=str(tmp_path / "x.npy"), num_validation=10), seed=0)
+    with pytest.raises(ValueError, match=r"`data.num_train` \(50\) exceeds the 8"):
+        data.load(_data_config(name="array", path=str(tmp_path / "x.npy"), num_validation=2, num_train=50), seed=0)
+
+
+def _batches(dataset, count):
+    return [batch.numpy() for batch in dataset.take(count)]
+
+
+def test_train_dataset_epochs_are_permutations_and_resume_at_any_step():
+    examples = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    batches = _batches(data.train_dataset(examples, batch_size=4, seed=7), 10)
+    order = np.concatenate(batches)[:, 0]
+    # 40 positions = 4 whole epochs of 10 examples, each a permutation of all of them.
+    for epoch in range(4):
+        assert sorted(order[epoch * 10 : (epoch + 1) * 10]) == list(range(10))
+    assert not np.array_equal(order[:10], order[10:20])
+    for start in (1, 2, 3, 7):  # mid-epoch (step 1 starts at position 4) and across epochs
+        resumed = _batches(data.train_dataset(examples, batch_size=4, seed=7, start_step=start), 10 - start)
+        np.testing.assert_array_equal(np.concatenate(resumed), np.concatenate(batches[start:]))
+    other_seed = np.concatenate(_batches(data.train_dataset(examples, batch_size=4, seed=8), 10))
+    assert not np.array_equal(other_seed, np.concatenate(batches))
+
+
+def test_eval_dataset_keeps_every_example():
+    examples = np.arange(25, dtype=np.float32).reshape(25, 1)
+    batches = list(data.eval_dataset(examples, batch_size=10))
+    assert [len(b) for b in batches] == [10, 10, 5]
+    np.testing.assert_array_equal(np.concatenate(batches), examples)
