@@ -218,6 +218,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=train_config.keep_checkpoints
     )
     restored = restore_latest(checkpoint, manager)
+    learning_rate = learning_rate_schedule(train_config)
+    if restored and isinstance(learning_rate, float):
+        # Keras checkpoints a constant learning rate as a variable; on resume the config decides.
+        optimizer.learning_rate = learning_rate
     start_step = int(step.numpy())
     logging.info("%s", f"resumed from {restored} at step {start_step}" if restored else "starting from scratch")
     logging.info("model: %s %s, %d trainable parameters", "tied" if model.tied else "untied",
