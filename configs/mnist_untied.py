@@ -1,6 +1,6 @@
 """The untied twin of `mnist_tied.py`: the same network with its own decoder kernels.
 
-    python train.py --config=configs/mnist_untied.py --config.data.path=../shared/data/mnist
+python train.py --config=configs/mnist_untied.py --config.data.path=../shared/data/mnist
 """
 
 import os

@@ -45,9 +45,7 @@ def get(spec: ActivationSpec) -> Activation:
             ) from None
     if callable(spec):
         return spec
-    raise ValueError(
-        f"Activation {spec!r} is neither a name ({', '.join(NAMES)}) nor a callable."
-    )
+    raise ValueError(f"Activation {spec!r} is neither a name ({', '.join(NAMES)}) nor a callable.")
 
 
 def name_of(spec: ActivationSpec) -> str:

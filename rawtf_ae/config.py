@@ -98,10 +98,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     given = _flat_keys(config)
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise ValueError(f"Unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}.")
+        raise ValueError(
+            f"Unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}."
+        )
     missing = sorted(set(known) - set(given))
     if missing:
-        raise ValueError(f"Config lacks key(s) {', '.join(missing)}; start from rawtf_ae.config.default_config().")
+        raise ValueError(
+            f"Config lacks key(s) {', '.join(missing)}; start from rawtf_ae.config.default_config()."
+        )
     model, train = config.model, config.train
     sizes = model.layer_sizes
     if (
@@ -121,8 +125,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     activations.get(model.output_activation)
     if config.data.name not in data.NAMES:
         raise ValueError(f"`data.name` is {config.data.name!r}; expected one of {', '.join(data.NAMES)}.")
-    for key in ("batch_size", "num_steps", "log_every_steps", "eval_every_steps",
-                "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size", "decay_steps"):
+    for key in (
+        "batch_size",
+        "num_steps",
+        "log_every_steps",
+        "eval_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "eval_batch_size",
+        "decay_steps",
+    ):
         _positive_int(f"train.{key}", train[key])
     for key in ("num_validation", "num_train", "split_seed"):
         value = config.data[key]
@@ -132,7 +144,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"`train.loss` is {train.loss!r}; expected one of {', '.join(losses.NAMES)}.")
     losses.check(train.loss, activations.name_of(model.output_activation))
     if train.optimizer not in OPTIMIZERS:
-        raise ValueError(f"`train.optimizer` is {train.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}.")
+        raise ValueError(
+            f"`train.optimizer` is {train.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}."
+        )
     if train.schedule not in SCHEDULES:
         raise ValueError(f"`train.schedule` is {train.schedule!r}; expected one of {', '.join(SCHEDULES)}.")
     if not train.learning_rate > 0:

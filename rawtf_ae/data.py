@@ -125,13 +125,16 @@ def _read_idx_pair(folder: str, prefix: str):
         return None
     images = read_idx(images_path)
     if images.ndim != 3:
-        raise ValueError(f"IDX file {images_path} should hold images [n, rows, cols], got shape {images.shape}.")
+        raise ValueError(
+            f"IDX file {images_path} should hold images [n, rows, cols], got shape {images.shape}."
+        )
     labels = None
     if labels_path is not None:
         labels = read_idx(labels_path)
         if labels.shape != images.shape[:1]:
             raise ValueError(
-                f"{labels_path} holds {labels.shape} labels for the {images.shape[0]} images of {images_path}."
+                f"{labels_path} holds {labels.shape} labels for the {images.shape[0]} images "
+                f"of {images_path}."
             )
     return images, labels
 
@@ -139,7 +142,9 @@ def _read_idx_pair(folder: str, prefix: str):
 def _read_keras_npz(path: str):
     arrays = _read_npz(path)
     if "x_train" not in arrays:
-        raise ValueError(f"{path} has no `x_train` array (Keras's mnist.npz layout); it has {sorted(arrays)}.")
+        raise ValueError(
+            f"{path} has no `x_train` array (Keras's mnist.npz layout); it has {sorted(arrays)}."
+        )
     train = (arrays["x_train"], arrays.get("y_train"))
     test = (arrays["x_test"], arrays.get("y_test")) if "x_test" in arrays else None
     return train, test
@@ -229,7 +234,7 @@ def _split(x, labels, num_validation: int, split_seed: int, source: str):
         )
     order = np.random.default_rng(split_seed).permutation(len(x))
     train, validation = order[:-num_validation], order[-num_validation:]
-    pick = (lambda a, idx: None if a is None else a[idx])
+    pick = lambda a, idx: None if a is None else a[idx]
     return x[train], x[validation], pick(labels, train), pick(labels, validation)
 
 
@@ -270,7 +275,9 @@ def load(data_config, seed: int) -> Splits:
         train_x, val_x = _read_array(path)
         train_x = _as_matrix(train_x, path, "the training array")
         if val_x is None:
-            train_x, val_x, _, _ = _split(train_x, None, data_config.num_validation, data_config.split_seed, path)
+            train_x, val_x, _, _ = _split(
+                train_x, None, data_config.num_validation, data_config.split_seed, path
+            )
         else:
             val_x = _as_matrix(val_x, path, "the validation array")
         side = int(round(np.sqrt(train_x.shape[1])))

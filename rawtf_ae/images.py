@@ -6,7 +6,9 @@ import numpy as np
 import tensorflow as tf
 
 
-def reconstruction_grid(originals, reconstructions, image_shape, columns: int = 8, gap: int = 1) -> np.ndarray:
+def reconstruction_grid(
+    originals, reconstructions, image_shape, columns: int = 8, gap: int = 1
+) -> np.ndarray:
     """Interleaves rows of originals and reconstructions into one `uint8` image `[H, W, 1]`.
 
     Args:

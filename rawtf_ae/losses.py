@@ -24,9 +24,7 @@ def sigmoid_cross_entropy(targets, logits) -> tf.Tensor:
     `log(sigmoid(logits))` would underflow. `targets` are in `[0, 1]` (pixel intensities are
     treated as probabilities, as in Vincent et al. 2010 and Hinton & Salakhutdinov 2006).
     """
-    return tf.reduce_mean(
-        tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), axis=-1
-    )
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), axis=-1)
 
 
 def check(loss: str, output_activation_name: str) -> None:

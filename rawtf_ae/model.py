@@ -25,9 +25,7 @@ def _check_layer_sizes(layer_sizes) -> tuple[int, ...]:
         sizes = tuple(layer_sizes)
     except TypeError:
         sizes = ()
-    valid = len(sizes) >= 2 and all(
-        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes
-    )
+    valid = len(sizes) >= 2 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
     if not valid:
         raise ValueError(
             f"`layer_sizes` ({layer_sizes!r}) needs at least two positive integer widths: "
@@ -112,7 +110,9 @@ class TiedAutoencoder(tf.Module):
             # One independent stateless stream per (layer, role): adding the untied decoder
             # kernels leaves the encoder kernels of the same seed unchanged.
             value = init((fan_in, fan_out), tf.constant([self.seed, 2 * i + role], tf.int32))
-            return tf.Variable(tf.cast(value, dtype), name=f"{'encoder' if role == 0 else 'decoder'}/layer_{i}/kernel")
+            return tf.Variable(
+                tf.cast(value, dtype), name=f"{'encoder' if role == 0 else 'decoder'}/layer_{i}/kernel"
+            )
 
         with self.name_scope:
             self.kernels = [make_kernel(i, 0) for i in range(num_layers)]

@@ -17,7 +17,6 @@ import time
 from typing import Callable, Optional
 
 import ml_collections
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -82,10 +81,14 @@ def create_optimizer(train_config) -> tf.keras.optimizers.Optimizer:
     if name == "adam":
         return tf.keras.optimizers.Adam(learning_rate)
     if name == "sgd":
-        return tf.keras.optimizers.SGD(learning_rate, momentum=train_config.momentum, nesterov=train_config.nesterov)
+        return tf.keras.optimizers.SGD(
+            learning_rate, momentum=train_config.momentum, nesterov=train_config.nesterov
+        )
     if name == "rmsprop":
         return tf.keras.optimizers.RMSprop(learning_rate, momentum=train_config.momentum)
-    raise ValueError(f"Unknown `train.optimizer` {name!r}; expected one of {', '.join(config_lib.OPTIMIZERS)}.")
+    raise ValueError(
+        f"Unknown `train.optimizer` {name!r}; expected one of {', '.join(config_lib.OPTIMIZERS)}."
+    )
 
 
 def make_train_step(model: TiedAutoencoder, optimizer, loss: str, global_batch_size: int):
@@ -204,8 +207,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"The data ({config.data.name} {config.data.path}) has width {splits.width}, but "
             f"`model.layer_sizes[0]` is {config.model.layer_sizes[0]}."
         )
-    logging.info("data: %s, %d training and %d validation examples of width %d",
-                 config.data.name, len(splits.train), len(splits.validation), splits.width)
+    logging.info(
+        "data: %s, %d training and %d validation examples of width %d",
+        config.data.name,
+        len(splits.train),
+        len(splits.validation),
+        splits.width,
+    )
 
     strategy = tf.distribute.get_strategy()
     with strategy.scope():
@@ -223,9 +231,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         # Keras checkpoints a constant learning rate as a variable; on resume the config decides.
         optimizer.learning_rate = learning_rate
     start_step = int(step.numpy())
-    logging.info("%s", f"resumed from {restored} at step {start_step}" if restored else "starting from scratch")
-    logging.info("model: %s %s, %d trainable parameters", "tied" if model.tied else "untied",
-                 "-".join(map(str, model.layer_sizes)), model.num_parameters())
+    logging.info(
+        "%s", f"resumed from {restored} at step {start_step}" if restored else "starting from scratch"
+    )
+    logging.info(
+        "model: %s %s, %d trainable parameters",
+        "tied" if model.tied else "untied",
+        "-".join(map(str, model.layer_sizes)),
+        model.num_parameters(),
+    )
 
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -234,7 +248,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     batch_size = train_config.batch_size
     dataset = data.train_dataset(splits.train, batch_size, config.seed, start_step=start_step)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    train_loop = make_train_loop(make_train_step(model, optimizer, train_config.loss, batch_size), step, strategy)
+    train_loop = make_train_loop(
+        make_train_step(model, optimizer, train_config.loss, batch_size), step, strategy
+    )
     evaluate = make_evaluate(model, train_config.loss)
     validation = data.eval_dataset(splits.validation, train_config.eval_batch_size)
     train_writer = tf.summary.create_file_writer(os.path.join(workdir, "summaries", "train"))
@@ -252,16 +268,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     timed_examples, timed_seconds, examples_per_sec = 0, 0.0, previous.get("examples_per_sec", float("nan"))
     num_steps, current = train_config.num_steps, start_step
     if current >= num_steps:
-        logging.info("already trained to step %d (train.num_steps=%d): evaluating only; raise "
-                     "--config.train.num_steps to train longer, or use a new --workdir", current, num_steps)
+        logging.info(
+            "already trained to step %d (train.num_steps=%d): evaluating only; raise "
+            "--config.train.num_steps to train longer, or use a new --workdir",
+            current,
+            num_steps,
+        )
 
     def next_multiple(k):
         return (current // k + 1) * k
 
     first_chunk = True
     while current < num_steps:
-        stop = min(num_steps, next_multiple(train_config.log_every_steps),
-                   next_multiple(train_config.eval_every_steps), next_multiple(train_config.checkpoint_every_steps))
+        stop = min(
+            num_steps,
+            next_multiple(train_config.log_every_steps),
+            next_multiple(train_config.eval_every_steps),
+            next_multiple(train_config.checkpoint_every_steps),
+        )
         started = time.perf_counter()
         chunk_loss = float(train_loop(iterator, tf.constant(stop - current, tf.int64)))
         seconds = time.perf_counter() - started
@@ -285,9 +309,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             tf.summary.scalar("examples_per_sec", chunk_rate)
             tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
         if current % train_config.log_every_steps == 0 or current == num_steps:
-            eta = (num_steps - current) * batch_size / max(examples_per_sec if timed_seconds else chunk_rate, 1e-9)
-            logging.info("step %d/%d: loss %.5f, %.0f examples/s, ETA %s",
-                         current, num_steps, train_loss, chunk_rate, _format_duration(eta))
+            eta = (
+                (num_steps - current)
+                * batch_size
+                / max(examples_per_sec if timed_seconds else chunk_rate, 1e-9)
+            )
+            logging.info(
+                "step %d/%d: loss %.5f, %.0f examples/s, ETA %s",
+                current,
+                num_steps,
+                train_loss,
+                chunk_rate,
+                _format_duration(eta),
+            )
         if current % train_config.eval_every_steps == 0 and current != num_steps:
             val_loss = evaluate(validation)
             logging.info("step %d: validation loss %.5f", current, val_loss)

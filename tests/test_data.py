@@ -53,12 +53,18 @@ def test_t10k_only_folder_is_split_into_train_and_validation(mnist_dir):
     splits = data.load(_data_config(name="mnist", path=mnist_dir, num_validation=2_000), seed=0)
     assert splits.train.shape == (8_000, 784) and splits.validation.shape == (2_000, 784)
     assert splits.train.dtype == np.float32 and 0 <= splits.train.min() and splits.train.max() <= 1
-    assert splits.train_labels.shape == (8_000,) and set(np.unique(splits.validation_labels)) == set(range(10))
+    assert splits.train_labels.shape == (8_000,) and set(np.unique(splits.validation_labels)) == set(
+        range(10)
+    )
     assert splits.image_shape == (28, 28)
     # The split is a permutation: no example in both halves, none lost.
     total = np.concatenate([splits.train, splits.validation]).sum(axis=1)
-    assert np.isclose(total.sum(), data.read_idx(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz")).sum() / 255)
-    capped = data.load(_data_config(name="mnist", path=mnist_dir, num_validation=2_000, num_train=500), seed=0)
+    assert np.isclose(
+        total.sum(), data.read_idx(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz")).sum() / 255
+    )
+    capped = data.load(
+        _data_config(name="mnist", path=mnist_dir, num_validation=2_000, num_train=500), seed=0
+    )
     np.testing.assert_array_equal(capped.train, splits.train[:500])
 
 
@@ -85,7 +91,9 @@ def test_array_data_from_npy_and_npz(tmp_path):
     x = np.random.default_rng(0).normal(size=(50, 12)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     splits = data.load(_data_config(name="array", path=str(tmp_path / "x.npy"), num_validation=10), seed=0)
-    assert splits.train.shape == (40, 12) and splits.validation.shape == (10, 12) and splits.image_shape is None
+    assert (
+        splits.train.shape == (40, 12) and splits.validation.shape == (10, 12) and splits.image_shape is None
+    )
     np.savez(tmp_path / "x.npz", x_train=x, x_validation=x[:3])
     splits = data.load(_data_config(name="array", path=str(tmp_path / "x.npz")), seed=0)
     np.testing.assert_array_equal(splits.train, x)
@@ -164,7 +172,9 @@ def test_impossible_split_sizes_raise(tmp_path):
     with pytest.raises(ValueError, match=r"`data.num_validation` \(10\) must be between 1 and 9"):
         data.load(_data_config(name="array", path=str(tmp_path / "x.npy"), num_validation=10), seed=0)
     with pytest.raises(ValueError, match=r"`data.num_train` \(50\) exceeds the 8"):
-        data.load(_data_config(name="array", path=str(tmp_path / "x.npy"), num_validation=2, num_train=50), seed=0)
+        data.load(
+            _data_config(name="array", path=str(tmp_path / "x.npy"), num_validation=2, num_train=50), seed=0
+        )
 
 
 def _batches(dataset, count):

@@ -57,7 +57,9 @@ def test_tied_gradient_is_sum_of_encoder_and_decoder_paths():
     tied = TiedAutoencoder(sizes, activation=["tanh", "linear"], seed=3)
     untied = TiedAutoencoder(sizes, activation=["tanh", "linear"], seed=3, tied=False)
     _randomize_biases(tied)
-    for source, target in zip(tied.encoder_biases + tied.decoder_biases, untied.encoder_biases + untied.decoder_biases):
+    for source, target in zip(
+        tied.encoder_biases + tied.decoder_biases, untied.encoder_biases + untied.decoder_biases
+    ):
         target.assign(source)
     for kernel, encoder_copy, decoder_copy in zip(tied.kernels, untied.kernels, untied.decoder_kernels):
         encoder_copy.assign(kernel)

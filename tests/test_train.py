@@ -29,7 +29,9 @@ def _restore_model(config, workdir):
 
 
 def test_training_on_curves_at_least_halves_the_validation_loss(tmp_path):
-    config = tiny_config(**{"train.num_steps": 150, "train.log_every_steps": 50, "train.eval_every_steps": 50})
+    config = tiny_config(
+        **{"train.num_steps": 150, "train.log_every_steps": 50, "train.eval_every_steps": 50}
+    )
     before = _initial_val_loss(config)
     metrics = train.train_and_evaluate(config, str(tmp_path))
     assert metrics["step"] == 150
@@ -37,10 +39,17 @@ def test_training_on_curves_at_least_halves_the_validation_loss(tmp_path):
 
 
 def test_training_on_mnist_test_set_files_lowers_the_loss(tmp_path, mnist_dir):
-    config = tiny_config(**{
-        "data.name": "mnist", "data.path": mnist_dir, "data.num_train": 2_000, "data.num_validation": 500,
-        "train.num_steps": 100, "train.batch_size": 64, "model.layer_sizes": (784, 128, 32),
-    })
+    config = tiny_config(
+        **{
+            "data.name": "mnist",
+            "data.path": mnist_dir,
+            "data.num_train": 2_000,
+            "data.num_validation": 500,
+            "train.num_steps": 100,
+            "train.batch_size": 64,
+            "model.layer_sizes": (784, 128, 32),
+        }
+    )
     before = _initial_val_loss(config)
     metrics = train.train_and_evaluate(config, str(tmp_path))
     assert metrics["val_loss"] < 0.5 * before, (before, metrics)
@@ -68,7 +77,9 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
     config = tiny_config(**{"train.num_steps": 60, "train.checkpoint_every_steps": 20})
     train.train_and_evaluate(config, straight)
     # The same command stopped at 25 steps (checkpoint at 20, then 25 at the end), then run again.
-    train.train_and_evaluate(tiny_config(**{"train.num_steps": 25, "train.checkpoint_every_steps": 20}), interrupted)
+    train.train_and_evaluate(
+        tiny_config(**{"train.num_steps": 25, "train.checkpoint_every_steps": 20}), interrupted
+    )
     metrics = train.train_and_evaluate(config, interrupted)
     assert metrics["step"] == 60
     model_a, optimizer_a, step_a = _restore_model(config, straight)
@@ -96,12 +107,26 @@ def _snapshot(folder):
 
 
 def test_non_finite_loss_stops_with_clear_error_and_keeps_the_last_checkpoint(tmp_path):
-    good = tiny_config(**{"train.num_steps": 20, "train.optimizer": "sgd", "train.learning_rate": 0.01,
-                          "train.loss": "mse", "model.output_activation": "linear"})
+    good = tiny_config(
+        **{
+            "train.num_steps": 20,
+            "train.optimizer": "sgd",
+            "train.learning_rate": 0.01,
+            "train.loss": "mse",
+            "model.output_activation": "linear",
+        }
+    )
     train.train_and_evaluate(good, str(tmp_path))
     saved = _snapshot(tmp_path / "checkpoints")
-    diverging = tiny_config(**{"train.num_steps": 60, "train.optimizer": "sgd", "train.learning_rate": 1e12,
-                               "train.loss": "mse", "model.output_activation": "linear"})
+    diverging = tiny_config(
+        **{
+            "train.num_steps": 60,
+            "train.optimizer": "sgd",
+            "train.learning_rate": 1e12,
+            "train.loss": "mse",
+            "model.output_activation": "linear",
+        }
+    )
     with pytest.raises(FloatingPointError, match=r"between steps 20 and 30.*ckpt-20"):
         train.train_and_evaluate(diverging, str(tmp_path))
     assert _snapshot(tmp_path / "checkpoints") == saved
@@ -120,8 +145,14 @@ def test_checkpoint_of_another_architecture_is_a_clear_error_and_writes_nothing(
 
 def test_data_width_that_does_not_match_the_model_is_an_error(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((50, 10), np.float32))
-    config = tiny_config(**{"data.name": "array", "data.path": str(tmp_path / "x.npy"),
-                          "data.num_validation": 5, "data.num_train": 0})
+    config = tiny_config(
+        **{
+            "data.name": "array",
+            "data.path": str(tmp_path / "x.npy"),
+            "data.num_validation": 5,
+            "data.num_train": 0,
+        }
+    )
     with pytest.raises(ValueError, match=r"has width 10, but `model.layer_sizes\[0\]` is 784"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run")
@@ -144,8 +175,16 @@ def test_optimizers_schedules_and_untied_models_lower_the_loss(tmp_path, overrid
 
 
 def test_learning_rate_schedules_warm_up_then_decay():
-    config = ml_collections.ConfigDict(dict(
-        learning_rate=0.1, warmup_steps=10, schedule="cosine", num_steps=110, decay_steps=1, decay_rate=0.5))
+    config = ml_collections.ConfigDict(
+        dict(
+            learning_rate=0.1,
+            warmup_steps=10,
+            schedule="cosine",
+            num_steps=110,
+            decay_steps=1,
+            decay_rate=0.5,
+        )
+    )
     schedule = train.learning_rate_schedule(config)
     assert float(schedule(0)) == pytest.approx(0.01)
     assert float(schedule(9)) == pytest.approx(0.1)

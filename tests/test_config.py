@@ -1,0 +1,63 @@
+"""Configs: every shipped config validates; unknown keys and bad values are errors."""
+
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from rawtf_ae import config as config_lib
+from tests.conftest import REPO, tiny_config
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))))
+def test_every_shipped_config_is_valid(path):
+    config_lib.validate(_load(path))
+
+
+def test_shipped_configs_have_the_promised_models():
+    tied = _load(os.path.join(REPO, "configs", "mnist_tied.py"))
+    untied = _load(os.path.join(REPO, "configs", "mnist_untied.py"))
+    deep = _load(os.path.join(REPO, "configs", "mnist_deep.py"))
+    assert tuple(tied.model.layer_sizes) == (784, 392, 196) and tied.model.tied and tied.train.loss == "bce"
+    assert not untied.model.tied and untied.model.layer_sizes == tied.model.layer_sizes
+    assert tuple(deep.model.layer_sizes) == (784, 1000, 500, 250, 30)
+    assert config_lib.activation_spec(deep.model.activation)[-1] == "linear"
+
+
+def test_activation_spec_accepts_names_lists_and_comma_separated_strings():
+    assert config_lib.activation_spec("selu") == "selu"
+    assert config_lib.activation_spec("selu, linear") == ["selu", "linear"]
+    assert config_lib.activation_spec(("relu", "linear")) == ["relu", "linear"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train.learnin_rate": 0.1}, "Unknown config key.*train.learnin_rate"),
+        ({"train.optimizer": "adagrad"}, "`train.optimizer` is 'adagrad'"),
+        ({"train.loss": "l1"}, "`train.loss` is 'l1'"),
+        ({"train.loss": "bce", "model.output_activation": "linear"}, "needs output_activation='sigmoid'"),
+        ({"train.batch_size": 0}, "`train.batch_size` must be a positive integer"),
+        ({"train.num_steps": -5}, "`train.num_steps` must be a positive integer"),
+        ({"train.learning_rate": -1.0}, "`train.learning_rate` must be positive"),
+        ({"train.momentum": 1.0}, r"`train.momentum` must be in \[0, 1\)"),
+        ({"train.schedule": "step"}, "`train.schedule` is 'step'"),
+        ({"train.warmup_steps": 40}, "`train.warmup_steps` .* must be in"),
+        ({"model.layer_sizes": (784,)}, "`model.layer_sizes`"),
+        ({"model.activation": "selu,selu,linear"}, "has 3 entries for 2 encoder layers"),
+        ({"model.activation": "swishy"}, "Unknown activation 'swishy'"),
+        ({"data.name": "cifar"}, "`data.name` is 'cifar'"),
+        ({"data.num_validation": -1}, "`data.num_validation` must be a non-negative integer"),
+    ],
+)
+def test_bad_config_values_name_the_key(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        config_lib.validate(tiny_config(**overrides))

@@ -1,0 +1,87 @@
+"""`python train.py` end to end: flags, outputs, resume, and one-line errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+_TINY = [
+    "--config.model.layer_sizes=(784,32,8)",
+    "--config.model.activation=selu,linear",
+    "--config.data.num_train=500",
+    "--config.data.num_validation=100",
+    "--config.train.batch_size=50",
+    "--config.train.log_every_steps=10",
+    "--config.train.eval_every_steps=20",
+    "--config.train.checkpoint_every_steps=20",
+    "--config.train.eval_batch_size=50",
+]
+
+
+def _run(*args, cwd=REPO, timeout=240):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_train_py_trains_resumes_and_writes_its_outputs(tmp_path):
+    workdir = tmp_path / "run"
+    first = _run(f"--workdir={workdir}", "--config.train.num_steps=20", *_TINY)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "step 20/20: loss" in first.stderr and "examples/s, ETA" in first.stderr
+    assert sorted(os.listdir(workdir)) == [
+        "checkpoints",
+        "config.json",
+        "metrics.json",
+        "reconstructions.png",
+        "summaries",
+    ]
+    second = _run(f"--workdir={workdir}", "--config.train.num_steps=40", *_TINY)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stderr and "ckpt-20 at step 20" in second.stderr
+    with open(workdir / "metrics.json") as f:
+        assert json.load(f)["step"] == 40
+
+
+def test_default_workdir_is_named_after_the_config_and_logged(tmp_path):
+    result = _run("--config.train.num_steps=10", *_TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "default workdir workdirs/curves" in result.stderr
+    assert (tmp_path / "workdirs" / "curves" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config.train.learnin_rate=0.1"], "learnin_rate"),
+        (
+            ["--config.data.name=array", "--config.data.path=/nonexistent/x.npy"],
+            "train.py: error: Data file /nonexistent/x.npy (data.path) does not exist.",
+        ),
+        (["--config.train.optimizer=adagrad"], "train.py: error: `train.optimizer` is 'adagrad'"),
+        (["--config=configs/nope.py"], "nope.py"),
+    ],
+)
+def test_bad_flags_and_data_exit_nonzero_with_a_clear_message(tmp_path, args, message):
+    result = _run(f"--workdir={tmp_path / 'run'}", *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_helpfull_lists_the_flags():
+    result = _run("--helpfull")  # absl exits 1 after printing help
+    assert "--workdir" in result.stdout and "--config" in result.stdout
