@@ -47,7 +47,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 128
-    config.train.num_steps = 3_000
+    config.train.num_steps = 10_000
     config.train.loss = "bce"  # bce (sigmoid cross-entropy from logits) | mse
     config.train.optimizer = "adam"  # adam | sgd | rmsprop
     config.train.learning_rate = 1e-3
@@ -59,9 +59,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.warmup_steps = 0  # linear warm-up from 0, for any schedule
     config.train.decay_rate = 0.5
     config.train.decay_steps = 1_000
-    config.train.log_every_steps = 250
-    config.train.eval_every_steps = 1_000
-    config.train.checkpoint_every_steps = 1_000
+    config.train.log_every_steps = 500
+    config.train.eval_every_steps = 2_000
+    config.train.checkpoint_every_steps = 2_000
     config.train.keep_checkpoints = 3
     config.train.eval_batch_size = 1_000
     # How many validation examples the reconstruction picture shows (originals over
