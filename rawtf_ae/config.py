@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ml_collections
 
-from rawtf_ae import activations, data, losses
+from rawtf_ae import activations, data, distribute, losses
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 SCHEDULES = ("constant", "cosine", "exponential")
 
 
@@ -46,6 +47,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.split_seed = 0
 
     config.train = ml_collections.ConfigDict()
+    # The global batch: split evenly over all replicas of the strategy (so it must divide).
     config.train.batch_size = 128
     config.train.num_steps = 10_000
     config.train.loss = "bce"  # bce (sigmoid cross-entropy from logits) | mse
@@ -67,6 +69,24 @@ def default_config() -> ml_collections.ConfigDict:
     # How many validation examples the reconstruction picture shows (originals over
     # reconstructions, in rows of 8).
     config.train.num_picture_examples = 32
+
+    # Distribution and speed (see rawtf_ae/distribute.py and the README's "Distributed training").
+    # default | one_device | mirrored | multi_worker_mirrored (cluster from TF_CONFIG) | tpu
+    config.train.strategy = "default"
+    # one_device/mirrored: comma-separated devices, e.g. "/gpu:0,/gpu:1" (empty: all GPUs, else CPUs).
+    config.train.devices = ""
+    # tpu: "local" on a TPU VM, or the TPU's name or grpc:// address.
+    config.train.tpu = ""
+    # Split the CPU into this many logical devices first (0: leave it), so that `mirrored` runs
+    # with several replicas on any machine.
+    config.train.logical_cpus = 0
+    # Compile the step with XLA.
+    config.train.jit_compile = False
+    # float32 | mixed_bfloat16 (bf16 matmuls, float32 variables) | mixed_float16 (with loss scaling).
+    config.train.precision = "float32"
+    # At most this many steps per tf.function call (a tf.range loop inside it); logging,
+    # evaluation and checkpoint intervals also end a call.
+    config.train.steps_per_loop = 100
     return config
 
 
@@ -134,6 +154,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "keep_checkpoints",
         "eval_batch_size",
         "decay_steps",
+        "steps_per_loop",
     ):
         _positive_int(f"train.{key}", train[key])
     for key in ("num_validation", "num_train", "split_seed"):
@@ -159,5 +180,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"`train.warmup_steps` ({train.warmup_steps}) must be in [0, train.num_steps={train.num_steps})."
         )
+    if train.strategy not in distribute.STRATEGIES:
+        raise ValueError(
+            f"`train.strategy` is {train.strategy!r}; expected one of {', '.join(distribute.STRATEGIES)}."
+        )
+    if train.precision not in PRECISIONS:
+        raise ValueError(
+            f"`train.precision` is {train.precision!r}; expected one of {', '.join(PRECISIONS)}."
+        )
+    if (
+        isinstance(train.logical_cpus, bool)
+        or not isinstance(train.logical_cpus, int)
+        or train.logical_cpus < 0
+    ):
+        raise ValueError(f"`train.logical_cpus` must be a non-negative integer, got {train.logical_cpus!r}.")
     if train.num_picture_examples < 0:
         raise ValueError(f"`train.num_picture_examples` must be >= 0, got {train.num_picture_examples}.")

@@ -306,19 +306,38 @@ def load(data_config, seed: int) -> Splits:
 # tf.data pipelines.
 
 
-def train_dataset(examples: np.ndarray, batch_size: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
-    """An endless dataset of shuffled `[batch_size, width]` batches, resumable at any step.
+def train_dataset(
+    examples: np.ndarray,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    input_context: Optional[tf.distribute.InputContext] = None,
+) -> tf.data.Dataset:
+    """An endless dataset of shuffled batches, resumable at any step and shardable by replica.
 
     Epoch `e` visits the examples in the order `stateless_shuffle(range(n), seed=[seed, e])`,
-    and batch `s` holds positions `[s * batch_size, (s + 1) * batch_size)` of the concatenated
-    epochs. Starting at `start_step` therefore yields exactly the batches an uninterrupted run
-    would see from that step on, mid-epoch included, without replaying the earlier ones.
+    and global batch `s` holds positions `[s * batch_size, (s + 1) * batch_size)` of the
+    concatenated epochs. Starting at `start_step` therefore yields exactly the batches an
+    uninterrupted run would see from that step on, mid-epoch included, without replaying the
+    earlier ones.
+
+    Args:
+      examples: `[n, width]`.
+      batch_size: the global batch size.
+      seed: orders the epochs.
+      start_step: the first global step to produce.
+      input_context: from `strategy.distribute_datasets_from_function`. Then this input
+        pipeline yields, for each global batch, the `[batch_size / num_replicas, width]` slices
+        of its own replicas, one after the other (replica `r` of all gets slice `r`): every
+        worker builds the same global batches, and together the replicas see exactly one.
+
+    Returns:
+      A dataset of `[batch_size, width]` batches (or per-replica slices), static shapes.
     """
     n = len(examples)
     if n == 0:
         raise ValueError("The training set is empty.")
-    position = start_step * batch_size
-    first_epoch, offset = divmod(position, n)
+    first_epoch, offset = divmod(start_step * batch_size, n)
     table = tf.constant(examples)
 
     def epoch_order(epoch):
@@ -333,6 +352,14 @@ def train_dataset(examples: np.ndarray, batch_size: int, seed: int, start_step: 
         .skip(offset)
         .batch(batch_size, drop_remainder=True)
     )
+    if input_context is not None and input_context.num_replicas_in_sync > 1:
+        replicas = input_context.num_replicas_in_sync
+        per_replica = input_context.get_per_replica_batch_size(batch_size)
+        local = replicas // input_context.num_input_pipelines
+        first = input_context.input_pipeline_id * local
+        indices = indices.map(
+            lambda idx: tf.reshape(idx, [replicas, per_replica])[first : first + local]
+        ).unbatch()
     return indices.map(lambda idx: tf.gather(table, idx), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
         tf.data.AUTOTUNE
     )

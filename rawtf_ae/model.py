@@ -69,6 +69,7 @@ class TiedAutoencoder(tf.Module):
         kernel_initializer: Union[str, initializers.Initializer] = "auto",
         seed: Optional[int] = None,
         dtype: tf.DType = tf.float32,
+        compute_dtype: Optional[tf.DType] = None,
         name: Optional[str] = None,
     ):
         """Creates all variables.
@@ -86,6 +87,9 @@ class TiedAutoencoder(tf.Module):
             `"glorot_uniform"`, `"lecun_normal"`, `"he_normal"`, or `(shape, seed) -> Tensor`.
           seed: makes the initial weights reproducible; `None` draws a fresh one.
           dtype: the variables' dtype.
+          compute_dtype: the dtype of the matrix multiplies (e.g. `tf.bfloat16` for mixed
+            precision); `None` = `dtype`. Variables stay in `dtype` and are cast once per call;
+            outputs and logits come back in `dtype`.
           name: the module's name.
 
         Raises:
@@ -100,6 +104,7 @@ class TiedAutoencoder(tf.Module):
         self.activation_names = tuple(activations.name_of(a) for a in activation_specs)
         self.output_activation_name = activations.name_of(output_activation)
         self.tied = bool(tied)
+        self.compute_dtype = tf.as_dtype(compute_dtype or dtype)
         if seed is None:
             seed = random.SystemRandom().randrange(2**31)
         self.seed = int(seed)
@@ -127,6 +132,11 @@ class TiedAutoencoder(tf.Module):
             self.decoder_kernels = [] if self.tied else [make_kernel(i, 1) for i in range(num_layers)]
 
     @property
+    def dtype(self) -> tf.DType:
+        """The variables' dtype (outputs come back in it)."""
+        return self.kernels[0].dtype
+
+    @property
     def num_layers(self) -> int:
         """The number of encoder layers (= decoder layers)."""
         return len(self.kernels)
@@ -141,8 +151,6 @@ class TiedAutoencoder(tf.Module):
 
     def _check_input(self, x, width: int, what: str) -> tf.Tensor:
         x = tf.convert_to_tensor(x)
-        if x.dtype != self.kernels[0].dtype:
-            x = tf.cast(x, self.kernels[0].dtype)
         if x.shape.rank is not None and x.shape.rank != 2:
             raise ValueError(
                 f"{what} must be 2-D `[batch_size, {width}]`, got shape {x.shape}; "
@@ -153,18 +161,32 @@ class TiedAutoencoder(tf.Module):
                 f"{what} has width {x.shape[-1]} (shape {x.shape}), expected {width} "
                 f"(layer_sizes={list(self.layer_sizes)})."
             )
-        return x
+        return tf.cast(x, self.compute_dtype)
 
-    def _decoder_kernel(self, i: int) -> tf.Variable:
-        # The tie: the decoder reads the encoder's own variable.
-        return self.kernels[i] if self.tied else self.decoder_kernels[i]
+    def _cast(self, variables) -> list:
+        # One cast per variable per call (a no-op in float32): under mixed precision the
+        # encoder and the decoder still share one cast of each tied kernel.
+        return [tf.cast(v, self.compute_dtype) for v in variables]
+
+    def _encode(self, h, kernels) -> tf.Tensor:
+        for kernel, bias, activation in zip(kernels, self._cast(self.encoder_biases), self._activations):
+            h = activation(tf.matmul(h, kernel) + bias)
+        return h
+
+    def _decode_logits(self, h, kernels) -> tf.Tensor:
+        # The tie: with `tied=True`, `kernels` are the encoder's own variables, transposed here.
+        decoder_kernels = kernels if self.tied else self._cast(self.decoder_kernels)
+        biases = self._cast(self.decoder_biases)
+        for i in reversed(range(self.num_layers)):
+            h = tf.matmul(h, decoder_kernels[i], transpose_b=True) + biases[i]
+            if i > 0:
+                h = self._activations[i - 1](h)
+        return h
 
     def encode(self, x) -> tf.Tensor:
         """`[batch_size, layer_sizes[0]]` inputs -> `[batch_size, layer_sizes[-1]]` codes."""
-        h = self._check_input(x, self.input_width, "The input")
-        for kernel, bias, activation in zip(self.kernels, self.encoder_biases, self._activations):
-            h = activation(tf.matmul(h, kernel) + bias)
-        return h
+        h = self._encode(self._check_input(x, self.input_width, "The input"), self._cast(self.kernels))
+        return tf.cast(h, self.dtype)
 
     def decode_logits(self, z) -> tf.Tensor:
         """`[batch_size, layer_sizes[-1]]` codes -> `[batch_size, layer_sizes[0]]` pre-activations.
@@ -173,11 +195,7 @@ class TiedAutoencoder(tf.Module):
         from logits (sigmoid cross-entropy).
         """
         h = self._check_input(z, self.code_width, "The code")
-        for i in reversed(range(self.num_layers)):
-            h = tf.matmul(h, self._decoder_kernel(i), transpose_b=True) + self.decoder_biases[i]
-            if i > 0:
-                h = self._activations[i - 1](h)
-        return h
+        return tf.cast(self._decode_logits(h, self._cast(self.kernels)), self.dtype)
 
     def decode(self, z) -> tf.Tensor:
         """`[batch_size, layer_sizes[-1]]` codes -> `[batch_size, layer_sizes[0]]` reconstructions."""
@@ -185,11 +203,13 @@ class TiedAutoencoder(tf.Module):
 
     def reconstruction_logits(self, x) -> tf.Tensor:
         """`[batch_size, layer_sizes[0]]` inputs -> the reconstruction's pre-activations."""
-        return self.decode_logits(self.encode(x))
+        kernels = self._cast(self.kernels)
+        h = self._encode(self._check_input(x, self.input_width, "The input"), kernels)
+        return tf.cast(self._decode_logits(h, kernels), self.dtype)
 
     def __call__(self, x) -> tf.Tensor:
         """`[batch_size, layer_sizes[0]]` inputs -> `[batch_size, layer_sizes[0]]` reconstructions."""
-        return self.decode(self.encode(x))
+        return self._output_activation(self.reconstruction_logits(x))
 
     def num_parameters(self) -> int:
         """The number of trainable scalars (a tied kernel counts once)."""

@@ -21,12 +21,17 @@ import tensorflow as tf
 from absl import logging
 
 from rawtf_ae import config as config_lib
-from rawtf_ae import data, images, losses
+from rawtf_ae import data, distribute, images, losses
 from rawtf_ae.model import TiedAutoencoder
+
+_COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
 
 
 def create_model(config: ml_collections.ConfigDict) -> TiedAutoencoder:
-    """The model a config describes (`config.model`, seeded by `config.seed`)."""
+    """The model a config describes (`config.model`, seeded by `config.seed`).
+
+    Variables are float32; `config.train.precision` sets the dtype of the matrix multiplies.
+    """
     model_config = config.model
     return TiedAutoencoder(
         list(model_config.layer_sizes),
@@ -35,6 +40,7 @@ def create_model(config: ml_collections.ConfigDict) -> TiedAutoencoder:
         tied=model_config.tied,
         kernel_initializer=model_config.kernel_initializer,
         seed=config.seed,
+        compute_dtype=_COMPUTE_DTYPES[config.train.precision],
     )
 
 
@@ -75,38 +81,75 @@ def learning_rate_schedule(train_config):
 
 
 def create_optimizer(train_config) -> tf.keras.optimizers.Optimizer:
-    """A `tf.keras.optimizers` optimizer for `config.train` (not yet built)."""
+    """A `tf.keras.optimizers` optimizer for `config.train` (not yet built).
+
+    With `precision="mixed_float16"` it is wrapped in a `LossScaleOptimizer` (dynamic loss
+    scaling), which `make_train_step` recognizes.
+    """
     learning_rate = learning_rate_schedule(train_config)
     name = train_config.optimizer
     if name == "adam":
-        return tf.keras.optimizers.Adam(learning_rate)
-    if name == "sgd":
-        return tf.keras.optimizers.SGD(
+        optimizer = tf.keras.optimizers.Adam(learning_rate)
+    elif name == "sgd":
+        optimizer = tf.keras.optimizers.SGD(
             learning_rate, momentum=train_config.momentum, nesterov=train_config.nesterov
         )
-    if name == "rmsprop":
-        return tf.keras.optimizers.RMSprop(learning_rate, momentum=train_config.momentum)
-    raise ValueError(
-        f"Unknown `train.optimizer` {name!r}; expected one of {', '.join(config_lib.OPTIMIZERS)}."
-    )
+    elif name == "rmsprop":
+        optimizer = tf.keras.optimizers.RMSprop(learning_rate, momentum=train_config.momentum)
+    else:
+        raise ValueError(
+            f"Unknown `train.optimizer` {name!r}; expected one of {', '.join(config_lib.OPTIMIZERS)}."
+        )
+    if train_config.get("precision") == "mixed_float16":
+        optimizer = tf.keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
-def make_train_step(model: TiedAutoencoder, optimizer, loss: str, global_batch_size: int):
+def make_train_step(
+    model: TiedAutoencoder, optimizer, loss: str, global_batch_size: int, *, jit_compile=False
+):
     """The per-replica step `batch [per_replica_batch, width] -> scalar loss contribution`.
 
     Wrap it in `tf.function` to call it directly on one device, or pass it to
     `make_train_loop`. The optimizer must already be built on `model.trainable_variables`.
+
+    Args:
+      model: the autoencoder.
+      optimizer: a built Keras optimizer (a `LossScaleOptimizer` scales the loss).
+      loss: `"bce"` or `"mse"`.
+      global_batch_size: the batch size summed over all replicas.
+      jit_compile: compile with XLA: the whole step on one replica; across replicas only the
+        loss and gradients, because the optimizer's all-reduce (`merge_call`) cannot be compiled.
     """
     variables = model.trainable_variables
+    scales_loss = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
 
-    def train_step(batch):
+    def loss_and_gradients(batch):
         with tf.GradientTape() as tape:
             per_example = losses.reconstruction_loss(model, batch, batch, loss)
             # Keras optimizers sum the replicas' gradients, so every replica divides its sum by
             # the *global* batch size: the sum over replicas is then the global mean.
             loss_value = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+            # float16 gradients underflow: differentiate the scaled loss; the optimizer unscales.
+            objective = optimizer.scale_loss(loss_value) if scales_loss else loss_value
         # A tied kernel is one variable used twice: the tape sums both paths' gradients.
-        gradients = tape.gradient(loss_value, variables)
+        return loss_value, tape.gradient(objective, variables)
+
+    def whole_step(batch):
+        loss_value, gradients = loss_and_gradients(batch)
+        optimizer.apply_gradients(zip(gradients, variables))
+        return loss_value
+
+    if not jit_compile:
+        return whole_step
+    compiled_step = tf.function(whole_step, jit_compile=True)
+    compiled_gradients = tf.function(loss_and_gradients, jit_compile=True)
+
+    def train_step(batch):
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return compiled_step(batch)
+        loss_value, gradients = compiled_gradients(batch)
         optimizer.apply_gradients(zip(gradients, variables))
         return loss_value
 
@@ -160,13 +203,13 @@ def _write_json(path: str, values: dict) -> None:
     os.replace(temporary, path)
 
 
-def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> Optional[str]:
-    """Restores the newest checkpoint in `manager`'s directory; `None` if there is none.
+def restore_latest(checkpoint: tf.train.Checkpoint, directory: str) -> Optional[str]:
+    """Restores the newest checkpoint in `directory`; `None` if there is none.
 
     Raises:
       ValueError: the checkpoint does not fit the objects (another architecture or optimizer).
     """
-    path = manager.latest_checkpoint
+    path = tf.train.latest_checkpoint(directory)
     if path is None:
         return None
     try:
@@ -185,22 +228,77 @@ def _format_duration(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
+def _read_previous_metrics(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+class _Checkpointer:
+    """Saves through a `CheckpointManager`; in a multi-worker run only the chief keeps its files.
+
+    Every worker must save (TensorFlow's rule for `MultiWorkerMirroredStrategy`); the others
+    write to a temporary directory of their own and delete it at once.
+    """
+
+    def __init__(self, checkpoint, workdir: str, keep: int, chief: bool, worker: str):
+        self.directory = os.path.join(workdir, "checkpoints")
+        self._chief = chief
+        self._temporary = None if chief else os.path.join(workdir, f"tmp_{worker}")
+        self._manager = tf.train.CheckpointManager(
+            checkpoint,
+            self.directory if chief else os.path.join(self._temporary, "checkpoints"),
+            max_to_keep=keep,
+        )
+
+    def save(self, step: int) -> Optional[str]:
+        path = self._manager.save(checkpoint_number=step)
+        if not self._chief:
+            tf.io.gfile.rmtree(self._temporary)
+            return None
+        return path
+
+    @property
+    def latest(self) -> Optional[str]:
+        return tf.train.latest_checkpoint(self.directory)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes training) the model of `config` in `workdir` and evaluates it.
 
     Writes into `workdir`: `checkpoints/` (resumed from on the next run), `summaries/` for
-    TensorBoard, `config.json`, and at the end `reconstructions.png` and `metrics.json`.
+    TensorBoard, `config.json`, and at the end `reconstructions.png` and `metrics.json`. In a
+    multi-worker run only the chief writes them.
 
     Returns:
       The final metrics: `step`, `train_loss`, `val_loss`, `examples_per_sec`, ...
 
     Raises:
-      ValueError, FileNotFoundError: a bad config, bad data, or a checkpoint that does not fit.
+      ValueError, FileNotFoundError: a bad config, strategy, data, or a checkpoint that does
+        not fit; all raised before anything is written.
       FloatingPointError: the loss became NaN or infinite (the last checkpoint is kept).
     """
     config_lib.validate(config)
     train_config = config.train
+    # First: splitting the CPU and multi-worker collectives need an uninitialized runtime.
+    strategy = distribute.create_strategy(train_config)
+    batch_size, replicas = train_config.batch_size, strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(
+            f"`train.batch_size` ({batch_size}) is the global batch and must divide evenly over the "
+            f"{replicas} replicas of train.strategy={train_config.strategy!r}."
+        )
+    chief = distribute.is_chief(strategy)
     logging.info("workdir: %s", os.path.abspath(workdir))
+    logging.info(
+        "strategy: %s, %d replica(s), %s%s",
+        train_config.strategy,
+        replicas,
+        train_config.precision,
+        ", XLA" if train_config.jit_compile else "",
+    )
     splits = data.load(config.data, config.seed)
     if splits.width != config.model.layer_sizes[0]:
         raise ValueError(
@@ -215,17 +313,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         splits.width,
     )
 
-    strategy = tf.distribute.get_strategy()
     with strategy.scope():
         model = create_model(config)
         optimizer = create_optimizer(train_config)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
-    manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=train_config.keep_checkpoints
+    checkpointer = _Checkpointer(
+        checkpoint, workdir, train_config.keep_checkpoints, chief, distribute.worker_id(strategy)
     )
-    restored = restore_latest(checkpoint, manager)
+    restored = restore_latest(checkpoint, checkpointer.directory)
     learning_rate = learning_rate_schedule(train_config)
     if restored and isinstance(learning_rate, float):
         # Keras checkpoints a constant learning rate as a variable; on resume the config decides.
@@ -241,31 +338,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         model.num_parameters(),
     )
 
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2) + "\n")
+    if chief:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2) + "\n")
 
-    batch_size = train_config.batch_size
-    dataset = data.train_dataset(splits.train, batch_size, config.seed, start_step=start_step)
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    train_loop = make_train_loop(
-        make_train_step(model, optimizer, train_config.loss, batch_size), step, strategy
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: data.train_dataset(splits.train, batch_size, config.seed, start_step, context)
     )
+    iterator = iter(dataset)
+    train_step = make_train_step(
+        model, optimizer, train_config.loss, batch_size, jit_compile=train_config.jit_compile
+    )
+    train_loop = make_train_loop(train_step, step, strategy)
     evaluate = make_evaluate(model, train_config.loss)
     validation = data.eval_dataset(splits.validation, train_config.eval_batch_size)
-    train_writer = tf.summary.create_file_writer(os.path.join(workdir, "summaries", "train"))
-    validation_writer = tf.summary.create_file_writer(os.path.join(workdir, "summaries", "validation"))
 
+    def writer(name):
+        if not chief:
+            return tf.summary.create_noop_writer()
+        return tf.summary.create_file_writer(os.path.join(workdir, "summaries", name))
+
+    train_writer, validation_writer = writer("train"), writer("validation")
     metrics_path = os.path.join(workdir, "metrics.json")
-    previous = {}
-    if os.path.exists(metrics_path):
-        try:
-            with open(metrics_path) as f:
-                previous = json.load(f)
-        except (OSError, ValueError):
-            previous = {}
+    previous = _read_previous_metrics(metrics_path)
     train_loss = previous.get("train_loss", float("nan"))
-    timed_examples, timed_seconds, examples_per_sec = 0, 0.0, previous.get("examples_per_sec", float("nan"))
+    examples_per_sec = previous.get("examples_per_sec", float("nan"))
+    timed_examples, timed_seconds = 0, 0.0
     num_steps, current = train_config.num_steps, start_step
     if current >= num_steps:
         logging.info(
@@ -282,6 +381,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     while current < num_steps:
         stop = min(
             num_steps,
+            current + train_config.steps_per_loop,
             next_multiple(train_config.log_every_steps),
             next_multiple(train_config.eval_every_steps),
             next_multiple(train_config.checkpoint_every_steps),
@@ -292,11 +392,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if not math.isfinite(chunk_loss):
             raise FloatingPointError(
                 f"The training loss became {chunk_loss} between steps {current} and {stop}; stopped "
-                f"without saving. The last good checkpoint is {manager.latest_checkpoint}. Try a lower "
+                f"without saving. The last good checkpoint is {checkpointer.latest}. Try a lower "
                 "`train.learning_rate`."
             )
         chunk_rate = (stop - current) * batch_size / seconds
-        if not first_chunk or stop == num_steps and timed_seconds == 0:
+        if not first_chunk or (stop == num_steps and timed_seconds == 0):
             # The first call traces and compiles: its time would understate the throughput.
             timed_examples += (stop - current) * batch_size
             timed_seconds += seconds
@@ -309,11 +409,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             tf.summary.scalar("examples_per_sec", chunk_rate)
             tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
         if current % train_config.log_every_steps == 0 or current == num_steps:
-            eta = (
-                (num_steps - current)
-                * batch_size
-                / max(examples_per_sec if timed_seconds else chunk_rate, 1e-9)
-            )
+            rate = examples_per_sec if timed_seconds else chunk_rate
+            eta = (num_steps - current) * batch_size / max(rate, 1e-9)
             logging.info(
                 "step %d/%d: loss %.5f, %.0f examples/s, ETA %s",
                 current,
@@ -328,21 +425,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             with validation_writer.as_default(step=current):
                 tf.summary.scalar("loss", val_loss)
         if current % train_config.checkpoint_every_steps == 0 or current == num_steps:
-            logging.info("saved %s", manager.save(checkpoint_number=current))
+            saved = checkpointer.save(current)
+            if saved:
+                logging.info("saved %s", saved)
 
     val_loss = evaluate(validation)
     logging.info("step %d: validation loss %.5f", current, val_loss)
-    picture_path = os.path.join(workdir, "reconstructions.png")
-    originals = splits.validation[: train_config.num_picture_examples]
-    with validation_writer.as_default(step=current):
-        tf.summary.scalar("loss", val_loss)
-        if splits.image_shape and len(originals):
-            grid = images.reconstruction_grid(originals, model(originals).numpy(), splits.image_shape)
-            images.write_png(picture_path, grid)
-            tf.summary.image("reconstructions", grid[None], step=current)
-    train_writer.flush()
-    validation_writer.flush()
-
     metrics = {
         "step": current,
         "train_loss": train_loss,
@@ -353,11 +441,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "layer_sizes": list(model.layer_sizes),
         "trainable_parameters": model.num_parameters(),
         "data": config.data.name,
+        "strategy": train_config.strategy,
+        "replicas": replicas,
+        "precision": train_config.precision,
     }
+    if chief:
+        _write_outputs(model, splits, config, workdir, metrics, validation_writer)
+        logging.info("checkpoints: %s", os.path.abspath(checkpointer.directory))
+    train_writer.flush()
+    return metrics
+
+
+def _write_outputs(model, splits, config, workdir, metrics, validation_writer) -> None:
+    """The end-of-run outputs: the reconstruction picture, summaries, and `metrics.json`."""
+    step = metrics["step"]
+    picture_path = os.path.join(workdir, "reconstructions.png")
+    originals = splits.validation[: config.train.num_picture_examples]
+    with validation_writer.as_default(step=step):
+        tf.summary.scalar("loss", metrics["val_loss"])
+        if splits.image_shape and len(originals):
+            grid = images.reconstruction_grid(originals, model(originals).numpy(), splits.image_shape)
+            images.write_png(picture_path, grid)
+            tf.summary.image("reconstructions", grid[None])
+            logging.info("picture:     %s", os.path.abspath(picture_path))
+    validation_writer.flush()
+    metrics_path = os.path.join(workdir, "metrics.json")
     _write_json(metrics_path, metrics)
-    logging.info("checkpoints: %s", os.path.abspath(manager.directory))
-    if os.path.exists(picture_path):
-        logging.info("picture:     %s", os.path.abspath(picture_path))
     logging.info("metrics:     %s", os.path.abspath(metrics_path))
     logging.info("TensorBoard: tensorboard --logdir %s", os.path.abspath(os.path.join(workdir, "summaries")))
-    return metrics
