@@ -407,7 +407,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         with train_writer.as_default(step=current):
             tf.summary.scalar("loss", train_loss)
             tf.summary.scalar("examples_per_sec", chunk_rate)
-            tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
+            rate_now = learning_rate(current) if callable(learning_rate) else learning_rate
+            tf.summary.scalar("learning_rate", float(rate_now))
         if current % train_config.log_every_steps == 0 or current == num_steps:
             rate = examples_per_sec if timed_seconds else chunk_rate
             eta = (num_steps - current) * batch_size / max(rate, 1e-9)

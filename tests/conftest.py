@@ -5,6 +5,14 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPUs for the whole session, before TensorFlow initializes its devices, so that
+# MirroredStrategy runs two replicas here (the default strategy still uses /cpu:0 alone).
+NUM_LOGICAL_CPUS = 2
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.environ.get("RAWTF_AE_MNIST_DIR", os.path.join(REPO, "..", "shared", "data", "mnist"))

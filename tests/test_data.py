@@ -7,6 +7,7 @@ import os
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from rawtf_ae import data
 
@@ -201,3 +202,16 @@ def test_eval_dataset_keeps_every_example():
     batches = list(data.eval_dataset(examples, batch_size=10))
     assert [len(b) for b in batches] == [10, 10, 5]
     np.testing.assert_array_equal(np.concatenate(batches), examples)
+
+
+def test_train_dataset_gives_each_input_pipeline_its_replicas_slices_of_the_global_batch():
+    examples = np.arange(24, dtype=np.float32)[:, None]
+    (global_batch,) = _batches(data.train_dataset(examples, batch_size=8, seed=3), 1)
+    slices = []
+    for pipeline in range(2):  # 2 workers x 2 replicas each, per-replica batch 2
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=pipeline, num_replicas_in_sync=4
+        )
+        slices += _batches(data.train_dataset(examples, batch_size=8, seed=3, input_context=context), 2)
+    assert [s.shape for s in slices] == [(2, 1)] * 4
+    np.testing.assert_array_equal(np.concatenate(slices), global_batch)

@@ -1,0 +1,273 @@
+"""tf.distribute: mirrored replicas match one device, checkpoints cross strategies, multi-worker
+on 127.0.0.1, clear errors before training, and the speed options (XLA, mixed precision)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rawtf_ae import data, distribute, train
+from tests.conftest import NUM_LOGICAL_CPUS, REPO, tiny_config
+
+MIRRORED = {"train.strategy": "mirrored", "train.logical_cpus": NUM_LOGICAL_CPUS}
+
+
+def _checkpoint_weights(config, workdir):
+    model = train.create_model(config)
+    optimizer = train.create_optimizer(config.train)
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64)
+    path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    tf.train.Checkpoint(model=model, optimizer=optimizer, step=step).restore(path).assert_consumed()
+    return int(step.numpy()), [v.numpy() for v in model.trainable_variables]
+
+
+def _assert_weights_close(a, b, rtol=1e-5):
+    for x, y in zip(a, b):
+        scale = max(np.abs(x).max(), 1e-6)
+        assert np.abs(x - y).max() <= rtol * scale, np.abs(x - y).max() / scale
+
+
+def _train_pieces(strategy, config, steps):
+    """Trains `steps` steps with the library's pieces under `strategy`; returns the model."""
+    with strategy.scope():
+        model = train.create_model(config)
+        optimizer = train.create_optimizer(config.train)
+        optimizer.build(model.trainable_variables)
+        step = tf.Variable(0, dtype=tf.int64)
+    examples = data.curves(256, seed=0)
+    batch = config.train.batch_size
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: data.train_dataset(examples, batch, seed=0, input_context=context)
+    )
+    loop = train.make_train_loop(
+        train.make_train_step(
+            model, optimizer, config.train.loss, batch, jit_compile=config.train.jit_compile
+        ),
+        step,
+        strategy,
+    )
+    loop(iter(dataset), tf.constant(steps, tf.int64))
+    return model
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_two_mirrored_replicas_match_one_device_and_share_each_tied_kernel(jit_compile):
+    config = tiny_config(**{"train.jit_compile": jit_compile, "train.batch_size": 32})
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    mirrored = tf.distribute.MirroredStrategy(devices)
+    assert mirrored.num_replicas_in_sync == 2
+    distributed = _train_pieces(mirrored, config, steps=8)
+    single = _train_pieces(tf.distribute.get_strategy(), config, steps=8)
+    assert len(distributed.trainable_variables) == len(single.trainable_variables) == 6
+    for kernel in distributed.kernels:
+        assert isinstance(kernel, tf.distribute.DistributedValues)  # one mirrored variable
+        copies = [v.numpy() for v in kernel.values]
+        assert len(copies) == 2
+        np.testing.assert_array_equal(copies[0], copies[1])
+    _assert_weights_close(
+        [v.numpy() for v in distributed.trainable_variables], [v.numpy() for v in single.trainable_variables]
+    )
+
+
+def test_checkpoints_cross_between_mirrored_and_default(tmp_path):
+    base = {"train.num_steps": 40, "train.checkpoint_every_steps": 20}
+    straight = str(tmp_path / "straight")
+    train.train_and_evaluate(tiny_config(**base), straight)
+    expected = _checkpoint_weights(tiny_config(**base), straight)
+    for first, second in ((MIRRORED, {}), ({}, MIRRORED)):
+        workdir = str(tmp_path / f"from_{first.get('train.strategy', 'default')}")
+        train.train_and_evaluate(tiny_config(**{**base, **first, "train.num_steps": 20}), workdir)
+        metrics = train.train_and_evaluate(tiny_config(**{**base, **second}), workdir)
+        assert metrics["step"] == 40
+        step, weights = _checkpoint_weights(tiny_config(**base), workdir)
+        assert step == 40
+        _assert_weights_close(weights, expected[1])
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+_MULTI_WORKER_FLAGS = [
+    "--config.model.layer_sizes=(784,32,8)",
+    "--config.model.activation=selu,linear",
+    "--config.data.num_train=512",
+    "--config.data.num_validation=64",
+    "--config.train.batch_size=32",
+    "--config.train.num_steps=12",
+    "--config.train.log_every_steps=4",
+    "--config.train.eval_every_steps=100",
+    "--config.train.checkpoint_every_steps=6",
+    "--config.train.eval_batch_size=64",
+]
+
+
+@pytest.mark.slow
+def test_two_workers_on_localhost_train_like_one_process(tmp_path):
+    workdir = tmp_path / "cluster"
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    processes = []
+    for index in range(2):
+        env = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            PYTHONPATH=REPO,
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        )
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    os.path.join(REPO, "train.py"),
+                    f"--workdir={workdir}",
+                    "--config.train.strategy=multi_worker_mirrored",
+                    *_MULTI_WORKER_FLAGS,
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        )
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=240)[0])
+    finally:
+        for process in processes:  # never leave a worker behind, whatever happened
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    assert "2 replica(s)" in outputs[0]
+    # Only the chief (worker 0) keeps checkpoints and outputs; worker 1's temporary dir is gone.
+    assert sorted(os.listdir(workdir)) == [
+        "checkpoints",
+        "config.json",
+        "metrics.json",
+        "reconstructions.png",
+        "summaries",
+    ]
+    # The same global batches in one process give the same weights.
+    single = tmp_path / "single"
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={single}", *_MULTI_WORKER_FLAGS],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = tiny_config(**{"model.layer_sizes": (784, 32, 8)})
+    cluster_step, cluster_weights = _checkpoint_weights(config, str(workdir))
+    single_step, single_weights = _checkpoint_weights(config, str(single))
+    assert cluster_step == single_step == 12
+    _assert_weights_close(cluster_weights, single_weights)
+
+
+@pytest.mark.parametrize(
+    "overrides, environment, message",
+    [
+        ({"train.strategy": "tpu"}, {}, "needs `train.tpu`"),
+        ({"train.strategy": "tpu", "train.tpu": "local"}, {}, "found no TPU"),
+        ({"train.strategy": "multi_worker_mirrored"}, {"TF_CONFIG": ""}, "needs the TF_CONFIG"),
+        ({"train.strategy": "multi_worker_mirrored"}, {"TF_CONFIG": "{oops"}, "TF_CONFIG is not valid JSON"),
+        ({**MIRRORED, "train.batch_size": 33}, {}, r"\(33\) is the global batch .* 2 replicas"),
+        ({"train.strategy": "mirrored", "train.devices": "/gpu:0"}, {}, "lacks"),
+        ({"train.strategy": "one_device", "train.devices": "/cpu:0,/cpu:1"}, {}, "takes one device"),
+        ({"train.logical_cpus": 3}, {}, r"already has 2 logical CPU"),
+    ],
+)
+def test_bad_strategy_settings_fail_before_anything_is_written(
+    tmp_path, monkeypatch, overrides, environment, message
+):
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match=message):
+        train.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_one_device_strategy_trains(tmp_path):
+    config = tiny_config(**{"train.strategy": "one_device", "train.devices": "/cpu:1", "train.num_steps": 20})
+    assert train.train_and_evaluate(config, str(tmp_path))["replicas"] == 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"train.jit_compile": True},
+        {**MIRRORED, "train.jit_compile": True},
+        {"train.precision": "mixed_bfloat16"},
+        {"train.precision": "mixed_float16"},
+        {**MIRRORED, "train.precision": "mixed_bfloat16"},
+    ],
+)
+def test_speed_options_lower_the_loss_and_keep_the_kernels_tied(tmp_path, overrides):
+    config = tiny_config(**{"train.num_steps": 100, **overrides})
+    splits = data.load(config.data, config.seed)
+    before = train.make_evaluate(train.create_model(config), "bce")(data.eval_dataset(splits.validation, 100))
+    assert train.train_and_evaluate(config, str(tmp_path))["val_loss"] < 0.7 * before
+    saved = tf.train.list_variables(tf.train.latest_checkpoint(str(tmp_path / "checkpoints")))
+    kernels = [(name, shape) for name, shape in saved if name.startswith("model/") and len(shape) == 2]
+    assert [shape for _, shape in kernels] == [[784, 64], [64, 16]]
+    assert not any("decoder_kernels" in name for name, _ in kernels)
+
+
+def test_mixed_precision_computes_in_half_and_keeps_float32_variables():
+    config = tiny_config(**{"train.precision": "mixed_bfloat16"})
+    model = train.create_model(config)
+    assert model.compute_dtype == tf.bfloat16
+    assert all(v.dtype == tf.float32 for v in model.trainable_variables)
+    x = tf.random.stateless_uniform([4, 784], seed=[0, 0])
+    assert model(x).dtype == tf.float32
+    full = train.create_model(tiny_config())
+    np.testing.assert_allclose(model(x).numpy(), full(x).numpy(), atol=0.05)
+    assert isinstance(
+        train.create_optimizer(tiny_config(**{"train.precision": "mixed_float16"}).train),
+        tf.keras.optimizers.LossScaleOptimizer,
+    )
+
+
+def test_steps_per_loop_does_not_change_the_result(tmp_path):
+    results = []
+    for steps_per_loop in (1, 7):
+        workdir = str(tmp_path / str(steps_per_loop))
+        config = tiny_config(**{"train.num_steps": 20, "train.steps_per_loop": steps_per_loop})
+        train.train_and_evaluate(config, workdir)
+        results.append(_checkpoint_weights(config, workdir)[1])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_only_the_chief_or_worker_zero_writes_outputs():
+    def strategy(cluster, task_type, task_id):
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
+        )
+        return type("FakeStrategy", (), {"cluster_resolver": resolver})()
+
+    workers = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    with_chief = {"chief": ["127.0.0.1:3"], **workers}
+    assert distribute.is_chief(tf.distribute.get_strategy())
+    assert distribute.worker_id(tf.distribute.get_strategy()) == "local"
+    assert distribute.is_chief(strategy(workers, "worker", 0))
+    assert not distribute.is_chief(strategy(workers, "worker", 1))
+    assert distribute.is_chief(strategy(with_chief, "chief", 0))
+    assert not distribute.is_chief(strategy(with_chief, "worker", 0))
+    assert distribute.worker_id(strategy(workers, "worker", 1)) == "worker_1"
