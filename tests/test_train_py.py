@@ -85,3 +85,36 @@ def test_bad_flags_and_data_exit_nonzero_with_a_clear_message(tmp_path, args, me
 def test_helpfull_lists_the_flags():
     result = _run("--helpfull")  # absl exits 1 after printing help
     assert "--workdir" in result.stdout and "--config" in result.stdout
+
+
+def test_readme_mirrored_command_runs_two_replicas_on_logical_cpus(tmp_path):
+    result = _run(
+        f"--workdir={tmp_path / 'run'}",
+        "--config.train.strategy=mirrored",
+        "--config.train.logical_cpus=2",
+        "--config.train.num_steps=10",
+        *_TINY,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "strategy: mirrored, 2 replica(s)" in result.stderr
+    with open(tmp_path / "run" / "metrics.json") as f:
+        assert json.load(f)["replicas"] == 2
+
+
+def test_multi_worker_without_tf_config_is_a_one_line_error(tmp_path):
+    env_free = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "train.py"),
+            f"--workdir={tmp_path / 'run'}",
+            "--config.train.strategy=multi_worker_mirrored",
+        ],
+        env=dict(env_free, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "train.py: error: train.strategy='multi_worker_mirrored' needs the TF_CONFIG" in result.stderr
+    assert not (tmp_path / "run").exists()

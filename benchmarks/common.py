@@ -1,0 +1,77 @@
+"""Shared timing for the benchmarks: the library's own compiled loop, timed in interleaved windows.
+
+Speed is measured here, never in the tests: these machines are shared and noisy. Each runner
+is timed in turn (A B C A B C ...) after a warm-up, each window lasting at least a few seconds,
+and the medians are compared, so drift on the machine falls on every runner alike.
+"""
+
+import statistics
+import time
+
+import tensorflow as tf
+
+from rawtf_ae import data, train
+
+
+def loop_runner(config, strategy=None, window_seconds=1.5, steps_per_call=10):
+    """Builds the model/optimizer/step of `config` under `strategy`; returns `(parameters, window)`.
+
+    `window()` runs calls of `steps_per_call` steps on random batches for at least
+    `window_seconds` and returns the examples/s it measured.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    batch = config.train.batch_size
+    with strategy.scope():
+        model = train.create_model(config)
+        optimizer = train.create_optimizer(config.train)
+        optimizer.build(model.trainable_variables)
+        step = tf.Variable(0, dtype=tf.int64)
+    step_fn = train.make_train_step(
+        model, optimizer, config.train.loss, batch, jit_compile=config.train.jit_compile
+    )
+    loop = train.make_train_loop(step_fn, step, strategy)
+    examples = tf.random.stateless_uniform([16 * batch, model.input_width], seed=[0, 1]).numpy()
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: data.train_dataset(examples, batch, seed=0, input_context=context)
+    )
+    iterator = iter(dataset)
+    steps = tf.constant(steps_per_call, tf.int64)
+
+    def window():
+        count, started = 0, time.perf_counter()
+        while True:
+            float(loop(iterator, steps))
+            count += steps_per_call
+            elapsed = time.perf_counter() - started
+            if elapsed >= window_seconds:
+                return count * batch / elapsed
+
+    return model.num_parameters(), window
+
+
+def interleave(windows: dict, rounds: int) -> dict:
+    """Times every `name -> window()` once for warm-up, then `rounds` times in turn."""
+    for window in windows.values():
+        window()
+    rates = {name: [] for name in windows}
+    for _ in range(rounds):
+        for name, window in windows.items():
+            rates[name].append(window())
+    return rates
+
+
+def print_table(title: str, rates: dict, baseline: str, parameters: dict = None) -> None:
+    """A markdown table of medians (min, max) and each runner's ratio to `baseline`."""
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    print(f"\n{title}\n")
+    print(
+        f"| setting | {'trainable parameters | ' if parameters else ''}median examples/s | min | max | "
+        f"ratio to {baseline} |"
+    )
+    print(f"|---|{'---:|' if parameters else ''}---:|---:|---:|---:|")
+    for name, values in rates.items():
+        count = f"{parameters[name]:,} | " if parameters else ""
+        print(
+            f"| {name} | {count}{medians[name]:,.0f} | {min(values):,.0f} | {max(values):,.0f} | "
+            f"{medians[name] / medians[baseline]:.2f}x |"
+        )
