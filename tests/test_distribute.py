@@ -216,6 +216,7 @@ def test_one_device_strategy_trains(tmp_path):
         {"train.precision": "mixed_bfloat16"},
         {"train.precision": "mixed_float16"},
         {**MIRRORED, "train.precision": "mixed_bfloat16"},
+        {**MIRRORED, "train.precision": "mixed_float16", "train.jit_compile": True},
     ],
 )
 def test_speed_options_lower_the_loss_and_keep_the_kernels_tied(tmp_path, overrides):
