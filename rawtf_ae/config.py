@@ -69,6 +69,8 @@ def default_config() -> ml_collections.ConfigDict:
     # How many validation examples the reconstruction picture shows (originals over
     # reconstructions, in rows of 8).
     config.train.num_picture_examples = 32
+    # At the end of training, export the model: `export/saved_model/` and `export/weights.npz`.
+    config.train.export = True
 
     # Distribution and speed (see rawtf_ae/distribute.py and the README's "Distributed training").
     # default | one_device | mirrored | multi_worker_mirrored (cluster from TF_CONFIG) | tpu
@@ -196,3 +198,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"`train.logical_cpus` must be a non-negative integer, got {train.logical_cpus!r}.")
     if train.num_picture_examples < 0:
         raise ValueError(f"`train.num_picture_examples` must be >= 0, got {train.num_picture_examples}.")
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """`default_config()`, so that this file is itself a config file (`--config=.../config.py`)."""
+    return default_config()

@@ -52,3 +52,37 @@ def write_png(path: str, image: np.ndarray) -> None:
     temporary = f"{path}.tmp"
     tf.io.write_file(temporary, tf.io.encode_png(image))
     tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def code_scatter(codes, labels, path: str):
+    """A PNG scatter of the first two code dimensions (principal components when wider).
+
+    Returns `path`, or `None` when matplotlib (the optional `plots` extra) is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    codes = np.asarray(codes, np.float64)
+    if codes.shape[1] > 2:
+        centred = codes - codes.mean(axis=0)
+        _, _, components = np.linalg.svd(centred, full_matrices=False)
+        points, axes = centred @ components[:2].T, ("principal component 1", "principal component 2")
+    else:
+        points, axes = np.pad(codes, ((0, 0), (0, 2 - codes.shape[1]))), ("code 1", "code 2")
+    figure, axis = plt.subplots(figsize=(6, 6), dpi=100)
+    scatter = axis.scatter(
+        points[:, 0], points[:, 1], c=labels, s=3, cmap="tab10" if labels is not None else None
+    )
+    if labels is not None:
+        figure.colorbar(scatter, ax=axis, label="label")
+    axis.set_xlabel(axes[0])
+    axis.set_ylabel(axes[1])
+    temporary = f"{path}.tmp.png"
+    figure.savefig(temporary)
+    plt.close(figure)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+    return path

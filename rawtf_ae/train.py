@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from rawtf_ae import config as config_lib
-from rawtf_ae import data, distribute, images, losses
+from rawtf_ae import data, distribute, export, images, losses
 from rawtf_ae.model import TiedAutoencoder
 
 _COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
@@ -203,15 +203,50 @@ def _write_json(path: str, values: dict) -> None:
     os.replace(temporary, path)
 
 
+def checkpoint_mismatches(path: str, model: TiedAutoencoder) -> list[str]:
+    """How the model variables in checkpoint `path` differ from `model`'s (empty: they fit)."""
+    saved = {name.split("/.ATTRIBUTES")[0]: shape for name, shape in tf.train.list_variables(path)}
+    expected = {
+        f"model/{group}/{i}": list(variable.shape)
+        for group in ("kernels", "encoder_biases", "decoder_biases", "decoder_kernels")
+        for i, variable in enumerate(getattr(model, group))
+    }
+    problems = []
+    for name, shape in expected.items():
+        if name not in saved:
+            problems.append(f"{name}: the config's model has shape {shape}, the checkpoint has none")
+        elif saved[name] != shape:
+            problems.append(f"{name}: the checkpoint has shape {saved[name]}, the config's model {shape}")
+    problems += [
+        f"{name}: the checkpoint has shape {shape}, the config's model has none"
+        for name, shape in saved.items()
+        if name.startswith("model/") and name not in expected
+    ]
+    return problems
+
+
+def _check_fits(path: str, model: TiedAutoencoder) -> None:
+    problems = checkpoint_mismatches(path, model)
+    if problems:
+        raise ValueError(
+            f"Checkpoint {path} does not match this config's model "
+            f"(layer_sizes={list(model.layer_sizes)}, tied={model.tied}): "
+            + "; ".join(problems)
+            + ". Use the config it was written with, or another workdir."
+        )
+
+
 def restore_latest(checkpoint: tf.train.Checkpoint, directory: str) -> Optional[str]:
     """Restores the newest checkpoint in `directory`; `None` if there is none.
 
     Raises:
-      ValueError: the checkpoint does not fit the objects (another architecture or optimizer).
+      ValueError: the checkpoint does not fit the objects (another architecture or optimizer);
+        the message names each mismatching variable and both shapes. Nothing is restored then.
     """
     path = tf.train.latest_checkpoint(directory)
     if path is None:
         return None
+    _check_fits(path, checkpoint.model)
     try:
         checkpoint.restore(path).assert_existing_objects_matched()
     except (ValueError, AssertionError, tf.errors.OpError) as e:
@@ -220,6 +255,28 @@ def restore_latest(checkpoint: tf.train.Checkpoint, directory: str) -> Optional[
             f"or the config it was written with. TensorFlow says: {e}"
         ) from None
     return path
+
+
+def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[TiedAutoencoder, int, str]:
+    """The config's model with the weights of the newest checkpoint in `workdir`.
+
+    Returns:
+      `(model, step, checkpoint_path)`.
+
+    Raises:
+      FileNotFoundError: `workdir` has no checkpoint.
+      ValueError: the checkpoint's shapes differ from the config's model (both named).
+    """
+    config_lib.validate(config)
+    directory = os.path.join(workdir, "checkpoints")
+    path = tf.train.latest_checkpoint(directory)
+    if path is None:
+        raise FileNotFoundError(f"Workdir {workdir} has no checkpoint in {directory}; train first.")
+    model = create_model(config)
+    _check_fits(path, model)
+    step = tf.Variable(0, dtype=tf.int64)
+    tf.train.Checkpoint(model=model, step=step).restore(path).expect_partial()
+    return model, int(step.numpy()), path
 
 
 def _format_duration(seconds: float) -> str:
@@ -269,8 +326,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes training) the model of `config` in `workdir` and evaluates it.
 
     Writes into `workdir`: `checkpoints/` (resumed from on the next run), `summaries/` for
-    TensorBoard, `config.json`, and at the end `reconstructions.png` and `metrics.json`. In a
-    multi-worker run only the chief writes them.
+    TensorBoard, `config.json`, and at the end `reconstructions.png`, `metrics.json` and (with
+    `train.export`) `export/`. In a multi-worker run only the chief writes them.
 
     Returns:
       The final metrics: `step`, `train_loss`, `val_loss`, `examples_per_sec`, ...
@@ -466,6 +523,10 @@ def _write_outputs(model, splits, config, workdir, metrics, validation_writer) -
             tf.summary.image("reconstructions", grid[None])
             logging.info("picture:     %s", os.path.abspath(picture_path))
     validation_writer.flush()
+    if config.train.export:
+        saved_model = export.save(model, os.path.join(workdir, "export", "saved_model"))
+        export.save_weights(model, os.path.join(workdir, "export", "weights.npz"))
+        logging.info("export:      %s (and weights.npz beside it)", saved_model)
     metrics_path = os.path.join(workdir, "metrics.json")
     _write_json(metrics_path, metrics)
     logging.info("metrics:     %s", os.path.abspath(metrics_path))

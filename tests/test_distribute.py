@@ -159,6 +159,7 @@ def test_two_workers_on_localhost_train_like_one_process(tmp_path):
     assert sorted(os.listdir(workdir)) == [
         "checkpoints",
         "config.json",
+        "export",
         "metrics.json",
         "reconstructions.png",
         "summaries",

@@ -137,7 +137,10 @@ def test_checkpoint_of_another_architecture_is_a_clear_error_and_writes_nothing(
     before = {name: (tmp_path / name).read_bytes() for name in ("config.json", "metrics.json")}
     checkpoints = _snapshot(tmp_path / "checkpoints")
     other = tiny_config(**{"model.layer_sizes": (784, 32, 16)})
-    with pytest.raises(ValueError, match=r"does not match this config's model"):
+    with pytest.raises(
+        ValueError,
+        match=r"model/kernels/0: the checkpoint has shape \[784, 64\], the config.s model \[784, 32\]",
+    ):
         train.train_and_evaluate(other, str(tmp_path))
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
     assert _snapshot(tmp_path / "checkpoints") == checkpoints

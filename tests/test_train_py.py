@@ -44,6 +44,7 @@ def test_train_py_trains_resumes_and_writes_its_outputs(tmp_path):
     assert sorted(os.listdir(workdir)) == [
         "checkpoints",
         "config.json",
+        "export",
         "metrics.json",
         "reconstructions.png",
         "summaries",
@@ -118,3 +119,20 @@ def test_multi_worker_without_tf_config_is_a_one_line_error(tmp_path):
     assert result.returncode == 1
     assert "train.py: error: train.strategy='multi_worker_mirrored' needs the TF_CONFIG" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_installed_console_script_trains_with_the_packaged_default_config(tmp_path):
+    with open(os.path.join(REPO, "pyproject.toml")) as f:
+        assert 'rawtf-ae = "rawtf_ae.cli:main"' in f.read()
+    script = "import sys; from rawtf_ae.cli import main; sys.argv[0] = 'rawtf-ae'; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", script, "--config.train.num_steps=10", *_TINY],
+        cwd=tmp_path,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "default workdir workdirs/config" in result.stderr
+    assert (tmp_path / "workdirs" / "config" / "export" / "saved_model" / "saved_model.pb").exists()

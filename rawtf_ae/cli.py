@@ -1,0 +1,104 @@
+"""The command line: `python train.py` in a checkout, `rawtf-ae` once installed.
+
+    --mode=train   (default) train, or resume, in --workdir
+    --mode=eval    newest checkpoint -> validation loss, reconstruction picture, code plots
+    --mode=export  newest checkpoint -> SavedModel (export/saved_model) and export/weights.npz
+    --mode=encode  newest checkpoint -> codes of a split (--split) in --output (.npy or .npz)
+
+Errors a user can fix (bad flags, files, config values, checkpoints) end in one line and exit 1.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from rawtf_ae import train, workdir
+
+MODES = ("train", "eval", "export", "encode")
+_CONFIG_ARGUMENT = "config"
+
+
+def _fail(message) -> None:
+    logging.error("%s", message)
+    sys.exit(f"{os.path.basename(sys.argv[0])}: error: {message}")
+
+
+def _override_error(error) -> None:
+    # ml_collections raises KeyError/AttributeError/TypeError for a bad `--config.KEY=VALUE`,
+    # with the message quoted and escaped; unwrap it into one readable line.
+    text = str(error).strip("'\"").replace("\\n", " ").replace("\\'", "'").replace("\n", " ")
+    what = "unknown key " if isinstance(error, (KeyError, AttributeError)) else ""
+    _fail(f"bad --config override: {what}{text}")
+
+
+def define_flags(default_config_file: str):
+    """Defines --config (loaded at once, with its `--config.KEY=VALUE` overrides) and the rest."""
+    try:
+        config = config_flags.DEFINE_config_file(
+            _CONFIG_ARGUMENT, default_config_file, "Config file (Python, `get_config()`).", lock_config=True
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        _override_error(e)
+    flags.DEFINE_string(
+        "workdir",
+        None,
+        "Where checkpoints, summaries, the picture, metrics and exports go; the same "
+        "workdir resumes. Default: ./workdirs/<config file name>.",
+    )
+    flags.DEFINE_enum("mode", "train", MODES, "What to do with the workdir.")
+    flags.DEFINE_string("output", None, "--mode=encode: the .npy (codes) or .npz (codes, labels) to write.")
+    flags.DEFINE_enum("split", "validation", workdir.SPLITS, "--mode=encode: which examples to encode.")
+    return config
+
+
+def _parse_flags(argv):
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(e)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        _override_error(e)
+
+
+def _main(argv, config_flag):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    config = config_flag.value
+    try:
+        config.keys()  # a --config file that failed to load raises here
+    except OSError as e:
+        _fail(" ".join(str(e).split()))
+    config_file = config_flags.get_config_filename(flags.FLAGS[_CONFIG_ARGUMENT])
+    config_name = os.path.splitext(os.path.basename(config_file))[0]
+    given = flags.FLAGS.workdir
+    run_dir = given or os.path.join("workdirs", config_name)
+    logging.info("config: %s%s", config_name, "" if given else f" (default workdir {run_dir})")
+    mode = flags.FLAGS.mode
+    try:
+        if mode == "train":
+            train.train_and_evaluate(config, run_dir)
+        elif mode == "eval":
+            workdir.evaluate(config, run_dir)
+        elif mode == "export":
+            workdir.export_workdir(config, run_dir)
+        elif mode == "encode":
+            if not flags.FLAGS.output:
+                raise ValueError("--mode=encode needs --output=FILE.npy (or .npz for codes and labels).")
+            workdir.encode(config, run_dir, flags.FLAGS.output, flags.FLAGS.split)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        _fail(e)
+
+
+def run(default_config_file: str) -> None:
+    """Defines the flags and runs the mode they ask for."""
+    config_flag = define_flags(default_config_file)
+    app.run(lambda argv: _main(argv, config_flag), flags_parser=_parse_flags)
+
+
+def main() -> None:
+    """The `rawtf-ae` console script: the default config is the package's own."""
+    from rawtf_ae import config as config_lib
+
+    run(config_lib.__file__)

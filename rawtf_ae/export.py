@@ -1,0 +1,207 @@
+"""Getting a trained model out: SavedModel with serving signatures, and `.npz` weights.
+
+SavedModel signatures (batch size unknown, widths fixed), usable from TensorFlow Serving and
+any language with a TensorFlow binding:
+  encode:      inputs `[batch, layer_sizes[0]]`  -> {"codes": `[batch, layer_sizes[-1]]`}
+  decode:      codes  `[batch, layer_sizes[-1]]` -> {"reconstructions": `[batch, layer_sizes[0]]`}
+  reconstruct: inputs `[batch, layer_sizes[0]]`  -> {"reconstructions": `[batch, layer_sizes[0]]`}
+The tied kernels are saved once each: the decoder reads the same variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+import zipfile
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+from rawtf_ae.model import TiedAutoencoder
+
+METADATA_FILE = os.path.join("assets.extra", "rawtf_ae.json")
+
+
+def metadata(model: TiedAutoencoder) -> dict:
+    """The architecture as plain values (what a reader needs to rebuild the model)."""
+    return {
+        "layer_sizes": list(model.layer_sizes),
+        "activations": list(model.activation_names),
+        "output_activation": model.output_activation_name,
+        "tied": model.tied,
+    }
+
+
+class _Serving(tf.Module):
+    def __init__(self, model: TiedAutoencoder):
+        super().__init__(name="rawtf_ae_serving")
+        self.model = model
+        inputs = tf.TensorSpec([None, model.input_width], tf.float32, name="inputs")
+        codes = tf.TensorSpec([None, model.code_width], tf.float32, name="codes")
+        self.encode = tf.function(lambda x: {"codes": model.encode(x)}, input_signature=[inputs])
+        self.decode = tf.function(lambda z: {"reconstructions": model.decode(z)}, input_signature=[codes])
+        self.reconstruct = tf.function(lambda x: {"reconstructions": model(x)}, input_signature=[inputs])
+
+
+def _replace_atomically(temporary: str, path: str) -> None:
+    """Moves a finished `temporary` to `path`; an older `path` is removed only afterwards."""
+    old = None
+    if os.path.exists(path):
+        old = f"{path}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(path, old)
+    os.replace(temporary, path)
+    if old:
+        shutil.rmtree(old) if os.path.isdir(old) else os.remove(old)
+
+
+def save(model: TiedAutoencoder, path: str) -> str:
+    """Exports `model` as a SavedModel at `path` with `encode`/`decode`/`reconstruct` signatures.
+
+    Written to a temporary directory first, then renamed: an export already at `path` stays
+    intact until the new one is complete.
+    """
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    serving = _Serving(model)
+    try:
+        tf.saved_model.save(
+            serving,
+            temporary,
+            signatures={
+                "encode": serving.encode,
+                "decode": serving.decode,
+                "reconstruct": serving.reconstruct,
+            },
+        )
+        os.makedirs(os.path.join(temporary, "assets.extra"), exist_ok=True)
+        with open(os.path.join(temporary, METADATA_FILE), "w") as f:
+            json.dump(metadata(model), f, indent=2)
+        _replace_atomically(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            shutil.rmtree(temporary)
+    return path
+
+
+class LoadedAutoencoder:
+    """A SavedModel from `save`, with the model's `encode`/`decode`/`__call__` and architecture."""
+
+    def __init__(self, path: str):
+        if not tf.saved_model.contains_saved_model(path):
+            raise FileNotFoundError(f"{path} holds no SavedModel (no saved_model.pb).")
+        metadata_path = os.path.join(path, METADATA_FILE)
+        try:
+            with open(metadata_path) as f:
+                self.metadata = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path} is not a rawtf_ae export ({metadata_path}: {e}).") from None
+        self._loaded = tf.saved_model.load(path)
+        self.layer_sizes = tuple(self.metadata["layer_sizes"])
+
+    def encode(self, x) -> tf.Tensor:
+        """`[batch, layer_sizes[0]]` -> `[batch, layer_sizes[-1]]` codes."""
+        return self._loaded.encode(tf.convert_to_tensor(x, tf.float32))["codes"]
+
+    def decode(self, z) -> tf.Tensor:
+        """`[batch, layer_sizes[-1]]` codes -> `[batch, layer_sizes[0]]` reconstructions."""
+        return self._loaded.decode(tf.convert_to_tensor(z, tf.float32))["reconstructions"]
+
+    def __call__(self, x) -> tf.Tensor:
+        """`[batch, layer_sizes[0]]` -> `[batch, layer_sizes[0]]` reconstructions."""
+        return self._loaded.reconstruct(tf.convert_to_tensor(x, tf.float32))["reconstructions"]
+
+
+def load(path: str) -> LoadedAutoencoder:
+    """Loads an export written by `save` (plain `tf.saved_model.load(path)` works as well)."""
+    return LoadedAutoencoder(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# .npz weights, for other frameworks.
+
+
+def save_weights(model: TiedAutoencoder, path: str) -> str:
+    """Writes the weights and architecture to an `.npz` (no pickled objects), atomically.
+
+    Keys: `kernel_{i}` `[layer_sizes[i], layer_sizes[i+1]]`, `encoder_bias_{i}`,
+    `decoder_bias_{i}` `[layer_sizes[i]]`, `decoder_kernel_{i}` (untied only, same shape as
+    `kernel_{i}`, used transposed), plus `layer_sizes`, `activations`, `output_activation`, `tied`.
+    """
+    arrays = {
+        "layer_sizes": np.array(model.layer_sizes, np.int64),
+        "activations": np.array(model.activation_names, dtype=str),
+        "output_activation": np.array(model.output_activation_name, dtype=str),
+        "tied": np.array(model.tied),
+    }
+    for i in range(model.num_layers):
+        arrays[f"kernel_{i}"] = model.kernels[i].numpy()
+        arrays[f"encoder_bias_{i}"] = model.encoder_biases[i].numpy()
+        arrays[f"decoder_bias_{i}"] = model.decoder_biases[i].numpy()
+        if not model.tied:
+            arrays[f"decoder_kernel_{i}"] = model.decoder_kernels[i].numpy()
+    path = os.path.abspath(path)
+    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}.npz"
+    np.savez(temporary, **arrays)
+    os.replace(temporary, path)
+    return path
+
+
+def load_weights(path: str, model: TiedAutoencoder = None) -> TiedAutoencoder:
+    """Reads an `.npz` from `save_weights` into `model`, or into a new model built from it.
+
+    Raises:
+      FileNotFoundError, ValueError: a missing or corrupt file, missing keys, or layer sizes and
+        shapes that disagree with `model` (named in the message); `model` is left unchanged.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Weights file {path} does not exist.") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"Weights file {path} is corrupt or not an .npz: {e}") from None
+    missing = [k for k in ("layer_sizes", "activations", "output_activation", "tied") if k not in arrays]
+    if missing:
+        raise ValueError(
+            f"Weights file {path} lacks {missing}; was it written by rawtf_ae.export.save_weights?"
+        )
+    layer_sizes = [int(s) for s in arrays["layer_sizes"]]
+    tied = bool(arrays["tied"])
+    if model is None:
+        model = TiedAutoencoder(
+            layer_sizes,
+            activation=[str(a) for a in arrays["activations"]],
+            output_activation=str(arrays["output_activation"]),
+            tied=tied,
+            seed=0,
+        )
+    elif list(model.layer_sizes) != layer_sizes or model.tied != tied:
+        raise ValueError(
+            f"Weights file {path} holds a {'tied' if tied else 'untied'} model with layer_sizes "
+            f"{layer_sizes}; the model is {'tied' if model.tied else 'untied'} with layer_sizes "
+            f"{list(model.layer_sizes)}."
+        )
+    targets = {}
+    for i in range(model.num_layers):
+        targets[f"kernel_{i}"] = model.kernels[i]
+        targets[f"encoder_bias_{i}"] = model.encoder_biases[i]
+        targets[f"decoder_bias_{i}"] = model.decoder_biases[i]
+        if not tied:
+            targets[f"decoder_kernel_{i}"] = model.decoder_kernels[i]
+    for key, variable in targets.items():  # check everything before assigning anything
+        if key not in arrays:
+            raise ValueError(f"Weights file {path} lacks `{key}`.")
+        if tuple(arrays[key].shape) != tuple(variable.shape):
+            raise ValueError(
+                f"Weights file {path}: `{key}` has shape {tuple(arrays[key].shape)}, the model's "
+                f"variable has {tuple(variable.shape)}."
+            )
+        if not np.all(np.isfinite(arrays[key])):
+            raise ValueError(f"Weights file {path}: `{key}` has non-finite values.")
+    for key, variable in targets.items():
+        variable.assign(arrays[key].astype(variable.dtype.as_numpy_dtype))
+    return model

@@ -1,0 +1,124 @@
+"""Using a trained workdir: evaluate it, export it, encode a dataset with it.
+
+Each reads the newest checkpoint in `workdir/checkpoints` for the config's architecture and
+fails with a clear error, having written nothing, when there is none or it does not fit.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from rawtf_ae import data, export, images, train
+
+SPLITS = ("validation", "train")
+
+
+def _atomic_numpy_save(path: str, arrays: dict) -> None:
+    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}{os.path.splitext(path)[1]}"
+    if path.endswith(".npz"):
+        np.savez(temporary, **arrays)
+    else:
+        np.save(temporary, arrays["codes"])
+    os.replace(temporary, path)
+
+
+def encode_examples(model, examples: np.ndarray, batch_size: int) -> np.ndarray:
+    """`[n, layer_sizes[0]]` -> `[n, layer_sizes[-1]]` codes, in batches (none dropped)."""
+    encode = tf.function(model.encode, input_signature=[tf.TensorSpec([None, model.input_width], tf.float32)])
+    return np.concatenate([encode(batch).numpy() for batch in data.eval_dataset(examples, batch_size)])
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Validation loss of the newest checkpoint, plus the pictures: reconstructions and codes.
+
+    Writes `eval/reconstructions.png`, `eval/metrics.json`, the validation codes for
+    TensorBoard's Embedding Projector (`eval/projector/`, labels as metadata where the data has
+    them) and, with matplotlib installed (`pip install rawtf_ae[plots]`), `eval/codes.png`.
+    """
+    model, step, path = train.restore_model(config, workdir)
+    splits = data.load(config.data, config.seed)
+    if splits.width != model.input_width:
+        raise ValueError(f"The data has width {splits.width}, the checkpoint's model {model.input_width}.")
+    val_loss = train.make_evaluate(model, config.train.loss)(
+        data.eval_dataset(splits.validation, config.train.eval_batch_size)
+    )
+    logging.info("%s (step %d): validation loss %.5f", path, step, val_loss)
+    out = os.path.join(workdir, "eval")
+    os.makedirs(out, exist_ok=True)
+    metrics = {"step": step, "checkpoint": path, "val_loss": val_loss, "loss": config.train.loss}
+    originals = splits.validation[: config.train.num_picture_examples]
+    if splits.image_shape and len(originals):
+        grid = images.reconstruction_grid(originals, model(originals).numpy(), splits.image_shape)
+        images.write_png(os.path.join(out, "reconstructions.png"), grid)
+    codes = encode_examples(model, splits.validation, config.train.eval_batch_size)
+    write_projector(os.path.join(out, "projector"), codes, splits.validation_labels)
+    scatter = images.code_scatter(codes, splits.validation_labels, os.path.join(out, "codes.png"))
+    if scatter is None:
+        logging.info(
+            "codes.png skipped: install matplotlib (pip install rawtf_ae[plots]) for the scatter plot"
+        )
+    train._write_json(os.path.join(out, "metrics.json"), metrics)
+    logging.info(
+        "eval outputs: %s (tensorboard --logdir %s for the projector)", out, os.path.join(out, "projector")
+    )
+    return metrics
+
+
+def write_projector(directory: str, codes: np.ndarray, labels=None) -> None:
+    """Writes `codes` `[n, code_width]` for TensorBoard's Embedding Projector (with labels)."""
+    from tensorboard.plugins import projector
+
+    os.makedirs(directory, exist_ok=True)
+    embedding = tf.Variable(codes, name="codes")
+    tf.train.Checkpoint(codes=embedding).save(os.path.join(directory, "embedding.ckpt"))
+    config = projector.ProjectorConfig()
+    entry = config.embeddings.add()
+    entry.tensor_name = "codes/.ATTRIBUTES/VARIABLE_VALUE"
+    if labels is not None:
+        with open(os.path.join(directory, "metadata.tsv"), "w") as f:
+            f.writelines(f"{label}\n" for label in labels)
+        entry.metadata_path = "metadata.tsv"
+    projector.visualize_embeddings(directory, config)
+
+
+def export_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Exports the newest checkpoint: `export/saved_model/` and `export/weights.npz`."""
+    model, step, path = train.restore_model(config, workdir)
+    saved_model = export.save(model, os.path.join(workdir, "export", "saved_model"))
+    weights = export.save_weights(model, os.path.join(workdir, "export", "weights.npz"))
+    logging.info("exported %s (step %d) to %s and %s", path, step, saved_model, weights)
+    return {"saved_model": saved_model, "weights": weights, "step": step}
+
+
+def encode(config: ml_collections.ConfigDict, workdir: str, output: str, split: str = "validation") -> str:
+    """Encodes a split of the config's data with the newest checkpoint into `output`.
+
+    `.npy`: the codes `[n, code_width]`; `.npz`: `codes` and, where the data has them, `labels`.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"--split is {split!r}; expected one of {', '.join(SPLITS)}.")
+    if not output.endswith((".npy", ".npz")):
+        raise ValueError(f"--output ({output!r}) must end in .npy (codes) or .npz (codes and labels).")
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"--output's folder {parent} does not exist.")
+    model, step, path = train.restore_model(config, workdir)
+    splits = data.load(config.data, config.seed)
+    examples = splits.validation if split == "validation" else splits.train
+    labels = splits.validation_labels if split == "validation" else splits.train_labels
+    if examples.shape[1] != model.input_width:
+        raise ValueError(
+            f"The data has width {examples.shape[1]}, the checkpoint's model {model.input_width}."
+        )
+    arrays = {"codes": encode_examples(model, examples, config.train.eval_batch_size)}
+    if labels is not None:
+        arrays["labels"] = labels
+    _atomic_numpy_save(output, arrays)
+    logging.info("encoded %d %s examples with %s (step %d) into %s", len(examples), split, path, step, output)
+    return output

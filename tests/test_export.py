@@ -1,0 +1,115 @@
+"""Export: SavedModel signatures and .npz weights round trips, tying kept, atomic replacement."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rawtf_ae import TiedAutoencoder, export
+
+
+def _model(tied=True):
+    model = TiedAutoencoder([20, 8, 4], activation=["selu", "linear"], tied=tied, seed=3)
+    for bias in model.encoder_biases + model.decoder_biases:
+        bias.assign(tf.random.stateless_normal(bias.shape, seed=[bias.shape[0], 1]))
+    return model
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_saved_model_round_trip_gives_the_same_outputs(tmp_path, tied):
+    model = _model(tied)
+    path = export.save(model, str(tmp_path / "export"))
+    loaded = export.load(path)
+    assert loaded.layer_sizes == (20, 8, 4) and loaded.metadata["tied"] == tied
+    for batch in (1, 5):
+        x = tf.random.stateless_uniform([batch, 20], seed=[batch, 2])
+        np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(loaded.encode(x).numpy(), model.encode(x).numpy(), rtol=1e-6, atol=1e-7)
+        z = model.encode(x)
+        np.testing.assert_allclose(loaded.decode(z).numpy(), model.decode(z).numpy(), rtol=1e-6, atol=1e-7)
+    # Plain TensorFlow, as a server would: three signatures, batch dimension unknown.
+    plain = tf.saved_model.load(path)
+    assert sorted(plain.signatures) == ["decode", "encode", "reconstruct"]
+    (spec,) = plain.signatures["encode"].structured_input_signature[1].values()
+    assert spec.shape.as_list() == [None, 20]
+    x = tf.random.stateless_uniform([3, 20], seed=[0, 0])
+    np.testing.assert_allclose(
+        plain.signatures["reconstruct"](inputs=x)["reconstructions"].numpy(), model(x).numpy(), rtol=1e-6
+    )
+    kernels = [
+        shape
+        for _, shape in tf.train.list_variables(os.path.join(path, "variables", "variables"))
+        if len(shape) == 2
+    ]
+    assert len(kernels) == (2 if tied else 4)  # each tied kernel saved once
+
+
+def test_a_failed_export_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    model = _model()
+    path = export.save(model, str(tmp_path / "export"))
+    before = {name: open(os.path.join(path, name), "rb").read() for name in ("saved_model.pb",)}
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        export.save(_model(tied=False), path)
+    assert {name: open(os.path.join(path, name), "rb").read() for name in before} == before
+    assert sorted(os.listdir(tmp_path)) == ["export"]  # no temporary left behind
+    monkeypatch.undo()
+    export.save(_model(tied=False), path)
+    assert export.load(path).metadata["tied"] is False
+
+
+def test_loading_something_that_is_not_an_export_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no SavedModel"):
+        export.load(str(tmp_path))
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_npz_weights_round_trip_into_a_new_and_an_existing_model(tmp_path, tied):
+    model = _model(tied)
+    path = export.save_weights(model, str(tmp_path / "weights.npz"))
+    with np.load(path, allow_pickle=False) as archive:
+        assert archive["kernel_0"].shape == (20, 8) and list(archive["layer_sizes"]) == [20, 8, 4]
+        assert ("decoder_kernel_0" in archive.files) == (not tied)
+    x = tf.random.stateless_uniform([4, 20], seed=[1, 1])
+    rebuilt = export.load_weights(path)
+    np.testing.assert_array_equal(rebuilt(x).numpy(), model(x).numpy())
+    target = TiedAutoencoder([20, 8, 4], activation=["selu", "linear"], tied=tied, seed=99)
+    export.load_weights(path, target)
+    np.testing.assert_array_equal(target(x).numpy(), model(x).numpy())
+
+
+def test_npz_weights_that_do_not_fit_are_errors_and_change_nothing(tmp_path):
+    path = export.save_weights(_model(), str(tmp_path / "weights.npz"))
+    other = TiedAutoencoder([20, 6, 4], seed=0)
+    before = [v.numpy() for v in other.trainable_variables]
+    with pytest.raises(ValueError, match=r"layer_sizes \[20, 8, 4\].*layer_sizes \[20, 6, 4\]"):
+        export.load_weights(path, other)
+    untied = TiedAutoencoder([20, 8, 4], tied=False, seed=0)
+    with pytest.raises(ValueError, match="holds a tied model"):
+        export.load_weights(path, untied)
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    arrays["kernel_1"] = np.zeros((8, 5), np.float32)
+    np.savez(tmp_path / "bad_shape.npz", **arrays)
+    fresh = TiedAutoencoder([20, 8, 4], activation=["selu", "linear"], seed=0)
+    before = [v.numpy() for v in fresh.trainable_variables]
+    with pytest.raises(ValueError, match=r"`kernel_1` has shape \(8, 5\), the model's variable has \(8, 4\)"):
+        export.load_weights(str(tmp_path / "bad_shape.npz"), fresh)
+    for variable, value in zip(fresh.trainable_variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value)  # nothing half-assigned
+    del arrays["encoder_bias_0"]
+    arrays["kernel_1"] = np.zeros((8, 4), np.float32)
+    np.savez(tmp_path / "missing.npz", **arrays)
+    with pytest.raises(ValueError, match="lacks `encoder_bias_0`"):
+        export.load_weights(str(tmp_path / "missing.npz"))
+    (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 nope")
+    with pytest.raises(ValueError, match="corrupt.npz is corrupt"):
+        export.load_weights(str(tmp_path / "corrupt.npz"))
+    np.savez(tmp_path / "pickled.npz", layer_sizes=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(ValueError, match="pickled.npz is corrupt"):
+        export.load_weights(str(tmp_path / "pickled.npz"))

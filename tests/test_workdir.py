@@ -1,0 +1,150 @@
+"""eval / export / encode on a workdir trained on the MNIST test-set files, and their errors."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rawtf_ae import export, train, workdir
+from tests.conftest import REPO, tiny_config
+
+MNIST = {
+    "data.name": "mnist",
+    "data.num_train": 1_000,
+    "data.num_validation": 300,
+    "model.layer_sizes": (784, 64, 8),
+    "train.num_steps": 30,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tests.conftest import MNIST_DIR
+
+    if not os.path.exists(os.path.join(MNIST_DIR, "t10k-images-idx3-ubyte.gz")):
+        pytest.skip(f"MNIST t10k files not found in {MNIST_DIR}")
+    config = tiny_config(**MNIST, **{"data.path": MNIST_DIR})
+    run = str(tmp_path_factory.mktemp("mnist") / "run")
+    metrics = train.train_and_evaluate(config, run)
+    return config, run, metrics
+
+
+def _tree(folder):
+    return {
+        os.path.relpath(os.path.join(root, name), folder): os.path.getmtime(os.path.join(root, name))
+        for root, _, names in os.walk(folder)
+        for name in names
+    }
+
+
+def test_training_exports_a_model_that_matches_the_checkpoint(trained):
+    config, run, _ = trained
+    model, step, _ = train.restore_model(config, run)
+    loaded = export.load(os.path.join(run, "export", "saved_model"))
+    x = tf.random.stateless_uniform([7, 784], seed=[4, 4])
+    assert step == 30
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-7)
+    rebuilt = export.load_weights(os.path.join(run, "export", "weights.npz"))
+    np.testing.assert_array_equal(rebuilt.encode(x).numpy(), model.encode(x).numpy())
+
+
+def test_eval_reports_the_training_runs_validation_loss_and_draws_the_pictures(trained):
+    config, run, metrics = trained
+    result = workdir.evaluate(config, run)
+    assert result["step"] == 30
+    assert result["val_loss"] == pytest.approx(metrics["val_loss"], rel=1e-5)
+    out = os.path.join(run, "eval")
+    picture = tf.io.decode_png(tf.io.read_file(os.path.join(out, "reconstructions.png"))).numpy()
+    assert picture.shape == (2 * 29 + 1, 8 * 29 + 1, 1)
+    with open(os.path.join(out, "projector", "metadata.tsv")) as f:
+        labels = [int(line) for line in f]
+    assert len(labels) == 300 and set(labels) <= set(range(10))
+    assert os.path.exists(os.path.join(out, "projector", "projector_config.pbtxt"))
+    saved = dict(tf.train.list_variables(tf.train.latest_checkpoint(os.path.join(out, "projector"))))
+    assert saved["codes/.ATTRIBUTES/VARIABLE_VALUE"] == [300, 8]
+    assert tf.io.decode_png(tf.io.read_file(os.path.join(out, "codes.png"))).shape[2] in (3, 4)
+
+
+@pytest.mark.parametrize("split, count", [("validation", 300), ("train", 1_000)])
+def test_encode_writes_the_codes_of_a_split_with_labels(trained, tmp_path, split, count):
+    config, run, _ = trained
+    output = workdir.encode(config, run, str(tmp_path / "codes.npz"), split)
+    with np.load(output, allow_pickle=False) as archive:
+        codes, labels = archive["codes"], archive["labels"]
+    assert codes.shape == (count, 8) and labels.shape == (count,)
+    model, _, _ = train.restore_model(config, run)
+    from rawtf_ae import data
+
+    splits = data.load(config.data, config.seed)
+    examples = splits.validation if split == "validation" else splits.train
+    np.testing.assert_allclose(codes, model.encode(examples).numpy(), rtol=1e-5, atol=1e-6)
+    plain = workdir.encode(config, run, str(tmp_path / "codes.npy"), split)
+    np.testing.assert_array_equal(np.load(plain), codes)
+
+
+def test_modes_on_a_workdir_without_checkpoint_or_of_another_model_fail_and_change_nothing(trained, tmp_path):
+    config, run, _ = trained
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for call in (workdir.evaluate, workdir.export_workdir):
+        with pytest.raises(FileNotFoundError, match="has no checkpoint"):
+            call(config, str(empty))
+    assert os.listdir(empty) == []
+    before = _tree(run)
+    other = tiny_config(**{**MNIST, "model.layer_sizes": (784, 32, 8), "data.path": config.data.path})
+    message = r"model/kernels/0: the checkpoint has shape \[784, 64\], the config's model \[784, 32\]"
+    with pytest.raises(ValueError, match=message):
+        workdir.evaluate(other, run)
+    with pytest.raises(ValueError, match=message):
+        workdir.export_workdir(other, run)
+    with pytest.raises(ValueError, match=message):
+        workdir.encode(other, run, str(tmp_path / "codes.npy"))
+    with pytest.raises(ValueError, match="must end in .npy"):
+        workdir.encode(config, run, str(tmp_path / "codes.csv"))
+    assert _tree(run) == before
+    assert not os.path.exists(tmp_path / "codes.npy")
+
+
+@pytest.mark.slow
+def test_command_line_modes_end_to_end(trained, tmp_path):
+    config, run, _ = trained
+    flags = [
+        f"--workdir={run}",
+        "--config.data.name=mnist",
+        f"--config.data.path={config.data.path}",
+        "--config.data.num_train=1000",
+        "--config.data.num_validation=300",
+        "--config.model.layer_sizes=(784,64,8)",
+        "--config.model.activation=selu,linear",
+    ]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+
+    def run_mode(*args):
+        return subprocess.run(
+            [sys.executable, os.path.join(REPO, "train.py"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+
+    encoded = run_mode("--mode=encode", f"--output={tmp_path / 'codes.npy'}", *flags)
+    assert encoded.returncode == 0, encoded.stderr[-3000:]
+    assert np.load(tmp_path / "codes.npy").shape == (300, 8)
+    exported = run_mode("--mode=export", *flags)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "exported" in exported.stderr
+    evaluated = run_mode("--mode=eval", *flags)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "validation loss" in evaluated.stderr
+    missing = run_mode("--mode=eval", f"--workdir={tmp_path / 'nothing'}")
+    assert (
+        missing.returncode == 1
+        and "error: Workdir" in missing.stderr
+        and "has no checkpoint" in missing.stderr
+    )
+    no_output = run_mode("--mode=encode", *flags)
+    assert no_output.returncode == 1 and "--mode=encode needs --output" in no_output.stderr
