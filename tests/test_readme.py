@@ -3,6 +3,8 @@
 import os
 import re
 
+import numpy as np
+
 from tests.conftest import REPO
 
 
@@ -11,8 +13,12 @@ def _readme():
         return f.read()
 
 
+def _python_blocks():
+    return re.findall(r"```python\n(.*?)```", _readme(), flags=re.S)
+
+
 def test_readme_research_example_runs():
-    (snippet,) = re.findall(r"```python\n(.*?)```", _readme(), flags=re.S)
+    snippet = _python_blocks()[0]
     namespace = {}
     exec(compile(snippet, "README.md", "exec"), namespace)
     assert tuple(namespace["codes"].shape) == (128, 196)
@@ -23,3 +29,20 @@ def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"```bash\n# Install and run the tests\n(.*?)\n```", _readme())
     with open(os.path.join(REPO, ".ci", "run")) as f:
         assert commands and commands[0] in f.read()
+
+
+def test_readme_loading_example_runs_on_an_exported_workdir(tmp_path, monkeypatch):
+    from rawtf_ae import train
+    from tests.conftest import tiny_config
+
+    monkeypatch.chdir(tmp_path)
+    train.train_and_evaluate(tiny_config(**{"train.num_steps": 10}), "runs/x")
+    namespace = {"images": np.random.default_rng(0).uniform(size=(4, 784)).astype(np.float32)}
+    exec(compile(_python_blocks()[1], "README.md", "exec"), namespace)
+    assert tuple(namespace["codes"].shape) == (4, 16)
+    np.testing.assert_allclose(
+        namespace["model"].encode(namespace["images"]).numpy(),
+        namespace["codes"].numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
