@@ -6,6 +6,8 @@
     --mode=encode  newest checkpoint -> codes of a split (--split) in --output (.npy or .npz)
 
 Errors a user can fix (bad flags, files, config values, checkpoints) end in one line and exit 1.
+SIGTERM or Ctrl-C during training saves a checkpoint of the current step and exits with
+status 143 (128 + SIGTERM, what schedulers expect of a preempted job); rerun to resume.
 """
 
 import os
@@ -17,6 +19,7 @@ from ml_collections import config_flags
 from rawtf_ae import train, workdir
 
 MODES = ("train", "eval", "export", "encode")
+PREEMPTED_EXIT_STATUS = 143
 _CONFIG_ARGUMENT = "config"
 
 
@@ -87,8 +90,11 @@ def _main(argv, config_flag):
             if not flags.FLAGS.output:
                 raise ValueError("--mode=encode needs --output=FILE.npy (or .npz for codes and labels).")
             workdir.encode(config, run_dir, flags.FLAGS.output, flags.FLAGS.split)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError, OSError) as e:
         _fail(e)
+    except train.Preempted as e:
+        logging.warning("%s", e)
+        sys.exit(PREEMPTED_EXIT_STATUS)
 
 
 def run(default_config_file: str) -> None:

@@ -10,9 +10,12 @@ Each piece can be imported alone to build a research loop of one's own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Callable, Optional
 
@@ -20,8 +23,8 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
+from rawtf_ae import checkpoints, data, distribute, export, images, losses
 from rawtf_ae import config as config_lib
-from rawtf_ae import data, distribute, export, images, losses
 from rawtf_ae.model import TiedAutoencoder
 
 _COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
@@ -203,60 +206,6 @@ def _write_json(path: str, values: dict) -> None:
     os.replace(temporary, path)
 
 
-def checkpoint_mismatches(path: str, model: TiedAutoencoder) -> list[str]:
-    """How the model variables in checkpoint `path` differ from `model`'s (empty: they fit)."""
-    saved = {name.split("/.ATTRIBUTES")[0]: shape for name, shape in tf.train.list_variables(path)}
-    expected = {
-        f"model/{group}/{i}": list(variable.shape)
-        for group in ("kernels", "encoder_biases", "decoder_biases", "decoder_kernels")
-        for i, variable in enumerate(getattr(model, group))
-    }
-    problems = []
-    for name, shape in expected.items():
-        if name not in saved:
-            problems.append(f"{name}: the config's model has shape {shape}, the checkpoint has none")
-        elif saved[name] != shape:
-            problems.append(f"{name}: the checkpoint has shape {saved[name]}, the config's model {shape}")
-    problems += [
-        f"{name}: the checkpoint has shape {shape}, the config's model has none"
-        for name, shape in saved.items()
-        if name.startswith("model/") and name not in expected
-    ]
-    return problems
-
-
-def _check_fits(path: str, model: TiedAutoencoder) -> None:
-    problems = checkpoint_mismatches(path, model)
-    if problems:
-        raise ValueError(
-            f"Checkpoint {path} does not match this config's model "
-            f"(layer_sizes={list(model.layer_sizes)}, tied={model.tied}): "
-            + "; ".join(problems)
-            + ". Use the config it was written with, or another workdir."
-        )
-
-
-def restore_latest(checkpoint: tf.train.Checkpoint, directory: str) -> Optional[str]:
-    """Restores the newest checkpoint in `directory`; `None` if there is none.
-
-    Raises:
-      ValueError: the checkpoint does not fit the objects (another architecture or optimizer);
-        the message names each mismatching variable and both shapes. Nothing is restored then.
-    """
-    path = tf.train.latest_checkpoint(directory)
-    if path is None:
-        return None
-    _check_fits(path, checkpoint.model)
-    try:
-        checkpoint.restore(path).assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError) as e:
-        raise ValueError(
-            f"Checkpoint {path} does not match this config's model/optimizer; use another workdir "
-            f"or the config it was written with. TensorFlow says: {e}"
-        ) from None
-    return path
-
-
 def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[TiedAutoencoder, int, str]:
     """The config's model with the weights of the newest checkpoint in `workdir`.
 
@@ -269,14 +218,45 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[Tied
     """
     config_lib.validate(config)
     directory = os.path.join(workdir, "checkpoints")
-    path = tf.train.latest_checkpoint(directory)
-    if path is None:
+    if not checkpoints.candidates(directory):
         raise FileNotFoundError(f"Workdir {workdir} has no checkpoint in {directory}; train first.")
     model = create_model(config)
-    _check_fits(path, model)
     step = tf.Variable(0, dtype=tf.int64)
-    tf.train.Checkpoint(model=model, step=step).restore(path).expect_partial()
+    path = checkpoints.restore_latest(
+        tf.train.Checkpoint(model=model, step=step), directory, move_aside=False
+    )
     return model, int(step.numpy()), path
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM/SIGINT after saving a checkpoint; rerun to resume."""
+
+
+class _StopSignal:
+    """Records SIGTERM (preemption) and SIGINT while training, so the loop can save and stop.
+
+    The loop checks it after every call of the compiled loop (at most `train.steps_per_loop`
+    steps), saves a checkpoint at that step and raises `Preempted`. Only in the main thread,
+    and not under `multi_worker_mirrored`, whose workers must stop together.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.received = None
+        self._previous = {}
+
+    def _handle(self, number, frame):
+        self.received = signal.Signals(number).name
+
+    def __enter__(self):
+        if self.enabled:
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 def _format_duration(seconds: float) -> str:
@@ -293,35 +273,6 @@ def _read_previous_metrics(path: str) -> dict:
         return {}
 
 
-class _Checkpointer:
-    """Saves through a `CheckpointManager`; in a multi-worker run only the chief keeps its files.
-
-    Every worker must save (TensorFlow's rule for `MultiWorkerMirroredStrategy`); the others
-    write to a temporary directory of their own and delete it at once.
-    """
-
-    def __init__(self, checkpoint, workdir: str, keep: int, chief: bool, worker: str):
-        self.directory = os.path.join(workdir, "checkpoints")
-        self._chief = chief
-        self._temporary = None if chief else os.path.join(workdir, f"tmp_{worker}")
-        self._manager = tf.train.CheckpointManager(
-            checkpoint,
-            self.directory if chief else os.path.join(self._temporary, "checkpoints"),
-            max_to_keep=keep,
-        )
-
-    def save(self, step: int) -> Optional[str]:
-        path = self._manager.save(checkpoint_number=step)
-        if not self._chief:
-            tf.io.gfile.rmtree(self._temporary)
-            return None
-        return path
-
-    @property
-    def latest(self) -> Optional[str]:
-        return tf.train.latest_checkpoint(self.directory)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes training) the model of `config` in `workdir` and evaluates it.
 
@@ -335,7 +286,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Raises:
       ValueError, FileNotFoundError: a bad config, strategy, data, or a checkpoint that does
         not fit; all raised before anything is written.
-      FloatingPointError: the loss became NaN or infinite (the last checkpoint is kept).
+      FloatingPointError: the loss or a weight became NaN or infinite (the last checkpoint is
+        kept, nothing non-finite is saved).
+      Preempted: SIGTERM or SIGINT arrived; a checkpoint of the current step was saved first.
     """
     config_lib.validate(config)
     train_config = config.train
@@ -370,16 +323,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         splits.width,
     )
 
+    # One writer per workdir: the chief holds its lock from the first write to the last.
+    with checkpoints.WorkdirLock(workdir) if chief else contextlib.nullcontext():
+        with _StopSignal(enabled=train_config.strategy != "multi_worker_mirrored") as stop_signal:
+            return _train(config, workdir, strategy, splits, chief, stop_signal)
+
+
+def _train(config, workdir, strategy, splits, chief, stop_signal) -> dict:
+    """The body of `train_and_evaluate`, run while holding the workdir."""
+    train_config = config.train
+    batch_size, replicas = train_config.batch_size, strategy.num_replicas_in_sync
     with strategy.scope():
         model = create_model(config)
         optimizer = create_optimizer(train_config)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
-    checkpointer = _Checkpointer(
+    checkpointer = checkpoints.Checkpointer(
         checkpoint, workdir, train_config.keep_checkpoints, chief, distribute.worker_id(strategy)
     )
-    restored = restore_latest(checkpoint, checkpointer.directory)
+    restored = checkpoints.restore_latest(checkpoint, checkpointer.directory)
     learning_rate = learning_rate_schedule(train_config)
     if restored and isinstance(learning_rate, float):
         # Keras checkpoints a constant learning rate as a variable; on resume the config decides.
@@ -482,10 +445,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             logging.info("step %d: validation loss %.5f", current, val_loss)
             with validation_writer.as_default(step=current):
                 tf.summary.scalar("loss", val_loss)
-        if current % train_config.checkpoint_every_steps == 0 or current == num_steps:
+        stopping = stop_signal.received is not None
+        if current % train_config.checkpoint_every_steps == 0 or current == num_steps or stopping:
             saved = checkpointer.save(current)
             if saved:
                 logging.info("saved %s", saved)
+        if stopping:
+            raise Preempted(
+                f"Received {stop_signal.received} at step {current}: saved {checkpointer.latest} and "
+                "stopped. Run the same command again to resume from it."
+            )
 
     val_loss = evaluate(validation)
     logging.info("step %d: validation loss %.5f", current, val_loss)

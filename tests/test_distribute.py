@@ -157,6 +157,7 @@ def test_two_workers_on_localhost_train_like_one_process(tmp_path):
     assert "2 replica(s)" in outputs[0]
     # Only the chief (worker 0) keeps checkpoints and outputs; worker 1's temporary dir is gone.
     assert sorted(os.listdir(workdir)) == [
+        ".lock",
         "checkpoints",
         "config.json",
         "export",

@@ -42,6 +42,7 @@ def test_train_py_trains_resumes_and_writes_its_outputs(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "step 20/20: loss" in first.stderr and "examples/s, ETA" in first.stderr
     assert sorted(os.listdir(workdir)) == [
+        ".lock",
         "checkpoints",
         "config.json",
         "export",
