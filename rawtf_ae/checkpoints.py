@@ -85,6 +85,14 @@ def candidates(directory: str) -> list[str]:
     return sorted(found, key=found.get, reverse=True)
 
 
+def _state_names(directory: str, path: str) -> bool:
+    """Whether the state file in `directory` is readable and names `path` as the newest."""
+    try:
+        return tf.train.latest_checkpoint(directory) == path
+    except Exception:  # garbled state file
+        return False
+
+
 def _move_aside(path: str) -> str:
     """Moves every file of checkpoint `path` into `<dir>/corrupt/` (never deletes it)."""
     target = os.path.join(os.path.dirname(path), "corrupt")
@@ -118,7 +126,8 @@ def restore_latest(
             problems = checkpoint_mismatches(path, checkpoint.model)
             for name in reader.get_variable_to_shape_map():
                 reader.get_tensor(name)
-        except (tf.errors.OpError, ValueError, OSError) as e:
+        except (tf.errors.OpError, ValueError, OSError, IndexError, RuntimeError) as e:
+            # TensorFlow's readers raise all of these for truncated or garbled files.
             where = f"moved to {_move_aside(path)}" if move_aside else "left in place"
             logging.warning(
                 "checkpoint %s is unreadable (%s); %s, trying the previous one",
@@ -138,11 +147,14 @@ def restore_latest(
                 f"Checkpoint {path} does not match this config's model/optimizer; use another workdir "
                 f"or the config it was written with. TensorFlow says: {e}"
             ) from None
-        if index and move_aside:
-            readable = [p for p in paths[index:] if os.path.exists(p + ".index")]
+        if move_aside and (index or not _state_names(directory, path)):
+            # From now on the state file names only readable checkpoints (it was garbled, or
+            # named the ones just moved aside); relative names keep the workdir movable.
+            readable = [os.path.basename(p) for p in paths[index:] if os.path.exists(p + ".index")]
             tf.compat.v1.train.update_checkpoint_state(
-                directory, path, all_model_checkpoint_paths=list(reversed(readable))
+                directory, os.path.basename(path), all_model_checkpoint_paths=list(reversed(readable))
             )
+        if index:
             logging.warning("fell back to %s after %d unreadable checkpoint(s)", path, index)
         return path
     where = f"are now in {os.path.join(directory, 'corrupt')}" if move_aside else "were left in place"

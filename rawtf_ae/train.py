@@ -339,10 +339,11 @@ def _train(config, workdir, strategy, splits, chief, stop_signal) -> dict:
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    # Restore first: it may repair the state file that the CheckpointManager then reads.
+    restored = checkpoints.restore_latest(checkpoint, os.path.join(workdir, "checkpoints"), move_aside=chief)
     checkpointer = checkpoints.Checkpointer(
         checkpoint, workdir, train_config.keep_checkpoints, chief, distribute.worker_id(strategy)
     )
-    restored = checkpoints.restore_latest(checkpoint, checkpointer.directory)
     learning_rate = learning_rate_schedule(train_config)
     if restored and isinstance(learning_rate, float):
         # Keras checkpoints a constant learning rate as a variable; on resume the config decides.

@@ -1,0 +1,165 @@
+"""Fault-injection campaign: kill -9 a training run at random moments, restart it, compare.
+
+    python -m benchmarks.chaos [--kills=20] [--seed=0] [--workdir=/tmp/rawtf_ae_chaos]
+
+Trains a small model once uninterrupted (the reference), then runs the same command again and
+again in another workdir, each time killing it with SIGKILL after a random delay (during
+start-up, training steps, checkpoint writes or the deletion of old checkpoints), checks that
+every checkpoint left behind is readable, and finally lets it finish. It prints: kills that
+landed, checkpoints found corrupt, the most steps lost to a kill, and whether the final weights
+equal the reference bit for bit. `tests/test_reliability.py` runs a short version in CI.
+"""
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = [
+    "--config.model.layer_sizes=(784,64,16)",
+    "--config.model.activation=selu,linear",
+    "--config.data.num_train=1000",
+    "--config.data.num_validation=100",
+    "--config.train.batch_size=32",
+    "--config.train.num_steps=1500",
+    "--config.train.log_every_steps=5",
+    "--config.train.eval_every_steps=100000",
+    "--config.train.checkpoint_every_steps=5",
+    "--config.train.steps_per_loop=5",
+    "--config.train.keep_checkpoints=2",
+    "--config.train.export=False",
+]
+
+
+def _command(workdir):
+    return [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={workdir}", *FLAGS]
+
+
+def _environment():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_DETERMINISTIC_OPS="1", PYTHONPATH=REPO)
+
+
+def _run_to_end(workdir, timeout):
+    result = subprocess.run(
+        _command(workdir), env=_environment(), capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"run in {workdir} failed:\n{result.stderr[-3000:]}")
+    return result.stderr
+
+
+def _unreadable_checkpoints(directory):
+    import tensorflow as tf
+
+    from rawtf_ae import checkpoints
+
+    bad = []
+    for path in checkpoints.candidates(directory):
+        try:
+            reader = tf.train.load_checkpoint(path)
+            for name in reader.get_variable_to_shape_map():
+                reader.get_tensor(name)
+        except Exception:  # any failure to read counts
+            bad.append(path)
+    return bad
+
+
+def _weights(directory):
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(directory))
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name.startswith(("model/", "optimizer/", "step"))
+    }
+
+
+def campaign(kills: int, root: str, seed: int = 0, delay=(2.0, 7.0), timeout: float = 300) -> dict:
+    """Runs the campaign in `root` (emptied first); returns its figures."""
+    import numpy as np
+
+    rng = random.Random(seed)
+    shutil.rmtree(root, ignore_errors=True)
+    reference, chaos = os.path.join(root, "reference"), os.path.join(root, "chaos")
+    _run_to_end(reference, timeout)
+    landed, corrupt, lost, log = 0, 0, [], []
+    last_seen = None
+    for _ in range(kills):
+        wait = rng.uniform(*delay)
+        process = subprocess.Popen(
+            _command(chaos),
+            env=_environment(),
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        time.sleep(wait)
+        finished = process.poll() is not None
+        if not finished:
+            os.killpg(process.pid, signal.SIGKILL)
+            landed += 1
+        stderr = process.communicate(timeout=timeout)[1]
+        resumed = re.search(r"resumed from \S+ at step (\d+)", stderr)
+        if last_seen is not None and resumed:
+            lost.append(max(0, last_seen - int(resumed.group(1))))
+        steps = [int(s) for s in re.findall(r"step (\d+)/", stderr)]
+        last_seen = max(steps) if steps else (int(resumed.group(1)) if resumed else last_seen)
+        bad = _unreadable_checkpoints(os.path.join(chaos, "checkpoints"))
+        corrupt += len(bad)
+        log.append(
+            {"delay_s": round(wait, 2), "killed": not finished, "last_step": last_seen, "unreadable": bad}
+        )
+        if finished:
+            break
+    final = _run_to_end(chaos, timeout)
+    resumed = re.search(r"resumed from \S+ at step (\d+)", final)
+    if last_seen is not None and resumed:
+        lost.append(max(0, last_seen - int(resumed.group(1))))
+    expected, got = (
+        _weights(os.path.join(reference, "checkpoints")),
+        _weights(os.path.join(chaos, "checkpoints")),
+    )
+    identical = expected.keys() == got.keys() and all(np.array_equal(expected[k], got[k]) for k in expected)
+    return {
+        "kills_landed": landed,
+        "checkpoints_unreadable": corrupt,
+        "max_steps_lost": max(lost) if lost else 0,
+        "final_weights_identical": bool(identical),
+        "runs": log,
+    }
+
+
+def main():
+    from absl import app, flags
+
+    kills = flags.DEFINE_integer("kills", 20, "How many times to kill the run.")
+    seed = flags.DEFINE_integer("seed", 0, "Seeds the kill delays.")
+    workdir = flags.DEFINE_string("workdir", "/tmp/rawtf_ae_chaos", "Where the two runs go (emptied first).")
+
+    def run(argv):
+        del argv
+        started = time.time()
+        result = campaign(kills.value, workdir.value, seed.value)
+        print(json.dumps(result["runs"], indent=1))
+        print(
+            "\n| kills landed | checkpoints unreadable | max steps lost | final weights identical | minutes |"
+        )
+        print("|---:|---:|---:|---|---:|")
+        print(
+            f"| {result['kills_landed']} | {result['checkpoints_unreadable']} | {result['max_steps_lost']} | "
+            f"{'yes' if result['final_weights_identical'] else 'NO'} | {(time.time() - started) / 60:.1f} |"
+        )
+
+    app.run(run)
+
+
+if __name__ == "__main__":
+    main()
