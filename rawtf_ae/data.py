@@ -80,34 +80,65 @@ def curves(num_examples: int, seed: int, image_size: int = 28) -> np.ndarray:
 # IDX files (MNIST's own format, http://yann.lecun.com/exdb/mnist/).
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# Nothing larger is read: a header promising more is rejected before any large allocation.
+MAX_IDX_BYTES = 8 * 2**30
+MAX_IDX_DIMENSIONS = 4
+
+
+def _read_exactly(stream, count: int, path: str, what: str) -> bytes:
+    chunks, remaining = [], count
+    while remaining:
+        chunk = stream.read(min(remaining, 2**24))
+        if not chunk:
+            raise ValueError(
+                f"IDX file {path} is truncated: its {what} needs {count} bytes, only "
+                f"{count - remaining} are there."
+            )
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
 
 
 def read_idx(path: str) -> np.ndarray:
-    """Reads an IDX file (`.gz` or not) into a NumPy array, checking its header and size."""
+    """Reads an IDX file (`.gz` or not), checking magic, type, dimensions and size first.
+
+    Raises:
+      FileNotFoundError: `path` does not exist.
+      ValueError: not an IDX file, an unknown type byte, absurd dimensions, truncated data,
+        trailing bytes, or a corrupt gzip stream; the message names the file.
+    """
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == b"\x1f\x8b"
+        stream = gzip.open(path, "rb") if compressed else open(path, "rb")
     except FileNotFoundError:
         raise FileNotFoundError(f"IDX file {path} does not exist.") from None
-    except (OSError, EOFError, zlib.error) as e:
+    try:
+        with stream:
+            magic = stream.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+                raise ValueError(f"{path} is not an IDX file (bad magic number {magic.hex()!r}).")
+            ndim = magic[3]
+            if not 1 <= ndim <= MAX_IDX_DIMENSIONS:
+                raise ValueError(
+                    f"IDX file {path} declares {ndim} dimensions; expected 1 to {MAX_IDX_DIMENSIONS}."
+                )
+            shape = struct.unpack(f">{ndim}I", _read_exactly(stream, 4 * ndim, path, "header"))
+            dtype = np.dtype(_IDX_DTYPES[magic[2]])
+            size = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            if size > MAX_IDX_BYTES:
+                raise ValueError(
+                    f"IDX file {path} declares shape {shape} ({size} bytes), over the "
+                    f"{MAX_IDX_BYTES}-byte limit: the header is corrupt."
+                )
+            payload = _read_exactly(stream, size, path, f"data (shape {shape}, {dtype})")
+            if stream.read(1):
+                raise ValueError(
+                    f"IDX file {path} has bytes after the data its header (shape {shape}) declares."
+                )
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise ValueError(f"IDX file {path} is corrupt: {e}.") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()!r}).")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise ValueError(f"IDX file {path} is truncated in its header.")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise ValueError(
-            f"IDX file {path} holds {len(raw) - header} bytes of data; its header "
-            f"(shape {shape}, {dtype}) promises {expected}: the file is truncated or corrupt."
-        )
-    return np.frombuffer(raw, dtype, offset=header).reshape(shape)
+    return np.frombuffer(payload, dtype).reshape(shape)
 
 
 def _idx_file(folder: str, stem: str) -> Optional[str]:
@@ -124,18 +155,26 @@ def _read_idx_pair(folder: str, prefix: str):
     if images_path is None:
         return None
     images = read_idx(images_path)
-    if images.ndim != 3:
+    if images.ndim != 3 or images.dtype != np.uint8:  # magic 2051
         raise ValueError(
-            f"IDX file {images_path} should hold images [n, rows, cols], got shape {images.shape}."
+            f"IDX file {images_path} should hold uint8 images [n, rows, cols] (magic 2051), got "
+            f"{images.dtype} of shape {images.shape}."
         )
     labels = None
     if labels_path is not None:
         labels = read_idx(labels_path)
+        if labels.ndim != 1 or labels.dtype != np.uint8:  # magic 2049
+            raise ValueError(
+                f"IDX file {labels_path} should hold uint8 labels [n] (magic 2049), got "
+                f"{labels.dtype} of shape {labels.shape}."
+            )
         if labels.shape != images.shape[:1]:
             raise ValueError(
                 f"{labels_path} holds {labels.shape} labels for the {images.shape[0]} images "
                 f"of {images_path}."
             )
+        if labels.size and labels.max() > 9:
+            raise ValueError(f"{labels_path} has label {labels.max()}; MNIST labels are 0 to 9.")
     return images, labels
 
 
@@ -176,13 +215,34 @@ def _load_images(name: str, path: str):
     return _read_keras_npz(path)
 
 
+# Arrays larger than this (uncompressed) are refused before loading: a corrupt or hostile
+# .npz could otherwise exhaust memory while decompressing.
+MAX_ARRAY_BYTES = 8 * 2**30
+
+
 def _read_npz(path: str) -> dict:
     try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(member.file_size for member in archive.infolist())
+        if total > MAX_ARRAY_BYTES:
+            raise ValueError(
+                f"Data file {path} decompresses to {total} bytes, over the {MAX_ARRAY_BYTES}-byte limit."
+            )
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise FileNotFoundError(f"Data file {path} does not exist.") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        KeyError,
+        NotImplementedError,
+    ) as e:
+        if str(e).startswith(f"Data file {path}"):
+            raise
         raise ValueError(f"Data file {path} is corrupt or not a NumPy .npz: {e}") from None
 
 
