@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from rawtf_ae import activations, data, distribute, losses
+from rawtf_ae import activations, corruption, data, distribute, losses
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -51,6 +51,12 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.batch_size = 128
     config.train.num_steps = 10_000
     config.train.loss = "bce"  # bce (sigmoid cross-entropy from logits) | mse
+    # Denoising (Vincent et al. 2010): none | gaussian (sigma = level) | masking | salt_and_pepper
+    # (a fraction `level` of the inputs set to 0, or to 0/1). The loss compares with the clean input.
+    config.train.corruption = "none"
+    config.train.corruption_level = 0.0
+    # L2 weight decay on the kernels only, never the biases: adds weight_decay * sum(W^2) / 2.
+    config.train.weight_decay = 0.0
     config.train.optimizer = "adam"  # adam | sgd | rmsprop
     config.train.learning_rate = 1e-3
     # sgd: momentum (0 = plain SGD) and Nesterov; rmsprop: momentum.
@@ -182,6 +188,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"`train.warmup_steps` ({train.warmup_steps}) must be in [0, train.num_steps={train.num_steps})."
         )
+    corruption.check(train.corruption, train.corruption_level)
+    if train.weight_decay < 0:
+        raise ValueError(f"`train.weight_decay` must be >= 0, got {train.weight_decay!r}.")
     if train.strategy not in distribute.STRATEGIES:
         raise ValueError(
             f"`train.strategy` is {train.strategy!r}; expected one of {', '.join(distribute.STRATEGIES)}."

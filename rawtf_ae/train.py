@@ -23,7 +23,7 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from rawtf_ae import checkpoints, data, distribute, export, images, losses
+from rawtf_ae import checkpoints, corruption, data, distribute, export, images, losses
 from rawtf_ae import config as config_lib
 from rawtf_ae.model import TiedAutoencoder
 
@@ -109,7 +109,16 @@ def create_optimizer(train_config) -> tf.keras.optimizers.Optimizer:
 
 
 def make_train_step(
-    model: TiedAutoencoder, optimizer, loss: str, global_batch_size: int, *, jit_compile=False
+    model: TiedAutoencoder,
+    optimizer,
+    loss: str,
+    global_batch_size: int,
+    *,
+    jit_compile: bool = False,
+    corruption_kind: str = "none",
+    corruption_level: float = 0.0,
+    seed: int = 0,
+    weight_decay: float = 0.0,
 ):
     """The per-replica step `batch [per_replica_batch, width] -> scalar loss contribution`.
 
@@ -123,18 +132,37 @@ def make_train_step(
       global_batch_size: the batch size summed over all replicas.
       jit_compile: compile with XLA: the whole step on one replica; across replicas only the
         loss and gradients, because the optimizer's all-reduce (`merge_call`) cannot be compiled.
+      corruption_kind, corruption_level: denoising (see `rawtf_ae.corruption`); the noise is
+        seeded by `(seed, optimizer.iterations)` and the replica id.
+      seed: the run's seed, for the noise.
+      weight_decay: L2 penalty `weight_decay / 2 * sum(W^2)` on the kernels only (biases are
+        never decayed, as in Caffe-style setups with decay multiplier 0 for biases).
+
+    The returned loss is the reconstruction loss without the penalty.
     """
     variables = model.trainable_variables
     scales_loss = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
+    decayed = list(model.kernels) + list(model.decoder_kernels)
 
     def loss_and_gradients(batch):
+        inputs = batch
+        if corruption_kind != "none":
+            noise_seed = corruption.noise_seed(seed, optimizer.iterations)
+            inputs = corruption.corrupt(batch, corruption_kind, corruption_level, noise_seed)
         with tf.GradientTape() as tape:
-            per_example = losses.reconstruction_loss(model, batch, batch, loss)
+            # Denoising: the encoder sees `inputs`, the loss compares with the clean `batch`.
+            per_example = losses.reconstruction_loss(model, inputs, batch, loss)
             # Keras optimizers sum the replicas' gradients, so every replica divides its sum by
             # the *global* batch size: the sum over replicas is then the global mean.
             loss_value = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+            objective = loss_value
+            if weight_decay:
+                penalty = 0.5 * weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in decayed])
+                # Each replica adds its share, so the replicas' sum holds the penalty once.
+                objective += tf.nn.scale_regularization_loss(penalty)
             # float16 gradients underflow: differentiate the scaled loss; the optimizer unscales.
-            objective = optimizer.scale_loss(loss_value) if scales_loss else loss_value
+            if scales_loss:
+                objective = optimizer.scale_loss(objective)
         # A tied kernel is one variable used twice: the tape sums both paths' gradients.
         return loss_value, tape.gradient(objective, variables)
 
@@ -369,7 +397,15 @@ def _train(config, workdir, strategy, splits, chief, stop_signal) -> dict:
     )
     iterator = iter(dataset)
     train_step = make_train_step(
-        model, optimizer, train_config.loss, batch_size, jit_compile=train_config.jit_compile
+        model,
+        optimizer,
+        train_config.loss,
+        batch_size,
+        jit_compile=train_config.jit_compile,
+        corruption_kind=train_config.corruption,
+        corruption_level=train_config.corruption_level,
+        seed=config.seed,
+        weight_decay=train_config.weight_decay,
     )
     train_loop = make_train_loop(train_step, step, strategy)
     evaluate = make_evaluate(model, train_config.loss)

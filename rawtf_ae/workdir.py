@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from rawtf_ae import data, export, images, train
+from rawtf_ae import baselines, data, export, images, train
 
 SPLITS = ("validation", "train")
 
@@ -35,7 +35,10 @@ def encode_examples(model, examples: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Validation loss of the newest checkpoint, plus the pictures: reconstructions and codes.
+    """Validation loss of the newest checkpoint against PCA, plus the pictures.
+
+    Reports the training loss on the validation set and, comparable across losses, the mean
+    squared error per input of the autoencoder and of PCA with as many components as the code.
 
     Writes `eval/reconstructions.png`, `eval/metrics.json`, the validation codes for
     TensorBoard's Embedding Projector (`eval/projector/`, labels as metadata where the data has
@@ -48,10 +51,26 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     val_loss = train.make_evaluate(model, config.train.loss)(
         data.eval_dataset(splits.validation, config.train.eval_batch_size)
     )
+    reconstructions = np.concatenate([model(b).numpy() for b in data.eval_dataset(splits.validation, 1000)])
+    val_mse = float(np.mean((reconstructions - splits.validation) ** 2))
+    pca_val_mse = baselines.pca_mse(splits.train, splits.validation, model.code_width)
     logging.info("%s (step %d): validation loss %.5f", path, step, val_loss)
+    logging.info(
+        "validation MSE per input: autoencoder %.5f, PCA with %d components %.5f",
+        val_mse,
+        model.code_width,
+        pca_val_mse,
+    )
     out = os.path.join(workdir, "eval")
     os.makedirs(out, exist_ok=True)
-    metrics = {"step": step, "checkpoint": path, "val_loss": val_loss, "loss": config.train.loss}
+    metrics = {
+        "step": step,
+        "checkpoint": path,
+        "val_loss": val_loss,
+        "loss": config.train.loss,
+        "val_mse": val_mse,
+        "pca_val_mse": pca_val_mse,
+    }
     originals = splits.validation[: config.train.num_picture_examples]
     if splits.image_shape and len(originals):
         grid = images.reconstruction_grid(originals, model(originals).numpy(), splits.image_shape)

@@ -1,0 +1,41 @@
+"""PCA baseline: against NumPy's SVD, and the linear tied autoencoder reaching it (Baldi & Hornik 1989)."""
+
+import numpy as np
+import tensorflow as tf
+
+from rawtf_ae import TiedAutoencoder, baselines, data, train
+
+
+def _low_rank_data(n, seed):
+    rng = np.random.default_rng(seed)
+    factors = rng.normal(size=(n, 4)) * np.array([3.0, 2.0, 1.0, 0.5])
+    return (factors @ rng.normal(size=(4, 12)) + 0.1 * rng.normal(size=(n, 12)) + 1.0).astype(np.float32)
+
+
+def test_pca_matches_numpy_svd():
+    x = _low_rank_data(300, 0)
+    mean, components = baselines.pca(x, 3)
+    np.testing.assert_allclose(components.numpy() @ components.numpy().T, np.eye(3), atol=1e-10)
+    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    # Same subspace: the projectors agree.
+    np.testing.assert_allclose(components.numpy().T @ components.numpy(), vt[:3].T @ vt[:3], atol=1e-6)
+    reconstruction = baselines.pca_reconstruction(x, mean, components)
+    np.testing.assert_allclose(reconstruction, (x - x.mean(0)) @ vt[:3].T @ vt[:3] + x.mean(0), atol=1e-5)
+
+
+def test_linear_tied_autoencoder_reaches_the_pca_error():
+    examples = _low_rank_data(768, 1)
+    train_x, validation_x = examples[:512], examples[512:]
+    pca_error = baselines.pca_mse(train_x, validation_x, 3)
+    model = TiedAutoencoder([12, 3], activation="linear", output_activation="linear", seed=0)
+    optimizer = tf.keras.optimizers.Adam(1e-2)
+    optimizer.build(model.trainable_variables)
+    counter = tf.Variable(0, dtype=tf.int64)
+    loop = train.make_train_loop(train.make_train_step(model, optimizer, "mse", 128), counter)
+    loop(iter(data.train_dataset(train_x, 128, seed=0)), tf.constant(3000, tf.int64))
+    error = float(np.mean((model(validation_x).numpy() - validation_x) ** 2))
+    # A linear autoencoder can only match PCA (same subspace), and with training it does.
+    assert error >= pca_error * 0.99
+    assert error <= pca_error * 1.01, (error, pca_error)
+    one_less = baselines.pca_mse(train_x, validation_x, 2)
+    assert error < 0.5 * one_less  # it found the 3-dimensional subspace, not less

@@ -1,0 +1,119 @@
+"""Denoising: corruption statistics, reproducible per-step and per-replica noise, clean targets;
+weight decay on kernels only."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rawtf_ae import TiedAutoencoder, corruption, data, losses, train
+from tests.conftest import tiny_config
+
+SEED = tf.constant([3, 4], tf.int64)
+
+
+def test_masking_zeroes_the_given_fraction():
+    x = tf.ones([200, 500])
+    corrupted = corruption.corrupt(x, "masking", 0.3, SEED).numpy()
+    assert set(np.unique(corrupted)) == {0.0, 1.0}
+    assert abs((corrupted == 0).mean() - 0.3) < 0.01
+
+
+def test_salt_and_pepper_sets_the_fraction_to_zero_or_one_evenly():
+    x = tf.fill([200, 500], 0.5)
+    corrupted = corruption.corrupt(x, "salt_and_pepper", 0.2, SEED).numpy()
+    hit = corrupted != 0.5
+    assert abs(hit.mean() - 0.2) < 0.01
+    assert abs((corrupted[hit] == 1).mean() - 0.5) < 0.03 and set(np.unique(corrupted[hit])) == {0.0, 1.0}
+
+
+def test_gaussian_noise_has_the_given_sigma_and_every_kind_is_reproducible():
+    x = tf.zeros([200, 500])
+    noise = corruption.corrupt(x, "gaussian", 0.25, SEED).numpy()
+    assert abs(noise.std() - 0.25) < 0.005 and abs(noise.mean()) < 0.005
+    for kind in ("gaussian", "masking", "salt_and_pepper"):
+        a = corruption.corrupt(tf.ones([4, 50]), kind, 0.3, SEED).numpy()
+        b = corruption.corrupt(tf.ones([4, 50]), kind, 0.3, SEED).numpy()
+        c = corruption.corrupt(tf.ones([4, 50]), kind, 0.3, SEED + 1).numpy()
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+    assert corruption.corrupt(x, "none", 0.5, SEED) is x
+
+
+def test_noise_differs_per_step_and_per_replica():
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    seeds = strategy.run(tf.function(lambda: corruption.noise_seed(7, 5)))
+    per_replica = [s.numpy().tolist() for s in strategy.experimental_local_results(seeds)]
+    assert len(per_replica) == 2 and per_replica[0] != per_replica[1]
+    assert corruption.noise_seed(7, 5).numpy().tolist() != corruption.noise_seed(7, 6).numpy().tolist()
+    assert corruption.noise_seed(7, 5).numpy().tolist() == per_replica[0]  # replica 0 = one device
+
+
+def test_denoising_step_encodes_the_corrupted_input_and_compares_with_the_clean_one():
+    model = TiedAutoencoder([784, 32], seed=0)
+    model.kernels[0].assign(model.kernels[0] * 10.0)  # so that the input visibly matters
+    optimizer = tf.keras.optimizers.SGD(0.1)
+    optimizer.build(model.trainable_variables)
+    step = tf.function(
+        train.make_train_step(
+            model, optimizer, "bce", 16, corruption_kind="masking", corruption_level=0.5, seed=9
+        )
+    )
+    batch = tf.constant(data.curves(16, seed=0))
+    seed = corruption.noise_seed(9, 0)
+    corrupted = corruption.corrupt(batch, "masking", 0.5, seed)
+    expected = tf.reduce_mean(losses.reconstruction_loss(model, corrupted, batch, "bce")).numpy()
+    clean_input = tf.reduce_mean(losses.reconstruction_loss(model, batch, batch, "bce")).numpy()
+    corrupted_target = tf.reduce_mean(losses.reconstruction_loss(model, corrupted, corrupted, "bce")).numpy()
+    assert float(step(batch)) == pytest.approx(expected, rel=1e-5)
+    for wrong in (clean_input, corrupted_target):
+        assert abs(wrong - expected) > 1e-3 * expected
+
+
+def test_weight_decay_shrinks_kernels_only():
+    model = TiedAutoencoder([20, 5], seed=0)
+    optimizer = tf.keras.optimizers.SGD(0.1)
+    optimizer.build(model.trainable_variables)
+    for bias in model.encoder_biases + model.decoder_biases:
+        bias.assign(tf.ones_like(bias))
+    kernel_before = model.kernels[0].numpy().copy()
+    bias_before = [b.numpy().copy() for b in model.encoder_biases + model.decoder_biases]
+    plain = TiedAutoencoder([20, 5], seed=0)
+    plain_optimizer = tf.keras.optimizers.SGD(0.1)
+    plain_optimizer.build(plain.trainable_variables)
+    for bias in plain.encoder_biases + plain.decoder_biases:
+        bias.assign(tf.ones_like(bias))
+    batch = tf.random.stateless_uniform([8, 20], seed=[1, 2])
+    tf.function(train.make_train_step(model, optimizer, "bce", 8, weight_decay=0.5))(batch)
+    tf.function(train.make_train_step(plain, plain_optimizer, "bce", 8))(batch)
+    # The decayed kernel moved further by exactly lr * decay * W; the biases moved identically.
+    np.testing.assert_allclose(
+        model.kernels[0].numpy(), plain.kernels[0].numpy() - 0.1 * 0.5 * kernel_before, rtol=1e-5, atol=1e-6
+    )
+    for decayed, undecayed, before in zip(
+        model.encoder_biases + model.decoder_biases, plain.encoder_biases + plain.decoder_biases, bias_before
+    ):
+        np.testing.assert_allclose(decayed.numpy(), undecayed.numpy(), rtol=1e-6)
+        assert not np.allclose(decayed.numpy(), before)
+
+
+@pytest.mark.parametrize("kind, level", [("masking", 0.25), ("gaussian", 0.2), ("salt_and_pepper", 0.1)])
+def test_denoising_training_lowers_the_clean_validation_loss_also_mirrored(tmp_path, kind, level):
+    overrides = {"train.num_steps": 100, "train.corruption": kind, "train.corruption_level": level}
+    if kind == "masking":
+        overrides.update({"train.strategy": "mirrored", "train.logical_cpus": 2})
+    config = tiny_config(**overrides)
+    splits = data.load(config.data, config.seed)
+    before = train.make_evaluate(train.create_model(config), "bce")(data.eval_dataset(splits.validation, 100))
+    assert train.train_and_evaluate(config, str(tmp_path))["val_loss"] < 0.75 * before
+
+
+def test_corruption_settings_are_validated():
+    from rawtf_ae import config as config_lib
+
+    with pytest.raises(ValueError, match="`train.corruption` is 'dropout'"):
+        config_lib.validate(tiny_config(**{"train.corruption": "dropout"}))
+    with pytest.raises(ValueError, match=r"a fraction for masking: in \[0, 1\)"):
+        config_lib.validate(tiny_config(**{"train.corruption": "masking", "train.corruption_level": 1.5}))
+    with pytest.raises(ValueError, match="`train.weight_decay` must be >= 0"):
+        config_lib.validate(tiny_config(**{"train.weight_decay": -1.0}))
