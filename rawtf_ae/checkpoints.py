@@ -36,6 +36,7 @@ def checkpoint_mismatches(path: str, model: TiedAutoencoder) -> list[str]:
         f"model/{group}/{i}": list(variable.shape)
         for group in ("kernels", "encoder_biases", "decoder_biases", "decoder_kernels")
         for i, variable in enumerate(getattr(model, group))
+        if variable is not None
     }
     problems = []
     for name, shape in expected.items():

@@ -32,6 +32,7 @@ def metadata(model: TiedAutoencoder) -> dict:
         "activations": list(model.activation_names),
         "output_activation": model.output_activation_name,
         "tied": model.tied,
+        "tied_layers": list(model.tied_layers),
     }
 
 
@@ -135,13 +136,13 @@ def save_weights(model: TiedAutoencoder, path: str) -> str:
         "layer_sizes": np.array(model.layer_sizes, np.int64),
         "activations": np.array(model.activation_names, dtype=str),
         "output_activation": np.array(model.output_activation_name, dtype=str),
-        "tied": np.array(model.tied),
+        "tied": np.array(model.tied_layers),
     }
     for i in range(model.num_layers):
         arrays[f"kernel_{i}"] = model.kernels[i].numpy()
         arrays[f"encoder_bias_{i}"] = model.encoder_biases[i].numpy()
         arrays[f"decoder_bias_{i}"] = model.decoder_biases[i].numpy()
-        if not model.tied:
+        if model.decoder_kernels[i] is not None:
             arrays[f"decoder_kernel_{i}"] = model.decoder_kernels[i].numpy()
     path = os.path.abspath(path)
     temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}.npz"
@@ -170,7 +171,20 @@ def load_weights(path: str, model: TiedAutoencoder = None) -> TiedAutoencoder:
             f"Weights file {path} lacks {missing}; was it written by rawtf_ae.export.save_weights?"
         )
     layer_sizes = [int(s) for s in arrays["layer_sizes"]]
-    tied = bool(arrays["tied"])
+    # One flag per layer (a single flag in files of fully tied or untied models).
+    tied_flags = np.atleast_1d(arrays["tied"]).astype(bool)
+    if tied_flags.size == 1:
+        tied_flags = np.repeat(tied_flags, len(layer_sizes) - 1)
+    tied = [bool(t) for t in tied_flags]
+    if len(tied) != len(layer_sizes) - 1:
+        raise ValueError(
+            f"Weights file {path}: `tied` has {len(tied)} flags for {len(layer_sizes) - 1} layers."
+        )
+
+    def describe(flags, sizes):
+        kind = "tied" if all(flags) else "untied" if not any(flags) else f"partially tied {flags}"
+        return f"a {kind} model with layer_sizes {sizes}"
+
     if model is None:
         model = TiedAutoencoder(
             layer_sizes,
@@ -179,18 +193,17 @@ def load_weights(path: str, model: TiedAutoencoder = None) -> TiedAutoencoder:
             tied=tied,
             seed=0,
         )
-    elif list(model.layer_sizes) != layer_sizes or model.tied != tied:
+    elif list(model.layer_sizes) != layer_sizes or list(model.tied_layers) != tied:
         raise ValueError(
-            f"Weights file {path} holds a {'tied' if tied else 'untied'} model with layer_sizes "
-            f"{layer_sizes}; the model is {'tied' if model.tied else 'untied'} with layer_sizes "
-            f"{list(model.layer_sizes)}."
+            f"Weights file {path} holds {describe(tied, layer_sizes)}; the model is "
+            f"{describe(list(model.tied_layers), list(model.layer_sizes))}."
         )
     targets = {}
     for i in range(model.num_layers):
         targets[f"kernel_{i}"] = model.kernels[i]
         targets[f"encoder_bias_{i}"] = model.encoder_biases[i]
         targets[f"decoder_bias_{i}"] = model.decoder_biases[i]
-        if not tied:
+        if model.decoder_kernels[i] is not None:
             targets[f"decoder_kernel_{i}"] = model.decoder_kernels[i]
     for key, variable in targets.items():  # check everything before assigning anything
         if key not in arrays:

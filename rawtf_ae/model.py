@@ -54,9 +54,12 @@ class TiedAutoencoder(tf.Module):
       encoder_biases: one per encoder layer `i`, shape `[layer_sizes[i+1]]`.
       decoder_biases: one per decoder layer; `decoder_biases[i]` pairs with `kernels[i]` and has
         shape `[layer_sizes[i]]` (the decoder applies them from the last index down to 0).
-      decoder_kernels: empty when `tied`; otherwise separate variables shaped like `kernels`,
-        used transposed exactly like the tied ones, so a tied and an untied model with
-        `decoder_kernels[i] == kernels[i]` compute the same function.
+      tied_layers: for each layer, whether its decoder uses the encoder's kernel.
+      tied: every layer is tied.
+      decoder_kernels: one entry per layer: `None` where the layer is tied, otherwise a
+        separate variable shaped like `kernels[i]` and used transposed exactly like a tied one,
+        so a tied and an untied model with `decoder_kernels[i] == kernels[i]` compute the same
+        function.
     """
 
     def __init__(
@@ -65,7 +68,7 @@ class TiedAutoencoder(tf.Module):
         *,
         activation: ActivationArg = "sigmoid",
         output_activation: activations.ActivationSpec = "sigmoid",
-        tied: bool = True,
+        tied: Union[bool, Sequence[bool]] = True,
         kernel_initializer: Union[str, initializers.Initializer] = "auto",
         seed: Optional[int] = None,
         dtype: tf.DType = tf.float32,
@@ -82,7 +85,7 @@ class TiedAutoencoder(tf.Module):
           output_activation: the last decoder layer's activation, the reconstruction's range.
             Losses from logits (`bce`) need `"sigmoid"`.
           tied: share each kernel between encoder and decoder (`False`: a separate decoder
-            kernel per layer, for comparison).
+            kernel per layer, for comparison), or one bool per layer (partial tying).
           kernel_initializer: `"auto"` (LeCun normal for SELU layers, Glorot uniform otherwise),
             `"glorot_uniform"`, `"lecun_normal"`, `"he_normal"`, or `(shape, seed) -> Tensor`.
           seed: makes the initial weights reproducible; `None` draws a fresh one.
@@ -103,7 +106,13 @@ class TiedAutoencoder(tf.Module):
         self._output_activation = activations.get(output_activation)
         self.activation_names = tuple(activations.name_of(a) for a in activation_specs)
         self.output_activation_name = activations.name_of(output_activation)
-        self.tied = bool(tied)
+        if isinstance(tied, (list, tuple)):
+            if len(tied) != num_layers:
+                raise ValueError(f"`tied` has {len(tied)} entries ({list(tied)}) for {num_layers} layers.")
+            self.tied_layers = tuple(bool(t) for t in tied)
+        else:
+            self.tied_layers = (bool(tied),) * num_layers
+        self.tied = all(self.tied_layers)
         self.compute_dtype = tf.as_dtype(compute_dtype or dtype)
         if seed is None:
             seed = random.SystemRandom().randrange(2**31)
@@ -129,7 +138,9 @@ class TiedAutoencoder(tf.Module):
                 tf.Variable(tf.zeros([self.layer_sizes[i]], dtype), name=f"decoder/layer_{i}/bias")
                 for i in range(num_layers)
             ]
-            self.decoder_kernels = [] if self.tied else [make_kernel(i, 1) for i in range(num_layers)]
+            self.decoder_kernels = [
+                None if self.tied_layers[i] else make_kernel(i, 1) for i in range(num_layers)
+            ]
 
     @property
     def dtype(self) -> tf.DType:
@@ -174,8 +185,11 @@ class TiedAutoencoder(tf.Module):
         return h
 
     def _decode_logits(self, h, kernels) -> tf.Tensor:
-        # The tie: with `tied=True`, `kernels` are the encoder's own variables, transposed here.
-        decoder_kernels = kernels if self.tied else self._cast(self.decoder_kernels)
+        # The tie: for a tied layer the decoder uses the encoder's own kernel, transposed here.
+        decoder_kernels = [
+            kernels[i] if tied else tf.cast(self.decoder_kernels[i], self.compute_dtype)
+            for i, tied in enumerate(self.tied_layers)
+        ]
         biases = self._cast(self.decoder_biases)
         for i in reversed(range(self.num_layers)):
             h = tf.matmul(h, decoder_kernels[i], transpose_b=True) + biases[i]
@@ -214,3 +228,35 @@ class TiedAutoencoder(tf.Module):
     def num_parameters(self) -> int:
         """The number of trainable scalars (a tied kernel counts once)."""
         return int(sum(v.shape.num_elements() for v in self.trainable_variables))
+
+
+def untie(model: TiedAutoencoder, layers: Optional[Sequence[int]] = None) -> TiedAutoencoder:
+    """An untied copy of `model` whose decoder kernels start as its (transposed) encoder kernels.
+
+    The classic fine-tuning step of Hinton & Salakhutdinov (2006): after (pre)training tied, let
+    encoder and decoder train independently. The copy computes exactly the same function.
+
+    Args:
+      model: a (partially) tied model.
+      layers: the layers to untie (default: all); the others stay as they are in `model`.
+    """
+    layers = range(model.num_layers) if layers is None else layers
+    tied = [t and i not in set(layers) for i, t in enumerate(model.tied_layers)]
+    copy = TiedAutoencoder(
+        model.layer_sizes,
+        activation=list(model._activations),
+        output_activation=model._output_activation,
+        tied=tied,
+        seed=model.seed,
+        dtype=model.dtype,
+        compute_dtype=model.compute_dtype,
+    )
+    copy.activation_names, copy.output_activation_name = model.activation_names, model.output_activation_name
+    for group in ("kernels", "encoder_biases", "decoder_biases"):
+        for target, source in zip(getattr(copy, group), getattr(model, group)):
+            target.assign(source)
+    for i, decoder_kernel in enumerate(copy.decoder_kernels):
+        if decoder_kernel is not None:
+            source = model.decoder_kernels[i] if model.decoder_kernels[i] is not None else model.kernels[i]
+            decoder_kernel.assign(source)
+    return copy

@@ -142,7 +142,7 @@ def make_train_step(
     """
     variables = model.trainable_variables
     scales_loss = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
-    decayed = list(model.kernels) + list(model.decoder_kernels)
+    decayed = list(model.kernels) + [k for k in model.decoder_kernels if k is not None]
 
     def loss_and_gradients(batch):
         inputs = batch

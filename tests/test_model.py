@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from rawtf_ae import TiedAutoencoder
+from rawtf_ae.model import untie
 
 
 def _numpy_activation(name):
@@ -33,7 +34,7 @@ def test_tied_model_has_exactly_one_variable_per_kernel(tmp_path):
     kernels = [v for v in model.trainable_variables if len(v.shape) == 2]
     assert len(kernels) == 2
     assert {id(v) for v in kernels} == {id(k) for k in model.kernels}
-    assert model.decoder_kernels == []
+    assert model.decoder_kernels == [None, None]
     assert [tuple(k.shape) for k in model.kernels] == [(20, 8), (8, 4)]
     assert [tuple(b.shape) for b in model.encoder_biases] == [(8,), (4,)]
     assert [tuple(b.shape) for b in model.decoder_biases] == [(20,), (8,)]
@@ -184,3 +185,29 @@ def test_bad_inputs_raise_value_error_saying_what_was_expected():
         model.encode(tf.zeros([784]))
     with pytest.raises(ValueError, match=r"The code has width 5 .* expected 32"):
         model.decode(tf.zeros([1, 5]))
+
+
+def test_untie_gives_an_untied_copy_that_computes_the_same_and_then_trains_independently():
+    model = TiedAutoencoder([12, 6, 3], activation=["tanh", "linear"], seed=1)
+    _randomize_biases(model)
+    untied = untie(model)
+    x = tf.random.stateless_uniform([5, 12], seed=[2, 2])
+    assert not untied.tied and untied.tied_layers == (False, False)
+    np.testing.assert_allclose(untied(x).numpy(), model(x).numpy(), rtol=1e-6)
+    assert all(a is not b for a, b in zip(untied.kernels, model.kernels))  # a copy, not a view
+    untied.decoder_kernels[0].assign_add(tf.ones_like(untied.decoder_kernels[0]))
+    np.testing.assert_allclose(untied.encode(x).numpy(), model.encode(x).numpy(), rtol=1e-6)
+    assert not np.allclose(untied(x).numpy(), model(x).numpy())
+
+
+def test_partial_tying_ties_only_the_chosen_layers():
+    model = TiedAutoencoder([12, 6, 3], tied=[True, False], seed=0)
+    assert model.tied_layers == (True, False) and not model.tied
+    assert model.decoder_kernels[0] is None and tuple(model.decoder_kernels[1].shape) == (6, 3)
+    assert model.num_parameters() == 12 * 6 + 6 * 3 * 2 + 6 + 3 + 12 + 6
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(tf.ones([2, 12])))
+    gradients = tape.gradient(loss, model.trainable_variables)
+    assert all(g is not None for g in gradients)
+    with pytest.raises(ValueError, match="`tied` has 3 entries"):
+        TiedAutoencoder([12, 6, 3], tied=[True, False, True])
