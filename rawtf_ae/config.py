@@ -46,6 +46,13 @@ def default_config() -> ml_collections.ConfigDict:
     # Seeds the permutation that splits a single pool of examples into train/validation.
     config.data.split_seed = 0
 
+    config.pretrain = ml_collections.ConfigDict()
+    # Greedy layer-wise pretraining before end-to-end training (0 = none): each encoder layer is
+    # first trained as a one-layer tied (denoising, with train.corruption) autoencoder on the
+    # codes of the layers below, with the train.* optimizer settings. Runs only when a workdir
+    # starts from scratch; the assembled model is checkpointed as step 0.
+    config.pretrain.steps_per_layer = 0
+
     config.train = ml_collections.ConfigDict()
     # The global batch: split evenly over all replicas of the strategy (so it must divide).
     config.train.batch_size = 128
@@ -187,6 +194,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if train.warmup_steps < 0 or train.warmup_steps >= train.num_steps:
         raise ValueError(
             f"`train.warmup_steps` ({train.warmup_steps}) must be in [0, train.num_steps={train.num_steps})."
+        )
+    steps_per_layer = config.pretrain.steps_per_layer
+    if isinstance(steps_per_layer, bool) or not isinstance(steps_per_layer, int) or steps_per_layer < 0:
+        raise ValueError(
+            f"`pretrain.steps_per_layer` must be a non-negative integer, got {steps_per_layer!r}."
         )
     corruption.check(train.corruption, train.corruption_level)
     if train.weight_decay < 0:

@@ -377,6 +377,14 @@ def _train(config, workdir, strategy, splits, chief, stop_signal) -> dict:
         # Keras checkpoints a constant learning rate as a variable; on resume the config decides.
         optimizer.learning_rate = learning_rate
     start_step = int(step.numpy())
+    if not restored and config.pretrain.steps_per_layer:
+        from rawtf_ae import pretrain  # noqa: PLC0415 (pretrain imports this module)
+
+        # Pretraining runs on one device, whatever the strategy: under MirroredStrategy, training
+        # a second model in the same process collides on collective instance keys (TensorFlow
+        # issue #62790), and the greedy stage is short. Every worker pretrains identically.
+        pretrain.assemble(model, pretrain.pretrain_layers(config, splits.train))
+        logging.info("saved the pretrained model as %s", checkpointer.save(0))
     logging.info(
         "%s", f"resumed from {restored} at step {start_step}" if restored else "starting from scratch"
     )

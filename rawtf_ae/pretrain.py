@@ -1,0 +1,124 @@
+"""Greedy layer-wise pretraining of a deep tied autoencoder (Hinton & Salakhutdinov 2006;
+Vincent et al. 2010's stacked denoising autoencoders, Bengio et al. 2007).
+
+Layer k is trained as a one-hidden-layer tied (denoising) autoencoder on the codes of layers
+1..k-1; the deep autoencoder is then assembled from the pretrained kernels and encoder biases,
+each decoder bias coming from its layer's own decoder, and fine-tuned end to end. Untied deep
+models start their decoder kernels from the pretrained encoder kernels ("unrolling").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from rawtf_ae import data, train
+from rawtf_ae.model import TiedAutoencoder
+
+
+def layer_loss(config, k: int) -> str:
+    """Layer k reconstructs the input (k = 0: the run's loss) or a hidden code (BCE for logistic
+    units, whose values are probabilities; MSE otherwise)."""
+    if k == 0:
+        return config.train.loss
+    activation = train.config_lib.activation_spec(config.model.activation)
+    previous = activation[k - 1] if isinstance(activation, list) else activation
+    return "bce" if previous == "sigmoid" else "mse"
+
+
+def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAutoencoder]:
+    """Trains one single-layer tied autoencoder per encoder layer, greedily, bottom up.
+
+    Args:
+      config: the run's config; `pretrain.steps_per_layer` steps per layer with the run's
+        optimizer settings, batch size, corruption and weight decay.
+      examples: the training inputs `[n, layer_sizes[0]]`.
+      strategy: the `tf.distribute` strategy (default: the default strategy).
+
+    Returns:
+      The trained single-layer autoencoders, layer 0 first.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    sizes = list(config.model.layer_sizes)
+    activation = train.config_lib.activation_spec(config.model.activation)
+    activations = activation if isinstance(activation, list) else [activation] * (len(sizes) - 1)
+    train_config, batch = config.train, config.train.batch_size
+    steps = config.pretrain.steps_per_layer
+    codes, layers = examples, []
+    for k in range(len(sizes) - 1):
+        loss = layer_loss(config, k)
+        output_activation = config.model.output_activation if k == 0 else activations[k - 1]
+        with strategy.scope():
+            layer = TiedAutoencoder(
+                [sizes[k], sizes[k + 1]],
+                activation=[activations[k]],
+                output_activation=output_activation,
+                kernel_initializer=config.model.kernel_initializer,
+                seed=config.seed + 1 + k,
+                compute_dtype=train._COMPUTE_DTYPES[train_config.precision],
+            )
+            optimizer = train.create_optimizer(train_config)
+            optimizer.build(layer.trainable_variables)
+            counter = tf.Variable(0, dtype=tf.int64)
+        step = train.make_train_step(
+            layer,
+            optimizer,
+            loss,
+            batch,
+            jit_compile=train_config.jit_compile,
+            corruption_kind=train_config.corruption,
+            corruption_level=train_config.corruption_level,
+            seed=config.seed + 1 + k,
+            weight_decay=train_config.weight_decay,
+        )
+        loop = train.make_train_loop(step, counter, strategy)
+        layer_codes = codes
+        iterator = iter(
+            strategy.distribute_datasets_from_function(
+                lambda context, x=layer_codes, k=k: data.train_dataset(
+                    x, batch, config.seed + 1 + k, 0, context
+                )
+            )
+        )
+        done, first_loss, last_loss = 0, None, None
+        while done < steps:
+            chunk = min(train_config.steps_per_loop, steps - done)
+            last_loss = float(loop(iterator, tf.constant(chunk, tf.int64)))
+            first_loss = last_loss if first_loss is None else first_loss
+            if not np.isfinite(last_loss):
+                raise FloatingPointError(
+                    f"Pretraining layer {k} diverged (loss {last_loss}) near step {done}."
+                )
+            done += chunk
+        logging.info(
+            "pretrained layer %d (%d-%d, %s, %s): loss %.5f -> %.5f in %d steps",
+            k,
+            sizes[k],
+            sizes[k + 1],
+            activations[k],
+            loss,
+            first_loss,
+            last_loss,
+            steps,
+        )
+        layers.append(layer)
+        encode = tf.function(layer.encode, input_signature=[tf.TensorSpec([None, sizes[k]], tf.float32)])
+        codes = np.concatenate([encode(b).numpy() for b in data.eval_dataset(codes, 1000)])
+    return layers
+
+
+def assemble(model: TiedAutoencoder, layers: list[TiedAutoencoder]) -> None:
+    """Copies pretrained single-layer autoencoders into the deep `model`'s variables.
+
+    Kernel k and encoder bias k come from layer k's encoder, decoder bias k from layer k's own
+    decoder; an untied decoder kernel starts as layer k's (transposed) kernel.
+    """
+    if len(layers) != model.num_layers:
+        raise ValueError(f"{len(layers)} pretrained layers for a model of {model.num_layers}.")
+    for k, layer in enumerate(layers):
+        model.kernels[k].assign(layer.kernels[0])
+        model.encoder_biases[k].assign(layer.encoder_biases[0])
+        model.decoder_biases[k].assign(layer.decoder_biases[0])
+        if model.decoder_kernels[k] is not None:
+            model.decoder_kernels[k].assign(layer.kernels[0])
