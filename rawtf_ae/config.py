@@ -64,6 +64,12 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.corruption_level = 0.0
     # L2 weight decay on the kernels only, never the biases: adds weight_decay * sum(W^2) / 2.
     config.train.weight_decay = 0.0
+    # Sparsity: sparsity_weight * sum_j KL(sparsity_target || mean activation of code unit j);
+    # needs codes in (0, 1) (a sigmoid code layer).
+    config.train.sparsity_weight = 0.0
+    config.train.sparsity_target = 0.05
+    # Contractive autoencoder (Rifai et al. 2011): contractive_weight * ||d code / d input||_F^2.
+    config.train.contractive_weight = 0.0
     config.train.optimizer = "adam"  # adam | sgd | rmsprop
     config.train.learning_rate = 1e-3
     # sgd: momentum (0 = plain SGD) and Nesterov; rmsprop: momentum.
@@ -201,8 +207,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"`pretrain.steps_per_layer` must be a non-negative integer, got {steps_per_layer!r}."
         )
     corruption.check(train.corruption, train.corruption_level)
-    if train.weight_decay < 0:
-        raise ValueError(f"`train.weight_decay` must be >= 0, got {train.weight_decay!r}.")
+    for key in ("weight_decay", "sparsity_weight", "contractive_weight"):
+        if train[key] < 0:
+            raise ValueError(f"`train.{key}` must be >= 0, got {train[key]!r}.")
+    if not 0 < train.sparsity_target < 1:
+        raise ValueError(f"`train.sparsity_target` must be in (0, 1), got {train.sparsity_target!r}.")
+    code_activation = activation_spec(model.activation)
+    code_activation = code_activation[-1] if isinstance(code_activation, list) else code_activation
+    if train.sparsity_weight and code_activation != "sigmoid":
+        raise ValueError(
+            f"`train.sparsity_weight` needs codes in (0, 1): a sigmoid code layer, got {code_activation!r}."
+        )
     if train.strategy not in distribute.STRATEGIES:
         raise ValueError(
             f"`train.strategy` is {train.strategy!r}; expected one of {', '.join(distribute.STRATEGIES)}."

@@ -52,3 +52,46 @@ def reconstruction_loss(model, inputs, targets, loss: str) -> tf.Tensor:
     if loss == "mse":
         return mean_squared_error(targets, model(inputs))
     raise ValueError(f"Unknown loss {loss!r}; expected one of {', '.join(NAMES)}.")
+
+
+def kl_sparsity(codes, target: float) -> tf.Tensor:
+    """Sparsity penalty `sum_j KL(rho || rho_hat_j)` for codes `[batch_size, code_width]` in (0, 1).
+
+    `rho_hat_j` is unit j's mean activation over the batch (Ng's sparse autoencoder notes);
+    with several replicas, over each replica's share of the batch.
+    """
+    mean = tf.clip_by_value(tf.reduce_mean(codes, axis=0), 1e-6, 1 - 1e-6)
+    return tf.reduce_sum(
+        target * tf.math.log(target / mean) + (1 - target) * tf.math.log((1 - target) / (1 - mean))
+    )
+
+
+def contractive(model, inputs) -> tf.Tensor:
+    """Per-example squared Frobenius norm of the encoder's Jacobian `d code / d input`, `[batch]`.
+
+    Rifai et al. (2011). For one layer with an elementwise activation f it has the closed form
+    `sum_j f'(a_j)^2 sum_i W_ij^2` (for the sigmoid, f' = h (1 - h)); deeper encoders use
+    `tf.GradientTape.batch_jacobian`.
+    """
+    if model.num_layers == 1:
+        kernel = tf.cast(model.kernels[0], model.compute_dtype)
+        pre_activation = tf.matmul(tf.cast(inputs, model.compute_dtype), kernel) + tf.cast(
+            model.encoder_biases[0], model.compute_dtype
+        )
+        with tf.GradientTape() as tape:
+            tape.watch(pre_activation)
+            activation = model._activations[0](pre_activation)
+        slope = tape.gradient(activation, pre_activation)  # f'(a), elementwise
+        column_norms = tf.reduce_sum(tf.square(kernel), axis=0)  # sum_i W_ij^2
+        return tf.cast(tf.reduce_sum(tf.square(slope) * column_norms, axis=-1), tf.float32)
+    return jacobian_norm(model, inputs)
+
+
+def jacobian_norm(model, inputs) -> tf.Tensor:
+    """`||d code / d input||_F^2` per example `[batch]`, by `tf.GradientTape.batch_jacobian`."""
+    inputs = tf.convert_to_tensor(inputs, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        codes = model.encode(inputs)
+    jacobian = tape.batch_jacobian(codes, inputs)  # [batch, code_width, input_width]
+    return tf.reduce_sum(tf.square(jacobian), axis=[1, 2])

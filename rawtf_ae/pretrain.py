@@ -71,6 +71,7 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
             corruption_level=train_config.corruption_level,
             seed=config.seed + 1 + k,
             weight_decay=train_config.weight_decay,
+            contractive_weight=train_config.contractive_weight,
         )
         loop = train.make_train_loop(step, counter, strategy)
         layer_codes = codes

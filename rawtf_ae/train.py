@@ -119,6 +119,9 @@ def make_train_step(
     corruption_level: float = 0.0,
     seed: int = 0,
     weight_decay: float = 0.0,
+    sparsity_weight: float = 0.0,
+    sparsity_target: float = 0.05,
+    contractive_weight: float = 0.0,
 ):
     """The per-replica step `batch [per_replica_batch, width] -> scalar loss contribution`.
 
@@ -137,6 +140,10 @@ def make_train_step(
       seed: the run's seed, for the noise.
       weight_decay: L2 penalty `weight_decay / 2 * sum(W^2)` on the kernels only (biases are
         never decayed, as in Caffe-style setups with decay multiplier 0 for biases).
+      sparsity_weight, sparsity_target: `sparsity_weight * sum_j KL(target || mean code_j)`
+        (`losses.kl_sparsity`; codes must lie in (0, 1), e.g. a sigmoid code layer).
+      contractive_weight: `contractive_weight * ||d code / d input||_F^2` per example
+        (`losses.contractive`, Rifai et al. 2011).
 
     The returned loss is the reconstruction loss without the penalty.
     """
@@ -160,6 +167,14 @@ def make_train_step(
                 penalty = 0.5 * weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in decayed])
                 # Each replica adds its share, so the replicas' sum holds the penalty once.
                 objective += tf.nn.scale_regularization_loss(penalty)
+            if sparsity_weight:
+                sparsity = losses.kl_sparsity(model.encode(inputs), sparsity_target)
+                objective += tf.nn.scale_regularization_loss(sparsity_weight * sparsity)
+            if contractive_weight:
+                objective += tf.nn.compute_average_loss(
+                    contractive_weight * losses.contractive(model, inputs),
+                    global_batch_size=global_batch_size,
+                )
             # float16 gradients underflow: differentiate the scaled loss; the optimizer unscales.
             if scales_loss:
                 objective = optimizer.scale_loss(objective)
@@ -414,6 +429,9 @@ def _train(config, workdir, strategy, splits, chief, stop_signal) -> dict:
         corruption_level=train_config.corruption_level,
         seed=config.seed,
         weight_decay=train_config.weight_decay,
+        sparsity_weight=train_config.sparsity_weight,
+        sparsity_target=train_config.sparsity_target,
+        contractive_weight=train_config.contractive_weight,
     )
     train_loop = make_train_loop(train_step, step, strategy)
     evaluate = make_evaluate(model, train_config.loss)

@@ -117,3 +117,32 @@ def test_corruption_settings_are_validated():
         config_lib.validate(tiny_config(**{"train.corruption": "masking", "train.corruption_level": 1.5}))
     with pytest.raises(ValueError, match="`train.weight_decay` must be >= 0"):
         config_lib.validate(tiny_config(**{"train.weight_decay": -1.0}))
+
+
+def _code_statistics(overrides, tmp_path):
+    config = tiny_config(**{"model.activation": "sigmoid", "train.num_steps": 150, **overrides})
+    train.train_and_evaluate(config, str(tmp_path))
+    model, _, _ = train.restore_model(config, str(tmp_path))
+    x = data.curves(200, seed=5)
+    return float(np.mean(model.encode(x))), float(np.mean(losses.contractive(model, x)))
+
+
+def test_sparsity_pulls_mean_code_activations_to_the_target_and_contraction_flattens_the_encoder(tmp_path):
+    plain_mean, plain_jacobian = _code_statistics({}, tmp_path / "plain")
+    sparse_mean, _ = _code_statistics(
+        {"train.sparsity_weight": 0.5, "train.sparsity_target": 0.05}, tmp_path / "sparse"
+    )
+    _, contracted = _code_statistics(
+        {"train.contractive_weight": 0.1, "model.layer_sizes": (784, 16)}, tmp_path / "contractive"
+    )
+    _, one_layer_plain = _code_statistics({"model.layer_sizes": (784, 16)}, tmp_path / "one_layer")
+    assert abs(sparse_mean - 0.05) < abs(plain_mean - 0.05) / 2, (sparse_mean, plain_mean)
+    assert contracted < 0.5 * one_layer_plain, (contracted, one_layer_plain)
+    assert plain_jacobian > 0
+
+
+def test_sparsity_needs_a_sigmoid_code_layer():
+    from rawtf_ae import config as config_lib
+
+    with pytest.raises(ValueError, match="needs codes in \\(0, 1\\): a sigmoid code layer, got 'linear'"):
+        config_lib.validate(tiny_config(**{"train.sparsity_weight": 1.0}))

@@ -219,6 +219,15 @@ def test_one_device_strategy_trains(tmp_path):
         {"train.precision": "mixed_float16"},
         {**MIRRORED, "train.precision": "mixed_bfloat16"},
         {**MIRRORED, "train.precision": "mixed_float16", "train.jit_compile": True},
+        {
+            **MIRRORED,
+            "model.activation": "sigmoid",
+            "train.sparsity_weight": 0.1,
+            "train.contractive_weight": 0.01,
+            "train.weight_decay": 1e-4,
+            "train.corruption": "salt_and_pepper",
+            "train.corruption_level": 0.1,
+        },
     ],
 )
 def test_speed_options_lower_the_loss_and_keep_the_kernels_tied(tmp_path, overrides):

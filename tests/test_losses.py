@@ -40,3 +40,24 @@ def test_loss_checks_name_and_output_activation():
     with pytest.raises(ValueError, match="needs output_activation='sigmoid', got 'linear'"):
         losses.check("bce", "linear")
     losses.check("mse", "linear")
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_contractive_closed_form_matches_batch_jacobian(activation):
+    model = TiedAutoencoder([10, 4], activation=activation, seed=2)
+    model.encoder_biases[0].assign(tf.random.stateless_normal([4], seed=[0, 3]))
+    x = tf.random.stateless_uniform([6, 10], seed=[1, 3])
+    closed = losses.contractive(model, x).numpy()
+    h = model.encode(x).numpy()
+    if activation == "sigmoid":  # Rifai et al.'s formula, written out
+        expected = ((h * (1 - h)) ** 2 * (model.kernels[0].numpy() ** 2).sum(0)).sum(-1)
+        np.testing.assert_allclose(closed, expected, rtol=1e-5)
+    np.testing.assert_allclose(closed, losses.jacobian_norm(model, x).numpy(), rtol=1e-5)
+
+
+def test_kl_sparsity_matches_the_formula_and_vanishes_at_the_target():
+    codes = np.array([[0.1, 0.5], [0.3, 0.7]], np.float32)
+    mean, rho = codes.mean(0), 0.2
+    expected = (rho * np.log(rho / mean) + (1 - rho) * np.log((1 - rho) / (1 - mean))).sum()
+    np.testing.assert_allclose(losses.kl_sparsity(codes, rho).numpy(), expected, rtol=1e-5)
+    assert abs(float(losses.kl_sparsity(np.full((3, 4), 0.2, np.float32), 0.2))) < 1e-6
