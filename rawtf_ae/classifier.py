@@ -1,0 +1,81 @@
+"""Supervised fine-tuning of a (pretrained) encoder: a softmax layer on the code, trained on labels.
+
+The stacked denoising autoencoder classifier of Vincent et al. (2010): pretrain the encoder
+layer by layer without labels (`rawtf_ae.pretrain`), put a softmax layer on top, and train the
+whole encoder and the softmax layer on the labels. The encoder's own variables are trained in
+place (no copy); the decoder is not used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from rawtf_ae import data, initializers
+from rawtf_ae.model import TiedAutoencoder
+
+
+class Classifier(tf.Module):
+    """`logits = encode(x) @ kernel + bias`, `[batch, layer_sizes[0]] -> [batch, num_classes]`."""
+
+    def __init__(self, encoder: TiedAutoencoder, num_classes: int, seed: int = 0):
+        super().__init__(name="classifier")
+        if num_classes < 2:
+            raise ValueError(f"`num_classes` must be at least 2, got {num_classes}.")
+        self.encoder = encoder
+        shape = (encoder.code_width, num_classes)
+        self.kernel = tf.Variable(
+            initializers.glorot_uniform(shape, tf.constant([seed, 99], tf.int32)), name="kernel"
+        )
+        self.bias = tf.Variable(tf.zeros([num_classes]), name="bias")
+
+    @property
+    def fine_tuned_variables(self) -> list:
+        """The encoder's kernels and biases plus the softmax layer (not the decoder)."""
+        return [*self.encoder.kernels, *self.encoder.encoder_biases, self.kernel, self.bias]
+
+    def __call__(self, x) -> tf.Tensor:
+        return tf.matmul(self.encoder.encode(x), self.kernel) + self.bias
+
+
+def fine_tune(
+    classifier: Classifier,
+    examples: np.ndarray,
+    labels: np.ndarray,
+    *,
+    steps: int,
+    batch_size: int,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+) -> float:
+    """Trains `classifier` on `(examples [n, width], labels [n])` with Adam; returns the last loss."""
+    if len(examples) != len(labels):
+        raise ValueError(f"{len(examples)} examples but {len(labels)} labels.")
+    variables = classifier.fine_tuned_variables
+    optimizer = tf.keras.optimizers.Adam(learning_rate)
+    optimizer.build(variables)
+    paired = np.concatenate([examples, labels[:, None].astype(np.float32)], axis=1)
+    batches = iter(data.train_dataset(paired, batch_size, seed))
+
+    @tf.function
+    def run(num_steps):
+        loss = tf.constant(0.0)
+        for _ in tf.range(num_steps):
+            batch = next(batches)
+            x, y = batch[:, :-1], tf.cast(batch[:, -1], tf.int32)
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, classifier(x)))
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    return float(run(tf.constant(steps)))
+
+
+def error_rate(
+    classifier: Classifier, examples: np.ndarray, labels: np.ndarray, batch_size: int = 1000
+) -> float:
+    """The fraction of `examples` whose most likely class is not their label."""
+    predictions = np.concatenate(
+        [np.argmax(classifier(batch).numpy(), axis=1) for batch in data.eval_dataset(examples, batch_size)]
+    )
+    return float(np.mean(predictions != np.asarray(labels)))
