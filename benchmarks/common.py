@@ -9,8 +9,32 @@ import statistics
 import time
 
 import tensorflow as tf
+from absl import flags
 
 from rawtf_ae import data, train
+from rawtf_ae.config import default_config
+
+LAYER_SIZES = flags.DEFINE_list("layer_sizes", ["784", "392", "196"], "Input width, then encoder widths.")
+ACTIVATION = flags.DEFINE_string("activation", "selu", "Hidden activation.")
+ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed windows per setting.")
+WINDOW_SECONDS = flags.DEFINE_float("window_seconds", 1.5, "Minimum length of one window.")
+
+
+def model_config(batch_size: int, **train_overrides):
+    """The default config with the benchmark's model flags, batch size and `train` overrides."""
+    config = default_config()
+    config.model.layer_sizes = tuple(int(s) for s in LAYER_SIZES.value)
+    config.model.activation = ACTIVATION.value
+    config.train.batch_size = batch_size
+    config.train.update(train_overrides)
+    return config
+
+
+def title(batch_size: int) -> str:
+    return (
+        f"{'-'.join(LAYER_SIZES.value)} {ACTIVATION.value}, BCE, Adam, batch {batch_size}, "
+        f"median of {ROUNDS.value} interleaved windows"
+    )
 
 
 def loop_runner(config, strategy=None, window_seconds=1.5, steps_per_call=10):

@@ -16,13 +16,8 @@ from absl import app, flags  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from rawtf_ae import distribute  # noqa: E402
-from rawtf_ae.config import default_config  # noqa: E402
 
-_SIZES = flags.DEFINE_list("layer_sizes", ["784", "392", "196"], "Input width, then encoder widths.")
-_ACTIVATION = flags.DEFINE_string("activation", "selu", "Hidden activation.")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Global examples per step.")
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed windows per setting.")
-_WINDOW_SECONDS = flags.DEFINE_float("window_seconds", 1.5, "Minimum length of one window.")
 
 SETTINGS = {
     "float32": {},
@@ -38,23 +33,15 @@ def main(argv):
     distribute.split_cpu(2)  # before anything initializes TensorFlow's devices
     windows = {}
     for name, overrides in SETTINGS.items():
-        config = default_config()
-        config.model.layer_sizes = tuple(int(s) for s in _SIZES.value)
-        config.model.activation = _ACTIVATION.value
-        config.train.batch_size = _BATCH.value
-        config.train.update(overrides)
+        config = common.model_config(_BATCH.value, **overrides)
         strategy = (
             distribute.create_strategy(config.train)
             if "strategy" in overrides
             else tf.distribute.get_strategy()
         )
-        _, windows[name] = common.loop_runner(config, strategy, window_seconds=_WINDOW_SECONDS.value)
-    rates = common.interleave(windows, _ROUNDS.value)
-    title = (
-        f"{'-'.join(_SIZES.value)} {_ACTIVATION.value}, BCE, Adam, global batch {_BATCH.value}, "
-        f"median of {_ROUNDS.value} interleaved windows"
-    )
-    common.print_table(title, rates, baseline="float32")
+        _, windows[name] = common.loop_runner(config, strategy, window_seconds=common.WINDOW_SECONDS.value)
+    rates = common.interleave(windows, common.ROUNDS.value)
+    common.print_table(common.title(_BATCH.value), rates, baseline="float32")
 
 
 if __name__ == "__main__":

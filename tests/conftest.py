@@ -15,6 +15,16 @@ tf.config.set_logical_device_configuration(
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What a finished training run leaves in its workdir.
+WORKDIR_OUTPUTS = [
+    ".lock",
+    "checkpoints",
+    "config.json",
+    "export",
+    "metrics.json",
+    "reconstructions.png",
+    "summaries",
+]
 MNIST_DIR = os.environ.get("RAWTF_AE_MNIST_DIR", os.path.join(REPO, "..", "shared", "data", "mnist"))
 
 

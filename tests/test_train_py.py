@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, WORKDIR_OUTPUTS
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +41,7 @@ def test_train_py_trains_resumes_and_writes_its_outputs(tmp_path):
     first = _run(f"--workdir={workdir}", "--config.train.num_steps=20", *_TINY)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "step 20/20: loss" in first.stderr and "examples/s, ETA" in first.stderr
-    assert sorted(os.listdir(workdir)) == [
-        ".lock",
-        "checkpoints",
-        "config.json",
-        "export",
-        "metrics.json",
-        "reconstructions.png",
-        "summaries",
-    ]
+    assert sorted(os.listdir(workdir)) == WORKDIR_OUTPUTS
     second = _run(f"--workdir={workdir}", "--config.train.num_steps=40", *_TINY)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stderr and "ckpt-20 at step 20" in second.stderr
