@@ -61,18 +61,9 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
             optimizer = train.create_optimizer(train_config)
             optimizer.build(layer.trainable_variables)
             counter = tf.Variable(0, dtype=tf.int64)
-        step = train.make_train_step(
-            layer,
-            optimizer,
-            loss,
-            batch,
-            jit_compile=train_config.jit_compile,
-            corruption_kind=train_config.corruption,
-            corruption_level=train_config.corruption_level,
-            seed=config.seed + 1 + k,
-            weight_decay=train_config.weight_decay,
-            contractive_weight=train_config.contractive_weight,
-        )
+        # The run's step options, but no sparsity: a hidden layer's code need not be logistic.
+        options = {**train.step_options(config, seed=config.seed + 1 + k), "sparsity_weight": 0.0}
+        step = train.make_train_step(layer, optimizer, loss, batch, **options)
         loop = train.make_train_loop(step, counter, strategy)
         layer_codes = codes
         iterator = iter(

@@ -202,6 +202,21 @@ def make_train_step(
     return train_step
 
 
+def step_options(config: ml_collections.ConfigDict, seed: Optional[int] = None) -> dict:
+    """`make_train_step`'s keyword arguments from a config (XLA, corruption, penalties)."""
+    train_config = config.train
+    return dict(
+        jit_compile=train_config.jit_compile,
+        corruption_kind=train_config.corruption,
+        corruption_level=train_config.corruption_level,
+        seed=config.seed if seed is None else seed,
+        weight_decay=train_config.weight_decay,
+        sparsity_weight=train_config.sparsity_weight,
+        sparsity_target=train_config.sparsity_target,
+        contractive_weight=train_config.contractive_weight,
+    )
+
+
 def make_train_loop(train_step, step_counter: tf.Variable, strategy: Optional[tf.distribute.Strategy] = None):
     """A `tf.function` `(iterator, num_steps) -> mean loss` running `num_steps` steps.
 
@@ -419,20 +434,7 @@ def _train(config, workdir, strategy, splits, chief, stop_signal) -> dict:
         lambda context: data.train_dataset(splits.train, batch_size, config.seed, start_step, context)
     )
     iterator = iter(dataset)
-    train_step = make_train_step(
-        model,
-        optimizer,
-        train_config.loss,
-        batch_size,
-        jit_compile=train_config.jit_compile,
-        corruption_kind=train_config.corruption,
-        corruption_level=train_config.corruption_level,
-        seed=config.seed,
-        weight_decay=train_config.weight_decay,
-        sparsity_weight=train_config.sparsity_weight,
-        sparsity_target=train_config.sparsity_target,
-        contractive_weight=train_config.contractive_weight,
-    )
+    train_step = make_train_step(model, optimizer, train_config.loss, batch_size, **step_options(config))
     train_loop = make_train_loop(train_step, step, strategy)
     evaluate = make_evaluate(model, train_config.loss)
     validation = data.eval_dataset(splits.validation, train_config.eval_batch_size)
