@@ -22,6 +22,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.model = ml_collections.ConfigDict()
+    # dense (TiedAutoencoder, layer_sizes) | conv (TiedConvAutoencoder: image_shape, filters, ...)
+    config.model.kind = "dense"
     # The input width, then each encoder layer's width; the decoder mirrors it.
     config.model.layer_sizes = (784, 512, 128, 32)
     # One name for every encoder layer, or one per layer: a tuple or a comma-separated string,
@@ -32,6 +34,12 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.tied = True
     # "auto": LeCun normal for SELU layers, Glorot uniform otherwise.
     config.model.kernel_initializer = "auto"
+    # conv only: each layer's filters, kernel size and stride ("SAME" padding), and the shape
+    # the flat inputs are reshaped to. The decoder applies the same filters transposed.
+    config.model.image_shape = (28, 28, 1)
+    config.model.filters = (16, 32)
+    config.model.kernel_size = 3
+    config.model.strides = 2
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "curves"  # curves | mnist | fashion_mnist | array
@@ -111,6 +119,14 @@ def default_config() -> ml_collections.ConfigDict:
     return config
 
 
+def input_width(config) -> int:
+    """The flat input width the config's model expects."""
+    if config.model.kind == "conv":
+        height, width, channels = config.model.image_shape
+        return int(height * width * channels)
+    return int(config.model.layer_sizes[0])
+
+
 def activation_spec(value):
     """`"selu,selu,linear"` -> `["selu", "selu", "linear"]`; a single name or tuple passes through."""
     if isinstance(value, str) and "," in value:
@@ -148,7 +164,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"Config lacks key(s) {', '.join(missing)}; start from rawtf_ae.config.default_config()."
         )
     model, train = config.model, config.train
-    sizes = model.layer_sizes
+    if model.kind not in ("dense", "conv"):
+        raise ValueError(f"`model.kind` is {model.kind!r}; expected 'dense' or 'conv'.")
+    sizes = model.layer_sizes if model.kind == "dense" else (input_width(config), *model.filters)
     if (
         not isinstance(sizes, (list, tuple))
         or len(sizes) < 2
@@ -206,6 +224,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"`pretrain.steps_per_layer` must be a non-negative integer, got {steps_per_layer!r}."
         )
+    if steps_per_layer and model.kind != "dense":
+        raise ValueError("`pretrain.steps_per_layer` works with model.kind='dense' only.")
     corruption.check(train.corruption, train.corruption_level)
     for key in ("weight_decay", "sparsity_weight", "contractive_weight"):
         if train[key] < 0:

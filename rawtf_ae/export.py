@@ -25,9 +25,10 @@ from rawtf_ae.model import TiedAutoencoder
 METADATA_FILE = os.path.join("assets.extra", "rawtf_ae.json")
 
 
-def metadata(model: TiedAutoencoder) -> dict:
+def metadata(model) -> dict:
     """The architecture as plain values (what a reader needs to rebuild the model)."""
     return {
+        **model.architecture(),
         "layer_sizes": list(model.layer_sizes),
         "activations": list(model.activation_names),
         "output_activation": model.output_activation_name,
@@ -125,6 +126,21 @@ def load(path: str) -> LoadedAutoencoder:
 # .npz weights, for other frameworks.
 
 
+def from_architecture(architecture: dict):
+    """Builds an (untrained) model from `model.architecture()`'s dict."""
+    arguments = dict(architecture)
+    kind = arguments.pop("kind", "dense")
+    if kind == "conv":
+        from rawtf_ae.conv import TiedConvAutoencoder
+
+        return TiedConvAutoencoder(
+            arguments.pop("image_shape"), arguments.pop("filters"), **arguments, seed=0
+        )
+    if kind == "dense":
+        return TiedAutoencoder(arguments.pop("layer_sizes"), **arguments, seed=0)
+    raise ValueError(f"Unknown model kind {kind!r}.")
+
+
 def save_weights(model: TiedAutoencoder, path: str) -> str:
     """Writes the weights and architecture to an `.npz` (no pickled objects), atomically.
 
@@ -137,6 +153,7 @@ def save_weights(model: TiedAutoencoder, path: str) -> str:
         "activations": np.array(model.activation_names, dtype=str),
         "output_activation": np.array(model.output_activation_name, dtype=str),
         "tied": np.array(model.tied_layers),
+        "architecture": np.array(json.dumps(model.architecture())),
     }
     for i in range(model.num_layers):
         arrays[f"kernel_{i}"] = model.kernels[i].numpy()
@@ -185,7 +202,12 @@ def load_weights(path: str, model: TiedAutoencoder = None) -> TiedAutoencoder:
         kind = "tied" if all(flags) else "untied" if not any(flags) else f"partially tied {flags}"
         return f"a {kind} model with layer_sizes {sizes}"
 
-    if model is None:
+    if model is None and "architecture" in arrays:
+        try:
+            model = from_architecture(json.loads(str(arrays["architecture"])))
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"Weights file {path}: unusable `architecture` ({e}).") from None
+    elif model is None:
         model = TiedAutoencoder(
             layer_sizes,
             activation=[str(a) for a in arrays["activations"]],

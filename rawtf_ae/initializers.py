@@ -14,9 +14,15 @@ Initializer = Callable[[tuple, tf.Tensor], tf.Tensor]
 _TRUNCATED_STDDEV = 0.87962566103423978
 
 
+def fans(shape) -> tuple[int, int]:
+    """`(fan_in, fan_out)` of a dense `[in, out]` or convolution `[h, w, in, out]` kernel."""
+    receptive = int(math.prod(shape[:-2])) if len(shape) > 2 else 1
+    return receptive * shape[-2], receptive * shape[-1]
+
+
 def glorot_uniform(shape, seed):
     """Glorot & Bengio (2010): U(±sqrt(6 / (fan_in + fan_out)))."""
-    fan_in, fan_out = shape
+    fan_in, fan_out = fans(shape)
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return tf.random.stateless_uniform(shape, seed, minval=-limit, maxval=limit)
 
@@ -28,12 +34,12 @@ def _truncated_normal(shape, seed, variance):
 
 def lecun_normal(shape, seed):
     """LeCun et al. (1998), variance 1 / fan_in; the one SELU needs (Klambauer et al. 2017)."""
-    return _truncated_normal(shape, seed, 1.0 / shape[0])
+    return _truncated_normal(shape, seed, 1.0 / fans(shape)[0])
 
 
 def he_normal(shape, seed):
     """He et al. (2015), variance 2 / fan_in, for ReLU layers."""
-    return _truncated_normal(shape, seed, 2.0 / shape[0])
+    return _truncated_normal(shape, seed, 2.0 / fans(shape)[0])
 
 
 _BY_NAME = {

@@ -73,7 +73,7 @@ def contractive(model, inputs) -> tf.Tensor:
     `sum_j f'(a_j)^2 sum_i W_ij^2` (for the sigmoid, f' = h (1 - h)); deeper encoders use
     `tf.GradientTape.batch_jacobian`.
     """
-    if model.num_layers == 1:
+    if model.num_layers == 1 and model.architecture()["kind"] == "dense":
         kernel = tf.cast(model.kernels[0], model.compute_dtype)
         pre_activation = tf.matmul(tf.cast(inputs, model.compute_dtype), kernel) + tf.cast(
             model.encoder_biases[0], model.compute_dtype

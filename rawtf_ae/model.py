@@ -225,6 +225,16 @@ class TiedAutoencoder(tf.Module):
         """`[batch_size, layer_sizes[0]]` inputs -> `[batch_size, layer_sizes[0]]` reconstructions."""
         return self._output_activation(self.reconstruction_logits(x))
 
+    def architecture(self) -> dict:
+        """The constructor's arguments as plain values (for exports)."""
+        return {
+            "kind": "dense",
+            "layer_sizes": list(self.layer_sizes),
+            "activation": list(self.activation_names),
+            "output_activation": self.output_activation_name,
+            "tied": list(self.tied_layers),
+        }
+
     def num_parameters(self) -> int:
         """The number of trainable scalars (a tied kernel counts once)."""
         return int(sum(v.shape.num_elements() for v in self.trainable_variables))

@@ -30,14 +30,14 @@ from rawtf_ae.model import TiedAutoencoder
 _COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
 
 
-def create_model(config: ml_collections.ConfigDict) -> TiedAutoencoder:
+def create_model(config: ml_collections.ConfigDict):
     """The model a config describes (`config.model`, seeded by `config.seed`).
 
-    Variables are float32; `config.train.precision` sets the dtype of the matrix multiplies.
+    `model.kind="dense"`: a `TiedAutoencoder`; `"conv"`: a `TiedConvAutoencoder`. Variables are
+    float32; `config.train.precision` sets the dtype of the matrix multiplies / convolutions.
     """
     model_config = config.model
-    return TiedAutoencoder(
-        list(model_config.layer_sizes),
+    common = dict(
         activation=config_lib.activation_spec(model_config.activation),
         output_activation=model_config.output_activation,
         tied=model_config.tied,
@@ -45,6 +45,17 @@ def create_model(config: ml_collections.ConfigDict) -> TiedAutoencoder:
         seed=config.seed,
         compute_dtype=_COMPUTE_DTYPES[config.train.precision],
     )
+    if model_config.kind == "conv":
+        from rawtf_ae.conv import TiedConvAutoencoder
+
+        return TiedConvAutoencoder(
+            tuple(model_config.image_shape),
+            tuple(model_config.filters),
+            kernel_size=model_config.kernel_size,
+            strides=model_config.strides,
+            **common,
+        )
+    return TiedAutoencoder(list(model_config.layer_sizes), **common)
 
 
 class WarmupSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
@@ -368,10 +379,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         ", XLA" if train_config.jit_compile else "",
     )
     splits = data.load(config.data, config.seed)
-    if splits.width != config.model.layer_sizes[0]:
+    expected_width = config_lib.input_width(config)
+    if splits.width != expected_width:
+        what = (
+            "`model.layer_sizes[0]`" if config.model.kind == "dense" else "the product of `model.image_shape`"
+        )
         raise ValueError(
             f"The data ({config.data.name} {config.data.path}) has width {splits.width}, but "
-            f"`model.layer_sizes[0]` is {config.model.layer_sizes[0]}."
+            f"{what} is {expected_width}."
         )
     logging.info(
         "data: %s, %d training and %d validation examples of width %d",

@@ -1,0 +1,204 @@
+"""`TiedConvAutoencoder`: the decoder reuses the encoder's convolution filters, transposed.
+
+Encoder layer i: `h_{i+1} = f_i(conv2d(h_i, kernels[i], strides) + encoder_biases[i])`.
+Decoder layer i: `r_i = g_i(conv2d_transpose(r_{i+1}, kernels[i], output_shape=shape(h_i)) +
+decoder_biases[i])` — `tf.nn.conv2d_transpose` takes a filter `[h, w, out, in]` of exactly the
+encoder's `[h, w, in, out]` layout, so with `tied=True` it is the very same `tf.Variable` and the
+tape sums both paths' gradients, as in the dense model. Biases are never tied.
+
+Inputs, codes and reconstructions are flat vectors (`[batch, height * width * channels]`), so
+the losses, data pipelines, pictures and exports of the dense model work unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Optional, Sequence, Union
+
+import tensorflow as tf
+
+from rawtf_ae import activations, initializers
+from rawtf_ae.model import ActivationArg, _per_layer
+
+
+def _positive_ints(name, values, length=None):
+    values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        raise ValueError(f"`{name}` ({values!r}) must be positive integers.")
+    if length is not None and len(values) not in (1, length):
+        raise ValueError(
+            f"`{name}` has {len(values)} entries ({values!r}); give one, or one per layer ({length})."
+        )
+    return values if length is None or len(values) == length else values * length
+
+
+class TiedConvAutoencoder(tf.Module):
+    """A convolutional autoencoder whose decoder applies the encoder's filters transposed.
+
+    Attributes:
+      image_shape: `(height, width, channels)` of one example.
+      kernels: one filter variable per encoder layer, `[k, k, in_channels, out_channels]`.
+      encoder_biases: `[out_channels]` per layer; decoder_biases: `[in_channels]` per layer.
+      decoder_kernels: `None` where tied, else a separate filter shaped like `kernels[i]`.
+      shapes: the `(height, width, channels)` of every activation, input first, code last.
+      layer_sizes: the flat width of each of those (input width first, code width last).
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        filters: Sequence[int],
+        *,
+        kernel_size: Union[int, Sequence[int]] = 3,
+        strides: Union[int, Sequence[int]] = 2,
+        activation: ActivationArg = "relu",
+        output_activation: activations.ActivationSpec = "sigmoid",
+        tied: Union[bool, Sequence[bool]] = True,
+        kernel_initializer="auto",
+        seed: Optional[int] = None,
+        dtype: tf.DType = tf.float32,
+        compute_dtype: Optional[tf.DType] = None,
+        name: Optional[str] = None,
+    ):
+        """Creates all variables (padding is "SAME": each stride-s layer divides height and width by s).
+
+        Raises:
+          ValueError: bad shapes, filters, sizes, strides, activations or tying flags.
+        """
+        super().__init__(name=name)
+        self.image_shape = _positive_ints("image_shape", image_shape)
+        if len(self.image_shape) != 3:
+            raise ValueError(f"`image_shape` ({self.image_shape}) must be (height, width, channels).")
+        self.filters = _positive_ints("filters", filters)
+        num_layers = len(self.filters)
+        self.kernel_sizes = _positive_ints("kernel_size", kernel_size, num_layers)
+        self.strides = _positive_ints("strides", strides, num_layers)
+        specs = _per_layer(activation, num_layers)
+        self._activations = [activations.get(a) for a in specs]
+        self._output_activation = activations.get(output_activation)
+        self.activation_names = tuple(activations.name_of(a) for a in specs)
+        self.output_activation_name = activations.name_of(output_activation)
+        flags = list(tied) if isinstance(tied, (list, tuple)) else [tied] * num_layers
+        if len(flags) != num_layers:
+            raise ValueError(f"`tied` has {len(flags)} entries ({flags}) for {num_layers} layers.")
+        self.tied_layers = tuple(bool(t) for t in flags)
+        self.tied = all(self.tied_layers)
+        self.compute_dtype = tf.as_dtype(compute_dtype or dtype)
+        self.seed = int(random.SystemRandom().randrange(2**31) if seed is None else seed)
+        height, width, channels = self.image_shape
+        shapes = [(height, width, channels)]
+        for stride, out_channels in zip(self.strides, self.filters):
+            height, width = math.ceil(height / stride), math.ceil(width / stride)
+            shapes.append((height, width, out_channels))
+        self.shapes = tuple(shapes)
+        self.layer_sizes = tuple(int(math.prod(s)) for s in self.shapes)
+
+        def make_kernel(i, role):
+            size, (in_channels, out_channels) = self.kernel_sizes[i], (self.shapes[i][2], self.filters[i])
+            init = initializers.get(kernel_initializer, self.activation_names[i])
+            value = init(
+                (size, size, in_channels, out_channels), tf.constant([self.seed, 2 * i + role], tf.int32)
+            )
+            return tf.Variable(
+                tf.cast(value, dtype), name=f"{'encoder' if role == 0 else 'decoder'}/conv_{i}/kernel"
+            )
+
+        with self.name_scope:
+            self.kernels = [make_kernel(i, 0) for i in range(num_layers)]
+            self.encoder_biases = [
+                tf.Variable(tf.zeros([self.filters[i]], dtype), name=f"encoder/conv_{i}/bias")
+                for i in range(num_layers)
+            ]
+            self.decoder_biases = [
+                tf.Variable(tf.zeros([self.shapes[i][2]], dtype), name=f"decoder/conv_{i}/bias")
+                for i in range(num_layers)
+            ]
+            self.decoder_kernels = [
+                None if self.tied_layers[i] else make_kernel(i, 1) for i in range(num_layers)
+            ]
+
+    @property
+    def dtype(self) -> tf.DType:
+        return self.kernels[0].dtype
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.kernels)
+
+    @property
+    def input_width(self) -> int:
+        return self.layer_sizes[0]
+
+    @property
+    def code_width(self) -> int:
+        return self.layer_sizes[-1]
+
+    def architecture(self) -> dict:
+        """The constructor's arguments as plain values (for exports)."""
+        return {
+            "kind": "conv",
+            "image_shape": list(self.image_shape),
+            "filters": list(self.filters),
+            "kernel_size": list(self.kernel_sizes),
+            "strides": list(self.strides),
+            "activation": list(self.activation_names),
+            "output_activation": self.output_activation_name,
+            "tied": list(self.tied_layers),
+        }
+
+    def _flat(self, x, width: int, what: str) -> tf.Tensor:
+        x = tf.convert_to_tensor(x)
+        if x.shape.rank is not None and x.shape.rank != 2:
+            raise ValueError(f"{what} must be 2-D `[batch_size, {width}]` (flattened), got shape {x.shape}.")
+        if x.shape.rank == 2 and x.shape[-1] is not None and x.shape[-1] != width:
+            raise ValueError(f"{what} has width {x.shape[-1]}, expected {width} (shapes {self.shapes}).")
+        return tf.cast(x, self.compute_dtype)
+
+    def _cast(self, variables) -> list:
+        return [None if v is None else tf.cast(v, self.compute_dtype) for v in variables]
+
+    def _encode(self, x, kernels) -> tf.Tensor:
+        h = tf.reshape(x, [-1, *self.shapes[0]])
+        for i, (kernel, bias) in enumerate(zip(kernels, self._cast(self.encoder_biases))):
+            h = self._activations[i](tf.nn.conv2d(h, kernel, self.strides[i], "SAME") + bias)
+        return tf.reshape(h, [-1, self.code_width])
+
+    def _decode_logits(self, z, kernels) -> tf.Tensor:
+        # The tie: a tied layer's transposed convolution uses the encoder's own filter.
+        decoder = [
+            k if t else d for k, t, d in zip(kernels, self.tied_layers, self._cast(self.decoder_kernels))
+        ]
+        biases = self._cast(self.decoder_biases)
+        h = tf.reshape(z, [-1, *self.shapes[-1]])
+        for i in reversed(range(self.num_layers)):
+            output_shape = tf.stack([tf.shape(h)[0], *self.shapes[i]])
+            h = tf.nn.conv2d_transpose(h, decoder[i], output_shape, self.strides[i], "SAME") + biases[i]
+            if i > 0:
+                h = self._activations[i - 1](h)
+        return tf.reshape(h, [-1, self.input_width])
+
+    def encode(self, x) -> tf.Tensor:
+        """`[batch, input_width]` -> `[batch, code_width]` (the last feature map, flattened)."""
+        h = self._encode(self._flat(x, self.input_width, "The input"), self._cast(self.kernels))
+        return tf.cast(h, self.dtype)
+
+    def decode_logits(self, z) -> tf.Tensor:
+        """`[batch, code_width]` -> `[batch, input_width]` pre-activations."""
+        h = self._decode_logits(self._flat(z, self.code_width, "The code"), self._cast(self.kernels))
+        return tf.cast(h, self.dtype)
+
+    def decode(self, z) -> tf.Tensor:
+        return self._output_activation(self.decode_logits(z))
+
+    def reconstruction_logits(self, x) -> tf.Tensor:
+        kernels = self._cast(self.kernels)
+        h = self._encode(self._flat(x, self.input_width, "The input"), kernels)
+        return tf.cast(self._decode_logits(h, kernels), self.dtype)
+
+    def __call__(self, x) -> tf.Tensor:
+        """`[batch, input_width]` -> `[batch, input_width]` reconstructions."""
+        return self._output_activation(self.reconstruction_logits(x))
+
+    def num_parameters(self) -> int:
+        return int(sum(v.shape.num_elements() for v in self.trainable_variables))
