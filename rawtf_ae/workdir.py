@@ -53,14 +53,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     reconstructions = np.concatenate([model(b).numpy() for b in data.eval_dataset(splits.validation, 1000)])
     val_mse = float(np.mean((reconstructions - splits.validation) ** 2))
-    pca_val_mse = baselines.pca_mse(splits.train, splits.validation, model.code_width)
     logging.info("%s (step %d): validation loss %.5f", path, step, val_loss)
-    logging.info(
-        "validation MSE per input: autoencoder %.5f, PCA with %d components %.5f",
-        val_mse,
-        model.code_width,
-        pca_val_mse,
-    )
+    if model.code_width < min(splits.train.shape):
+        pca_val_mse = baselines.pca_mse(splits.train, splits.validation, model.code_width)
+        logging.info(
+            "validation MSE per input: autoencoder %.5f, PCA with %d components %.5f",
+            val_mse,
+            model.code_width,
+            pca_val_mse,
+        )
+    else:  # an overcomplete code: PCA with as many components reconstructs exactly
+        pca_val_mse = None
+        logging.info("validation MSE per input: autoencoder %.5f (code wider than the data: no PCA)", val_mse)
     out = os.path.join(workdir, "eval")
     os.makedirs(out, exist_ok=True)
     metrics = {

@@ -99,6 +99,11 @@ def test_conv_training_on_mnist_lowers_the_loss(tmp_path, mnist_dir, strategy):
     x = splits.validation[:3]
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-7)
+    if strategy == "default":
+        from rawtf_ae import workdir
+
+        evaluated = workdir.evaluate(config, str(tmp_path))  # a code wider than the input: no PCA
+        assert evaluated["pca_val_mse"] is None and evaluated["val_mse"] > 0
 
 
 def test_bad_conv_arguments_and_inputs_are_clear_errors():
