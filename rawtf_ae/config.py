@@ -32,6 +32,8 @@ def default_config() -> ml_collections.ConfigDict:
     # The reconstruction's activation; `bce` needs "sigmoid".
     config.model.output_activation = "sigmoid"
     config.model.tied = True
+    # Partial tying: with tied=True, these encoder layers (0-based) get their own decoder kernel.
+    config.model.untied_layers = ()
     # "auto": LeCun normal for SELU layers, Glorot uniform otherwise.
     config.model.kernel_initializer = "auto"
     # conv only: each layer's filters, kernel size and stride ("SAME" padding), and the shape
@@ -164,6 +166,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"Config lacks key(s) {', '.join(missing)}; start from rawtf_ae.config.default_config()."
         )
     model, train = config.model, config.train
+    num_layers = len(model.layer_sizes) - 1 if model.kind == "dense" else len(model.filters)
+    bad = [i for i in model.untied_layers if not isinstance(i, int) or not 0 <= i < num_layers]
+    if bad:
+        raise ValueError(
+            f"`model.untied_layers` ({model.untied_layers!r}) must be layer indices in [0, {num_layers})."
+        )
     if model.kind not in ("dense", "conv"):
         raise ValueError(f"`model.kind` is {model.kind!r}; expected 'dense' or 'conv'.")
     sizes = model.layer_sizes if model.kind == "dense" else (input_width(config), *model.filters)

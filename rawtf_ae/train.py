@@ -30,6 +30,14 @@ from rawtf_ae.model import TiedAutoencoder
 _COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
 
 
+def tied_flags(model_config) -> list[bool]:
+    """One tying flag per layer from `model.tied` and `model.untied_layers`."""
+    num_layers = (
+        len(model_config.layer_sizes) - 1 if model_config.kind == "dense" else len(model_config.filters)
+    )
+    return [bool(model_config.tied) and i not in set(model_config.untied_layers) for i in range(num_layers)]
+
+
 def create_model(config: ml_collections.ConfigDict):
     """The model a config describes (`config.model`, seeded by `config.seed`).
 
@@ -40,7 +48,7 @@ def create_model(config: ml_collections.ConfigDict):
     common = dict(
         activation=config_lib.activation_spec(model_config.activation),
         output_activation=model_config.output_activation,
-        tied=model_config.tied,
+        tied=tied_flags(model_config),
         kernel_initializer=model_config.kernel_initializer,
         seed=config.seed,
         compute_dtype=_COMPUTE_DTYPES[config.train.precision],
@@ -435,7 +443,11 @@ def _train(config, workdir, strategy, splits, chief, stop_signal) -> dict:
     )
     logging.info(
         "model: %s %s, %d trainable parameters",
-        "tied" if model.tied else "untied",
+        "tied"
+        if model.tied
+        else "untied"
+        if not any(model.tied_layers)
+        else f"partially tied {model.tied_layers}",
         "-".join(map(str, model.layer_sizes)),
         model.num_parameters(),
     )

@@ -61,3 +61,15 @@ def test_activation_spec_accepts_names_lists_and_comma_separated_strings():
 def test_bad_config_values_name_the_key(overrides, message):
     with pytest.raises(ValueError, match=message):
         config_lib.validate(tiny_config(**overrides))
+
+
+def test_untied_layers_ties_only_the_other_layers():
+    from rawtf_ae import train
+
+    model = train.create_model(tiny_config(**{"model.untied_layers": (1,)}))
+    assert model.tied_layers == (True, False)
+    assert train.create_model(tiny_config(**{"model.tied": False})).tied_layers == (False, False)
+    with pytest.raises(
+        ValueError, match=r"`model.untied_layers` \(\(2,\)\) must be layer indices in \[0, 2\)"
+    ):
+        config_lib.validate(tiny_config(**{"model.untied_layers": (2,)}))
