@@ -114,7 +114,8 @@ def gemm_floor_window(sizes, batch):
     """
     rng = np.random.default_rng(0)
     kernels = [
-        tf.Variable((rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32)) for a, b in zip(sizes, sizes[1:])
+        tf.Variable((rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32))
+        for a, b in zip(sizes, sizes[1:])
     ]
     x = tf.constant(rng.uniform(size=(batch, sizes[0])).astype(np.float32))
 

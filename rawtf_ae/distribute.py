@@ -45,6 +45,19 @@ def _devices(train_config) -> list[str]:
     return [d.strip() for d in train_config.devices.split(",") if d.strip()]
 
 
+def mirrored_strategy(devices) -> tf.distribute.MirroredStrategy:
+    """A `MirroredStrategy` over `devices` whose collective keys no earlier strategy used.
+
+    Every `MirroredStrategy` numbers its collective ops from the same start, and the runtime
+    remembers each number's shape: a second strategy in the same process (a sweep, a test
+    suite) then fails with "Shape mismatch in the collective instance 100" as soon as its model
+    differs. TensorFlow's own tests move the class's key base before each new strategy; so do we.
+    """
+    if hasattr(tf.distribute.MirroredStrategy, "_collective_key_base"):
+        tf.distribute.MirroredStrategy._collective_key_base += 100_000
+    return tf.distribute.MirroredStrategy(devices)
+
+
 def _tpu_strategy(address: str) -> tf.distribute.Strategy:
     if not address:
         raise ValueError(
@@ -92,7 +105,7 @@ def create_strategy(train_config) -> tf.distribute.Strategy:
             raise ValueError(
                 f"train.devices names devices this machine lacks: {missing}; it has {sorted(known)}."
             )
-        return tf.distribute.MirroredStrategy(devices)
+        return mirrored_strategy(devices)
     if name == "multi_worker_mirrored":
         if not os.environ.get("TF_CONFIG"):
             raise ValueError(

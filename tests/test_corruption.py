@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import TiedAutoencoder, corruption, data, losses, train
+from rawtf_ae import TiedAutoencoder, corruption, data, distribute, losses, train
 from tests.conftest import tiny_config
 
 SEED = tf.constant([3, 4], tf.int64)
@@ -41,7 +41,7 @@ def test_gaussian_noise_has_the_given_sigma_and_every_kind_is_reproducible():
 
 def test_noise_differs_per_step_and_per_replica():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = distribute.mirrored_strategy(devices)
     seeds = strategy.run(tf.function(lambda: corruption.noise_seed(7, 5)))
     per_replica = [s.numpy().tolist() for s in strategy.experimental_local_results(seeds)]
     assert len(per_replica) == 2 and per_replica[0] != per_replica[1]

@@ -61,7 +61,7 @@ def _train_pieces(strategy, config, steps):
 def test_two_mirrored_replicas_match_one_device_and_share_each_tied_kernel(jit_compile):
     config = tiny_config(**{"train.jit_compile": jit_compile, "train.batch_size": 32})
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    mirrored = tf.distribute.MirroredStrategy(devices)
+    mirrored = distribute.mirrored_strategy(devices)
     assert mirrored.num_replicas_in_sync == 2
     distributed = _train_pieces(mirrored, config, steps=8)
     single = _train_pieces(tf.distribute.get_strategy(), config, steps=8)
