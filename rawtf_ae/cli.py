@@ -90,7 +90,7 @@ def _main(argv, config_flag):
             if not flags.FLAGS.output:
                 raise ValueError("--mode=encode needs --output=FILE.npy (or .npz for codes and labels).")
             workdir.encode(config, run_dir, flags.FLAGS.output, flags.FLAGS.split)
-    except (ValueError, FileNotFoundError, FloatingPointError, OSError) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError, OSError, train.PeerLost) as e:
         _fail(e)
     except train.Preempted as e:
         logging.warning("%s", e)

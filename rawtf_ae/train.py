@@ -305,6 +305,10 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[Tied
     return model, int(step.numpy()), path
 
 
+class PeerLost(RuntimeError):
+    """A multi-worker run lost a worker: the others stop (exit 1) instead of hanging."""
+
+
 class Preempted(Exception):
     """Training stopped on SIGTERM/SIGINT after saving a checkpoint; rerun to resume."""
 
@@ -499,7 +503,18 @@ def _train(config, workdir, strategy, splits, chief, stop_signal) -> dict:
             next_multiple(train_config.checkpoint_every_steps),
         )
         started = time.perf_counter()
-        chunk_loss = float(train_loop(iterator, tf.constant(stop - current, tf.int64)))
+        try:
+            chunk_loss = float(train_loop(iterator, tf.constant(stop - current, tf.int64)))
+        except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as e:
+            if replicas == 1 or train_config.strategy != "multi_worker_mirrored":
+                raise
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            cause = next((line for line in lines if "aborted by" in line), lines[0] if lines else "")
+            raise PeerLost(
+                f"A peer worker failed or left between steps {current} and {stop} ({type(e).__name__}: "
+                f"{cause[:200]}). Restart every worker with the same command; training resumes from "
+                f"{checkpointer.latest}."
+            ) from None
         seconds = time.perf_counter() - started
         if not math.isfinite(chunk_loss):
             raise FloatingPointError(

@@ -174,6 +174,81 @@ def test_two_workers_on_localhost_train_like_one_process(tmp_path):
     _assert_weights_close(cluster_weights, single_weights)
 
 
+def _start_workers(workdir, flags, cluster):
+    processes = []
+    for index in range(2):
+        env = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            PYTHONPATH=REPO,
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        )
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    os.path.join(REPO, "train.py"),
+                    f"--workdir={workdir}",
+                    "--config.train.strategy=multi_worker_mirrored",
+                    *flags,
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+        )
+    return processes
+
+
+def _kill_all(processes):
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_a_killed_worker_stops_the_other_quickly_and_a_restart_resumes(tmp_path):
+    import re
+    import time
+
+    flags = [
+        *_MULTI_WORKER_FLAGS,
+        "--config.train.num_steps=240",
+        "--config.train.checkpoint_every_steps=40",
+        "--config.train.log_every_steps=20",
+        "--config.train.export=False",
+    ]
+    workdir = tmp_path / "cluster"
+    processes = _start_workers(workdir, flags, {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]})
+    try:
+        for line in processes[0].stderr:  # the chief trains past its first checkpoint
+            found = re.search(r"step (\d+)/240", line)
+            if found and int(found.group(1)) >= 60:
+                break
+        killed = time.monotonic()
+        os.killpg(processes[1].pid, signal.SIGKILL)
+        rest = processes[0].communicate(timeout=120)[1]
+        assert time.monotonic() - killed < 60
+        assert processes[0].returncode == 1
+        assert "A peer worker failed or left" in rest and "Restart every worker" in rest
+    finally:
+        _kill_all(processes)
+    restarted = _start_workers(workdir, flags, {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]})
+    try:
+        outputs = [process.communicate(timeout=240)[1] for process in restarted]
+    finally:
+        _kill_all(restarted)
+    assert [p.returncode for p in restarted] == [0, 0], outputs[0][-2000:]
+    resumed = re.search(r"resumed from \S+ at step (\d+)", outputs[0])
+    assert resumed and int(resumed.group(1)) >= 40
+    with open(workdir / "metrics.json") as f:
+        assert json.load(f)["step"] == 240
+
+
 @pytest.mark.parametrize(
     "overrides, environment, message",
     [
