@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Union
 import tensorflow as tf
 
 from rawtf_ae import activations, initializers
-from rawtf_ae.model import ActivationArg, _per_layer
+from rawtf_ae.model import ActivationArg, Autoencoder, _per_layer
 
 
 def _positive_ints(name, values, length=None):
@@ -33,7 +33,7 @@ def _positive_ints(name, values, length=None):
     return values if length is None or len(values) == length else values * length
 
 
-class TiedConvAutoencoder(tf.Module):
+class TiedConvAutoencoder(Autoencoder):
     """A convolutional autoencoder whose decoder applies the encoder's filters transposed.
 
     Attributes:
@@ -118,22 +118,6 @@ class TiedConvAutoencoder(tf.Module):
                 None if self.tied_layers[i] else make_kernel(i, 1) for i in range(num_layers)
             ]
 
-    @property
-    def dtype(self) -> tf.DType:
-        return self.kernels[0].dtype
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.kernels)
-
-    @property
-    def input_width(self) -> int:
-        return self.layer_sizes[0]
-
-    @property
-    def code_width(self) -> int:
-        return self.layer_sizes[-1]
-
     def architecture(self) -> dict:
         """The constructor's arguments as plain values (for exports)."""
         return {
@@ -146,17 +130,6 @@ class TiedConvAutoencoder(tf.Module):
             "output_activation": self.output_activation_name,
             "tied": list(self.tied_layers),
         }
-
-    def _flat(self, x, width: int, what: str) -> tf.Tensor:
-        x = tf.convert_to_tensor(x)
-        if x.shape.rank is not None and x.shape.rank != 2:
-            raise ValueError(f"{what} must be 2-D `[batch_size, {width}]` (flattened), got shape {x.shape}.")
-        if x.shape.rank == 2 and x.shape[-1] is not None and x.shape[-1] != width:
-            raise ValueError(f"{what} has width {x.shape[-1]}, expected {width} (shapes {self.shapes}).")
-        return tf.cast(x, self.compute_dtype)
-
-    def _cast(self, variables) -> list:
-        return [None if v is None else tf.cast(v, self.compute_dtype) for v in variables]
 
     def _encode(self, x, kernels) -> tf.Tensor:
         h = tf.reshape(x, [-1, *self.shapes[0]])
@@ -177,28 +150,3 @@ class TiedConvAutoencoder(tf.Module):
             if i > 0:
                 h = self._activations[i - 1](h)
         return tf.reshape(h, [-1, self.input_width])
-
-    def encode(self, x) -> tf.Tensor:
-        """`[batch, input_width]` -> `[batch, code_width]` (the last feature map, flattened)."""
-        h = self._encode(self._flat(x, self.input_width, "The input"), self._cast(self.kernels))
-        return tf.cast(h, self.dtype)
-
-    def decode_logits(self, z) -> tf.Tensor:
-        """`[batch, code_width]` -> `[batch, input_width]` pre-activations."""
-        h = self._decode_logits(self._flat(z, self.code_width, "The code"), self._cast(self.kernels))
-        return tf.cast(h, self.dtype)
-
-    def decode(self, z) -> tf.Tensor:
-        return self._output_activation(self.decode_logits(z))
-
-    def reconstruction_logits(self, x) -> tf.Tensor:
-        kernels = self._cast(self.kernels)
-        h = self._encode(self._flat(x, self.input_width, "The input"), kernels)
-        return tf.cast(self._decode_logits(h, kernels), self.dtype)
-
-    def __call__(self, x) -> tf.Tensor:
-        """`[batch, input_width]` -> `[batch, input_width]` reconstructions."""
-        return self._output_activation(self.reconstruction_logits(x))
-
-    def num_parameters(self) -> int:
-        return int(sum(v.shape.num_elements() for v in self.trainable_variables))

@@ -45,7 +45,86 @@ def _per_layer(activation: ActivationArg, num_layers: int) -> list:
     return [activation] * num_layers
 
 
-class TiedAutoencoder(tf.Module):
+class Autoencoder(tf.Module):
+    """What every rawtf_ae autoencoder shares: dtypes, widths, and the public encode/decode calls.
+
+    Subclasses create `kernels`, `encoder_biases`, `decoder_biases`, `decoder_kernels`,
+    `layer_sizes` (flat widths, input first, code last), `compute_dtype` and
+    `_output_activation`, and implement `_encode(h, kernels)` and `_decode_logits(h, kernels)`
+    on already-cast kernels, so that one cast of each tied kernel serves both directions.
+    """
+
+    @property
+    def dtype(self) -> tf.DType:
+        """The variables' dtype (outputs come back in it)."""
+        return self.kernels[0].dtype
+
+    @property
+    def num_layers(self) -> int:
+        """The number of encoder layers (= decoder layers)."""
+        return len(self.kernels)
+
+    @property
+    def input_width(self) -> int:
+        return self.layer_sizes[0]
+
+    @property
+    def code_width(self) -> int:
+        return self.layer_sizes[-1]
+
+    def _check_input(self, x, width: int, what: str) -> tf.Tensor:
+        x = tf.convert_to_tensor(x)
+        if x.shape.rank is not None and x.shape.rank != 2:
+            raise ValueError(
+                f"{what} must be 2-D `[batch_size, {width}]`, got shape {x.shape}; "
+                "flatten images to vectors first."
+            )
+        if x.shape.rank == 2 and x.shape[-1] is not None and x.shape[-1] != width:
+            raise ValueError(
+                f"{what} has width {x.shape[-1]} (shape {x.shape}), expected {width} "
+                f"(layer_sizes={list(self.layer_sizes)})."
+            )
+        return tf.cast(x, self.compute_dtype)
+
+    def _cast(self, variables) -> list:
+        # One cast per variable per call (a no-op in float32): under mixed precision the
+        # encoder and the decoder still share one cast of each tied kernel.
+        return [None if v is None else tf.cast(v, self.compute_dtype) for v in variables]
+
+    def encode(self, x) -> tf.Tensor:
+        """`[batch_size, layer_sizes[0]]` inputs -> `[batch_size, layer_sizes[-1]]` codes."""
+        h = self._encode(self._check_input(x, self.input_width, "The input"), self._cast(self.kernels))
+        return tf.cast(h, self.dtype)
+
+    def decode_logits(self, z) -> tf.Tensor:
+        """`[batch_size, layer_sizes[-1]]` codes -> `[batch_size, layer_sizes[0]]` pre-activations.
+
+        The last decoder layer's output before `output_activation`, for losses computed stably
+        from logits (sigmoid cross-entropy).
+        """
+        h = self._check_input(z, self.code_width, "The code")
+        return tf.cast(self._decode_logits(h, self._cast(self.kernels)), self.dtype)
+
+    def decode(self, z) -> tf.Tensor:
+        """`[batch_size, layer_sizes[-1]]` codes -> `[batch_size, layer_sizes[0]]` reconstructions."""
+        return self._output_activation(self.decode_logits(z))
+
+    def reconstruction_logits(self, x) -> tf.Tensor:
+        """`[batch_size, layer_sizes[0]]` inputs -> the reconstruction's pre-activations."""
+        kernels = self._cast(self.kernels)
+        h = self._encode(self._check_input(x, self.input_width, "The input"), kernels)
+        return tf.cast(self._decode_logits(h, kernels), self.dtype)
+
+    def __call__(self, x) -> tf.Tensor:
+        """`[batch_size, layer_sizes[0]]` inputs -> `[batch_size, layer_sizes[0]]` reconstructions."""
+        return self._output_activation(self.reconstruction_logits(x))
+
+    def num_parameters(self) -> int:
+        """The number of trainable scalars (a tied kernel counts once)."""
+        return int(sum(v.shape.num_elements() for v in self.trainable_variables))
+
+
+class TiedAutoencoder(Autoencoder):
     """A dense autoencoder whose decoder reuses the encoder's kernels, transposed.
 
     Attributes:
@@ -142,43 +221,6 @@ class TiedAutoencoder(tf.Module):
                 None if self.tied_layers[i] else make_kernel(i, 1) for i in range(num_layers)
             ]
 
-    @property
-    def dtype(self) -> tf.DType:
-        """The variables' dtype (outputs come back in it)."""
-        return self.kernels[0].dtype
-
-    @property
-    def num_layers(self) -> int:
-        """The number of encoder layers (= decoder layers)."""
-        return len(self.kernels)
-
-    @property
-    def input_width(self) -> int:
-        return self.layer_sizes[0]
-
-    @property
-    def code_width(self) -> int:
-        return self.layer_sizes[-1]
-
-    def _check_input(self, x, width: int, what: str) -> tf.Tensor:
-        x = tf.convert_to_tensor(x)
-        if x.shape.rank is not None and x.shape.rank != 2:
-            raise ValueError(
-                f"{what} must be 2-D `[batch_size, {width}]`, got shape {x.shape}; "
-                "flatten images to vectors first."
-            )
-        if x.shape.rank == 2 and x.shape[-1] is not None and x.shape[-1] != width:
-            raise ValueError(
-                f"{what} has width {x.shape[-1]} (shape {x.shape}), expected {width} "
-                f"(layer_sizes={list(self.layer_sizes)})."
-            )
-        return tf.cast(x, self.compute_dtype)
-
-    def _cast(self, variables) -> list:
-        # One cast per variable per call (a no-op in float32): under mixed precision the
-        # encoder and the decoder still share one cast of each tied kernel.
-        return [tf.cast(v, self.compute_dtype) for v in variables]
-
     def _encode(self, h, kernels) -> tf.Tensor:
         for kernel, bias, activation in zip(kernels, self._cast(self.encoder_biases), self._activations):
             h = activation(tf.matmul(h, kernel) + bias)
@@ -197,34 +239,6 @@ class TiedAutoencoder(tf.Module):
                 h = self._activations[i - 1](h)
         return h
 
-    def encode(self, x) -> tf.Tensor:
-        """`[batch_size, layer_sizes[0]]` inputs -> `[batch_size, layer_sizes[-1]]` codes."""
-        h = self._encode(self._check_input(x, self.input_width, "The input"), self._cast(self.kernels))
-        return tf.cast(h, self.dtype)
-
-    def decode_logits(self, z) -> tf.Tensor:
-        """`[batch_size, layer_sizes[-1]]` codes -> `[batch_size, layer_sizes[0]]` pre-activations.
-
-        The last decoder layer's output before `output_activation`, for losses computed stably
-        from logits (sigmoid cross-entropy).
-        """
-        h = self._check_input(z, self.code_width, "The code")
-        return tf.cast(self._decode_logits(h, self._cast(self.kernels)), self.dtype)
-
-    def decode(self, z) -> tf.Tensor:
-        """`[batch_size, layer_sizes[-1]]` codes -> `[batch_size, layer_sizes[0]]` reconstructions."""
-        return self._output_activation(self.decode_logits(z))
-
-    def reconstruction_logits(self, x) -> tf.Tensor:
-        """`[batch_size, layer_sizes[0]]` inputs -> the reconstruction's pre-activations."""
-        kernels = self._cast(self.kernels)
-        h = self._encode(self._check_input(x, self.input_width, "The input"), kernels)
-        return tf.cast(self._decode_logits(h, kernels), self.dtype)
-
-    def __call__(self, x) -> tf.Tensor:
-        """`[batch_size, layer_sizes[0]]` inputs -> `[batch_size, layer_sizes[0]]` reconstructions."""
-        return self._output_activation(self.reconstruction_logits(x))
-
     def architecture(self) -> dict:
         """The constructor's arguments as plain values (for exports)."""
         return {
@@ -234,10 +248,6 @@ class TiedAutoencoder(tf.Module):
             "output_activation": self.output_activation_name,
             "tied": list(self.tied_layers),
         }
-
-    def num_parameters(self) -> int:
-        """The number of trainable scalars (a tied kernel counts once)."""
-        return int(sum(v.shape.num_elements() for v in self.trainable_variables))
 
 
 def untie(model: TiedAutoencoder, layers: Optional[Sequence[int]] = None) -> TiedAutoencoder:

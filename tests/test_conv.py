@@ -114,9 +114,9 @@ def test_bad_conv_arguments_and_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="`strides` has 3 entries"):
         TiedConvAutoencoder((28, 28, 1), (8, 4), strides=(2, 2, 2))
     model = TiedConvAutoencoder((28, 28, 1), (8,), seed=0)
-    with pytest.raises(ValueError, match="has width 100, expected 784"):
+    with pytest.raises(ValueError, match=r"has width 100 .*expected 784"):
         model(tf.zeros([2, 100]))
-    with pytest.raises(ValueError, match=r"must be 2-D .* \(flattened\)"):
+    with pytest.raises(ValueError, match=r"must be 2-D .*flatten images to vectors first"):
         model(tf.zeros([2, 28, 28, 1]))
     from rawtf_ae import config as config_lib
 

@@ -101,79 +101,6 @@ def _free_ports(count):
     return ports
 
 
-_MULTI_WORKER_FLAGS = [
-    "--config.model.layer_sizes=(784,32,8)",
-    "--config.model.activation=selu,linear",
-    "--config.data.num_train=512",
-    "--config.data.num_validation=64",
-    "--config.train.batch_size=32",
-    "--config.train.num_steps=12",
-    "--config.train.log_every_steps=4",
-    "--config.train.eval_every_steps=100",
-    "--config.train.checkpoint_every_steps=6",
-    "--config.train.eval_batch_size=64",
-]
-
-
-@pytest.mark.slow
-def test_two_workers_on_localhost_train_like_one_process(tmp_path):
-    workdir = tmp_path / "cluster"
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    processes = []
-    for index in range(2):
-        env = dict(
-            os.environ,
-            TF_CPP_MIN_LOG_LEVEL="2",
-            PYTHONPATH=REPO,
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-        )
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    os.path.join(REPO, "train.py"),
-                    f"--workdir={workdir}",
-                    "--config.train.strategy=multi_worker_mirrored",
-                    *_MULTI_WORKER_FLAGS,
-                ],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
-        )
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=240)[0])
-    finally:
-        for process in processes:  # never leave a worker behind, whatever happened
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
-    assert "2 replica(s)" in outputs[0]
-    # Only the chief (worker 0) keeps checkpoints and outputs; worker 1's temporary dir is gone.
-    assert sorted(os.listdir(workdir)) == WORKDIR_OUTPUTS
-    # The same global batches in one process give the same weights.
-    single = tmp_path / "single"
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={single}", *_MULTI_WORKER_FLAGS],
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    config = tiny_config(**{"model.layer_sizes": (784, 32, 8)})
-    cluster_step, cluster_weights = _checkpoint_weights(config, str(workdir))
-    single_step, single_weights = _checkpoint_weights(config, str(single))
-    assert cluster_step == single_step == 12
-    _assert_weights_close(cluster_weights, single_weights)
-
-
 def _start_workers(workdir, flags, cluster):
     processes = []
     for index in range(2):
@@ -207,6 +134,52 @@ def _kill_all(processes):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+_MULTI_WORKER_FLAGS = [
+    "--config.model.layer_sizes=(784,32,8)",
+    "--config.model.activation=selu,linear",
+    "--config.data.num_train=512",
+    "--config.data.num_validation=64",
+    "--config.train.batch_size=32",
+    "--config.train.num_steps=12",
+    "--config.train.log_every_steps=4",
+    "--config.train.eval_every_steps=100",
+    "--config.train.checkpoint_every_steps=6",
+    "--config.train.eval_batch_size=64",
+]
+
+
+@pytest.mark.slow
+def test_two_workers_on_localhost_train_like_one_process(tmp_path):
+    workdir = tmp_path / "cluster"
+    processes = _start_workers(
+        workdir, _MULTI_WORKER_FLAGS, {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    )
+    try:  # never leave a worker behind, whatever happens
+        outputs = [process.communicate(timeout=240)[1] for process in processes]
+    finally:
+        _kill_all(processes)
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    assert "2 replica(s)" in outputs[0]
+    # Only the chief (worker 0) keeps checkpoints and outputs; worker 1's temporary dir is gone.
+    assert sorted(os.listdir(workdir)) == WORKDIR_OUTPUTS
+    # The same global batches in one process give the same weights.
+    single = tmp_path / "single"
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={single}", *_MULTI_WORKER_FLAGS],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = tiny_config(**{"model.layer_sizes": (784, 32, 8)})
+    cluster_step, cluster_weights = _checkpoint_weights(config, str(workdir))
+    single_step, single_weights = _checkpoint_weights(config, str(single))
+    assert cluster_step == single_step == 12
+    _assert_weights_close(cluster_weights, single_weights)
 
 
 @pytest.mark.slow
