@@ -54,6 +54,18 @@ def reconstruction_loss(model, inputs, targets, loss: str) -> tf.Tensor:
     raise ValueError(f"Unknown loss {loss!r}; expected one of {', '.join(NAMES)}.")
 
 
+def loss_from_codes(model, codes, targets, loss: str) -> tf.Tensor:
+    """Per-example loss `[batch_size]` of decoding `codes` `[batch_size, code_width]` into `targets`.
+
+    For steps that need the codes anyway (the sparsity penalty): the batch is encoded once.
+    """
+    if loss == "bce":
+        return sigmoid_cross_entropy(targets, model.decode_logits(codes))
+    if loss == "mse":
+        return mean_squared_error(targets, model.decode(codes))
+    raise ValueError(f"Unknown loss {loss!r}; expected one of {', '.join(NAMES)}.")
+
+
 def kl_sparsity(codes, target: float) -> tf.Tensor:
     """Sparsity penalty `sum_j KL(rho || rho_hat_j)` for codes `[batch_size, code_width]` in (0, 1).
 

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from rawtf_ae import config as config_lib
 from rawtf_ae import data, train
 from rawtf_ae.model import TiedAutoencoder
 
@@ -22,7 +23,7 @@ def layer_loss(config, k: int) -> str:
     units, whose values are probabilities; MSE otherwise)."""
     if k == 0:
         return config.train.loss
-    activation = train.config_lib.activation_spec(config.model.activation)
+    activation = config_lib.activation_spec(config.model.activation)
     previous = activation[k - 1] if isinstance(activation, list) else activation
     return "bce" if previous == "sigmoid" else "mse"
 
@@ -41,7 +42,7 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
     """
     strategy = strategy or tf.distribute.get_strategy()
     sizes = list(config.model.layer_sizes)
-    activation = train.config_lib.activation_spec(config.model.activation)
+    activation = config_lib.activation_spec(config.model.activation)
     activations = activation if isinstance(activation, list) else [activation] * (len(sizes) - 1)
     train_config, batch = config.train, config.train.batch_size
     steps = config.pretrain.steps_per_layer
@@ -56,7 +57,7 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
                 output_activation=output_activation,
                 kernel_initializer=config.model.kernel_initializer,
                 seed=config.seed + 1 + k,
-                compute_dtype=train._COMPUTE_DTYPES[train_config.precision],
+                compute_dtype=train.compute_dtype(config),
             )
             optimizer = train.create_optimizer(train_config)
             optimizer.build(layer.trainable_variables)

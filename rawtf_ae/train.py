@@ -30,6 +30,11 @@ from rawtf_ae.model import TiedAutoencoder
 _COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
 
 
+def compute_dtype(config: ml_collections.ConfigDict) -> tf.DType:
+    """The dtype of the matrix multiplies for `config.train.precision` (variables stay float32)."""
+    return _COMPUTE_DTYPES[config.train.precision]
+
+
 def tied_flags(model_config) -> list[bool]:
     """One tying flag per layer from `model.tied` and `model.untied_layers`."""
     num_layers = (
@@ -51,7 +56,7 @@ def create_model(config: ml_collections.ConfigDict):
         tied=tied_flags(model_config),
         kernel_initializer=model_config.kernel_initializer,
         seed=config.seed,
-        compute_dtype=_COMPUTE_DTYPES[config.train.precision],
+        compute_dtype=compute_dtype(config),
     )
     if model_config.kind == "conv":
         from rawtf_ae.conv import TiedConvAutoencoder
@@ -177,7 +182,11 @@ def make_train_step(
             inputs = corruption.corrupt(batch, corruption_kind, corruption_level, noise_seed)
         with tf.GradientTape() as tape:
             # Denoising: the encoder sees `inputs`, the loss compares with the clean `batch`.
-            per_example = losses.reconstruction_loss(model, inputs, batch, loss)
+            if sparsity_weight:  # the penalty needs the codes: encode once for both
+                codes = model.encode(inputs)
+                per_example = losses.loss_from_codes(model, codes, batch, loss)
+            else:
+                per_example = losses.reconstruction_loss(model, inputs, batch, loss)
             # Keras optimizers sum the replicas' gradients, so every replica divides its sum by
             # the *global* batch size: the sum over replicas is then the global mean.
             loss_value = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
@@ -187,7 +196,7 @@ def make_train_step(
                 # Each replica adds its share, so the replicas' sum holds the penalty once.
                 objective += tf.nn.scale_regularization_loss(penalty)
             if sparsity_weight:
-                sparsity = losses.kl_sparsity(model.encode(inputs), sparsity_target)
+                sparsity = losses.kl_sparsity(codes, sparsity_target)
                 objective += tf.nn.scale_regularization_loss(sparsity_weight * sparsity)
             if contractive_weight:
                 objective += tf.nn.compute_average_loss(
@@ -275,7 +284,8 @@ def make_evaluate(model: TiedAutoencoder, loss: str):
     return evaluate
 
 
-def _write_json(path: str, values: dict) -> None:
+def write_json(path: str, values: dict) -> None:
+    """Writes `values` as JSON to `path` atomically (a temporary file, then rename)."""
     temporary = f"{path}.tmp"
     with open(temporary, "w") as f:
         json.dump(values, f, indent=2, sort_keys=True)
@@ -604,6 +614,6 @@ def _write_outputs(model, splits, config, workdir, metrics, validation_writer) -
         export.save_weights(model, os.path.join(workdir, "export", "weights.npz"))
         logging.info("export:      %s (and weights.npz beside it)", saved_model)
     metrics_path = os.path.join(workdir, "metrics.json")
-    _write_json(metrics_path, metrics)
+    write_json(metrics_path, metrics)
     logging.info("metrics:     %s", os.path.abspath(metrics_path))
     logging.info("TensorBoard: tensorboard --logdir %s", os.path.abspath(os.path.join(workdir, "summaries")))

@@ -86,7 +86,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.info(
             "codes.png skipped: install matplotlib (pip install rawtf_ae[plots]) for the scatter plot"
         )
-    train._write_json(os.path.join(out, "metrics.json"), metrics)
+    train.write_json(os.path.join(out, "metrics.json"), metrics)
     logging.info(
         "eval outputs: %s (tensorboard --logdir %s for the projector)", out, os.path.join(out, "projector")
     )

@@ -61,3 +61,14 @@ def test_kl_sparsity_matches_the_formula_and_vanishes_at_the_target():
     expected = (rho * np.log(rho / mean) + (1 - rho) * np.log((1 - rho) / (1 - mean))).sum()
     np.testing.assert_allclose(losses.kl_sparsity(codes, rho).numpy(), expected, rtol=1e-5)
     assert abs(float(losses.kl_sparsity(np.full((3, 4), 0.2, np.float32), 0.2))) < 1e-6
+
+
+def test_loss_from_codes_equals_the_reconstruction_loss():
+    model = TiedAutoencoder([6, 3], seed=1)
+    x = tf.random.stateless_uniform([4, 6], seed=[3, 1])
+    for name in losses.NAMES:
+        np.testing.assert_allclose(
+            losses.loss_from_codes(model, model.encode(x), x, name).numpy(),
+            losses.reconstruction_loss(model, x, x, name).numpy(),
+            rtol=1e-6,
+        )
