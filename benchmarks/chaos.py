@@ -1,6 +1,6 @@
 """Fault-injection campaign: kill -9 a training run at random moments, restart it, compare.
 
-    python -m benchmarks.chaos [--kills=20] [--seed=0] [--workdir=/tmp/rawtf_ae_chaos]
+    python -m benchmarks.chaos [--kills=20] [--seed=0] [--workdir=/tmp/rawtf_ae_chaos] [--norelative]
 
 Trains a small model once uninterrupted (the reference), then runs the same command again and
 again in another workdir, each time killing it with SIGKILL after a random delay (during
@@ -8,6 +8,10 @@ start-up, training steps, checkpoint writes or the deletion of old checkpoints),
 every checkpoint left behind is readable, and finally lets it finish. It prints: kills that
 landed, checkpoints found corrupt, the most steps lost to a kill, and whether the final weights
 equal the reference bit for bit. `tests/test_reliability.py` runs a short version in CI.
+
+As a user types it, each run starts in the campaign's folder with a relative `--workdir`
+(`--norelative`: absolute paths); a run that starts from scratch although a checkpoint exists
+counts as a failure (`fresh_starts`), since its final weights would still match the reference.
 """
 
 import json
@@ -37,17 +41,24 @@ FLAGS = [
 ]
 
 
-def _command(workdir):
-    return [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={workdir}", *FLAGS]
+def _command(workdir, relative):
+    """The command line and the folder it runs in: the workdir's parent, named relatively."""
+    typed = os.path.basename(workdir) if relative else workdir
+    return [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={typed}", *FLAGS]
 
 
 def _environment():
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_DETERMINISTIC_OPS="1", PYTHONPATH=REPO)
 
 
-def _run_to_end(workdir, timeout):
+def _run_to_end(workdir, timeout, relative):
     result = subprocess.run(
-        _command(workdir), env=_environment(), capture_output=True, text=True, timeout=timeout
+        _command(workdir, relative),
+        cwd=os.path.dirname(workdir),
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if result.returncode != 0:
         raise RuntimeError(f"run in {workdir} failed:\n{result.stderr[-3000:]}")
@@ -81,20 +92,31 @@ def _weights(directory):
     }
 
 
-def campaign(kills: int, root: str, seed: int = 0, delay=(2.0, 7.0), timeout: float = 300) -> dict:
+def _has_checkpoint(workdir) -> bool:
+    directory = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(directory) and any(name.endswith(".index") for name in os.listdir(directory))
+
+
+def campaign(
+    kills: int, root: str, seed: int = 0, delay=(2.0, 7.0), timeout: float = 300, relative: bool = True
+) -> dict:
     """Runs the campaign in `root` (emptied first); returns its figures."""
     import numpy as np
 
     rng = random.Random(seed)
+    root = os.path.abspath(root)
     shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
     reference, chaos = os.path.join(root, "reference"), os.path.join(root, "chaos")
-    _run_to_end(reference, timeout)
-    landed, corrupt, lost, log = 0, 0, [], []
+    _run_to_end(reference, timeout, relative)
+    landed, corrupt, lost, log, fresh_starts = 0, 0, [], [], 0
     last_seen = None
     for _ in range(kills):
         wait = rng.uniform(*delay)
+        had_checkpoint = _has_checkpoint(chaos)
         process = subprocess.Popen(
-            _command(chaos),
+            _command(chaos, relative),
+            cwd=root,
             env=_environment(),
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -108,6 +130,7 @@ def campaign(kills: int, root: str, seed: int = 0, delay=(2.0, 7.0), timeout: fl
             landed += 1
         stderr = process.communicate(timeout=timeout)[1]
         resumed = re.search(r"resumed from \S+ at step (\d+)", stderr)
+        fresh_starts += int(had_checkpoint and "starting from scratch" in stderr)
         if last_seen is not None and resumed:
             lost.append(max(0, last_seen - int(resumed.group(1))))
         steps = [int(s) for s in re.findall(r"step (\d+)/", stderr)]
@@ -119,8 +142,10 @@ def campaign(kills: int, root: str, seed: int = 0, delay=(2.0, 7.0), timeout: fl
         )
         if finished:
             break
-    final = _run_to_end(chaos, timeout)
+    had_checkpoint = _has_checkpoint(chaos)
+    final = _run_to_end(chaos, timeout, relative)
     resumed = re.search(r"resumed from \S+ at step (\d+)", final)
+    fresh_starts += int(had_checkpoint and not resumed)
     if last_seen is not None and resumed:
         lost.append(max(0, last_seen - int(resumed.group(1))))
     expected, got = (
@@ -133,6 +158,8 @@ def campaign(kills: int, root: str, seed: int = 0, delay=(2.0, 7.0), timeout: fl
         "checkpoints_unreadable": corrupt,
         "max_steps_lost": max(lost) if lost else 0,
         "final_weights_identical": bool(identical),
+        "fresh_starts": fresh_starts,
+        "relative_workdir": relative,
         "runs": log,
     }
 
@@ -143,18 +170,23 @@ def main():
     kills = flags.DEFINE_integer("kills", 20, "How many times to kill the run.")
     seed = flags.DEFINE_integer("seed", 0, "Seeds the kill delays.")
     workdir = flags.DEFINE_string("workdir", "/tmp/rawtf_ae_chaos", "Where the two runs go (emptied first).")
+    relative = flags.DEFINE_boolean(
+        "relative", True, "Run each command in --workdir with a relative --workdir=chaos, as users type it."
+    )
 
     def run(argv):
         del argv
         started = time.time()
-        result = campaign(kills.value, workdir.value, seed.value)
+        result = campaign(kills.value, workdir.value, seed.value, relative=relative.value)
         print(json.dumps(result["runs"], indent=1))
         print(
-            "\n| kills landed | checkpoints unreadable | max steps lost | final weights identical | minutes |"
+            "\n| workdir | kills landed | checkpoints unreadable | fresh starts despite a checkpoint | "
+            "max steps lost | final weights identical | minutes |"
         )
-        print("|---:|---:|---:|---|---:|")
+        print("|---|---:|---:|---:|---:|---|---:|")
         print(
-            f"| {result['kills_landed']} | {result['checkpoints_unreadable']} | {result['max_steps_lost']} | "
+            f"| {'relative' if result['relative_workdir'] else 'absolute'} | {result['kills_landed']} | "
+            f"{result['checkpoints_unreadable']} | {result['fresh_starts']} | {result['max_steps_lost']} | "
             f"{'yes' if result['final_weights_identical'] else 'NO'} | {(time.time() - started) / 60:.1f} |"
         )
 

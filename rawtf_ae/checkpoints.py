@@ -65,7 +65,14 @@ def check_fits(path: str, model: TiedAutoencoder) -> None:
 
 
 def candidates(directory: str) -> list[str]:
-    """Checkpoint prefixes in `directory`, newest first: the state file's, else any `*.index`."""
+    """Checkpoint prefixes in `directory`, newest first: the state file's, else any `*.index`.
+
+    The prefixes are absolute. TensorFlow's state file holds names relative to `directory` and
+    `get_checkpoint_state` joins them onto `directory` as given, so a relative `directory` must
+    be made absolute first: joining it again would name files that do not exist (the cause of
+    relative workdirs never resuming).
+    """
+    directory = os.path.abspath(directory)
     try:
         state = tf.train.get_checkpoint_state(directory)
     except Exception as e:  # an empty or garbled state file: TensorFlow raises a parse error
@@ -94,6 +101,29 @@ def _state_names(directory: str, path: str) -> bool:
         return False
 
 
+def _set_aside_unreadable_state(directory: str, move_aside: bool) -> None:
+    """A state file naming no checkpoint that exists, and unreadable, goes into `corrupt/`.
+
+    Otherwise `tf.train.CheckpointManager` would fail on it with an error that names no file.
+    """
+    state = os.path.join(directory, "checkpoint")
+    if not move_aside or not os.path.exists(state):
+        return
+    try:
+        tf.train.get_checkpoint_state(directory)
+        return
+    except Exception:  # noqa: BLE001 (TensorFlow raises parse and decode errors of many types)
+        pass
+    target = os.path.join(directory, "corrupt")
+    os.makedirs(target, exist_ok=True)
+    os.replace(state, os.path.join(target, "checkpoint"))
+    logging.warning(
+        "checkpoint state file %s is unreadable and no checkpoint is beside it; moved it to %s",
+        state,
+        target,
+    )
+
+
 def _move_aside(path: str) -> str:
     """Moves every file of checkpoint `path` into `<dir>/corrupt/` (never deletes it)."""
     target = os.path.join(os.path.dirname(path), "corrupt")
@@ -116,8 +146,10 @@ def restore_latest(
       ValueError: a checkpoint of another architecture (each mismatching variable and both
         shapes named; nothing restored), or checkpoints exist but none is readable.
     """
+    directory = os.path.abspath(directory)
     paths = candidates(directory)
     if not paths:
+        _set_aside_unreadable_state(directory, move_aside)
         return None
     for index, path in enumerate(paths):
         try:
@@ -186,15 +218,20 @@ class Checkpointer:
     """
 
     def __init__(self, checkpoint, workdir: str, keep: int, chief: bool, worker: str):
+        workdir = os.path.abspath(workdir)
         self.directory = os.path.join(workdir, "checkpoints")
         self._checkpoint = checkpoint
         self._chief = chief
         self._temporary = None if chief else os.path.join(workdir, f"tmp_{worker}")
-        self._manager = tf.train.CheckpointManager(
-            checkpoint,
-            self.directory if chief else os.path.join(self._temporary, "checkpoints"),
-            max_to_keep=keep,
-        )
+        directory = self.directory if chief else os.path.join(self._temporary, "checkpoints")
+        try:
+            self._manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep)
+        except Exception as e:  # noqa: BLE001 (an unreadable state file: decode or parse errors)
+            raise ValueError(
+                f"Checkpoint state file {os.path.join(directory, 'checkpoint')} is unreadable "
+                f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); move it away to resume "
+                "from the newest checkpoint beside it."
+            ) from None
 
     def save(self, step: int) -> Optional[str]:
         """Saves at `step`; returns the path on the chief.
@@ -241,7 +278,7 @@ class WorkdirLock:
     """
 
     def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, ".lock")
+        self.path = os.path.join(os.path.abspath(workdir), ".lock")
         self._file = None
 
     def acquire(self) -> "WorkdirLock":

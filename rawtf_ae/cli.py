@@ -16,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rawtf_ae import train, workdir
+from rawtf_ae import files, train, workdir
 
 MODES = ("train", "eval", "export", "encode")
 PREEMPTED_EXIT_STATUS = 143
@@ -80,6 +80,8 @@ def _main(argv, config_flag):
     logging.info("config: %s%s", config_name, "" if given else f" (default workdir {run_dir})")
     mode = flags.FLAGS.mode
     try:
+        # Absolute from here on: TensorFlow's checkpoint state and every join agree on it.
+        run_dir = files.workdir_path(run_dir)
         if mode == "train":
             train.train_and_evaluate(config, run_dir)
         elif mode == "eval":

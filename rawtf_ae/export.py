@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 import zipfile
 import zlib
 
 import numpy as np
 import tensorflow as tf
 
-from rawtf_ae import checkpoints, recommend
+from rawtf_ae import checkpoints, files, recommend
 from rawtf_ae.model import TiedAutoencoder
 from rawtf_ae.ratings import Vocabulary
 
@@ -34,13 +32,16 @@ VOCABULARY_FILE = os.path.join("assets.extra", "vocabulary.json")
 
 
 def metadata(model) -> dict:
-    """The architecture as plain values (what a reader needs to rebuild the model)."""
+    """The architecture as plain values (what a reader needs to rebuild the model).
+
+    `tied` is one flag per layer, as `model.architecture()` gives it (a partially tied model
+    must not read as untied); `tied_layers` repeats it for readers of older exports.
+    """
     return {
         **model.architecture(),
         "layer_sizes": list(model.layer_sizes),
         "activations": list(model.activation_names),
         "output_activation": model.output_activation_name,
-        "tied": model.tied,
         "tied_layers": list(model.tied_layers),
     }
 
@@ -94,17 +95,6 @@ class _Serving(tf.Module):
         self.recommend = recommend_signature
 
 
-def _replace_atomically(temporary: str, path: str) -> None:
-    """Moves a finished `temporary` to `path`; an older `path` is removed only afterwards."""
-    old = None
-    if os.path.exists(path):
-        old = f"{path}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(path, old)
-    os.replace(temporary, path)
-    if old:
-        shutil.rmtree(old) if os.path.isdir(old) else os.remove(old)
-
-
 def save(model: TiedAutoencoder, path: str, vocabulary: Vocabulary = None) -> str:
     """Exports `model` as a SavedModel at `path` with `encode`/`decode`/`reconstruct` signatures.
 
@@ -116,12 +106,11 @@ def save(model: TiedAutoencoder, path: str, vocabulary: Vocabulary = None) -> st
     """
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     serving = _Serving(model, vocabulary)
     signatures = {"encode": serving.encode, "decode": serving.decode, "reconstruct": serving.reconstruct}
     if vocabulary is not None:
         signatures["recommend"] = serving.recommend
-    try:
+    with files.atomic_path(path) as temporary:
         try:
             tf.saved_model.save(serving, temporary, signatures=signatures)
         except tf.errors.OpError as e:
@@ -130,14 +119,9 @@ def save(model: TiedAutoencoder, path: str, vocabulary: Vocabulary = None) -> st
                 "export there is intact."
             ) from None
         os.makedirs(os.path.join(temporary, "assets.extra"), exist_ok=True)
-        with open(os.path.join(temporary, METADATA_FILE), "w") as f:
-            json.dump(metadata(model), f, indent=2)
+        files.write_json(os.path.join(temporary, METADATA_FILE), metadata(model), sort_keys=False)
         if vocabulary is not None:
             vocabulary.save(os.path.join(temporary, VOCABULARY_FILE))
-        _replace_atomically(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            shutil.rmtree(temporary)
     return path
 
 
@@ -235,9 +219,8 @@ def save_weights(model: TiedAutoencoder, path: str) -> str:
         if model.decoder_kernels[i] is not None:
             arrays[f"decoder_kernel_{i}"] = model.decoder_kernels[i].numpy()
     path = os.path.abspath(path)
-    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}.npz"
-    np.savez(temporary, **arrays)
-    os.replace(temporary, path)
+    with files.atomic_path(path, suffix=".npz") as temporary:
+        np.savez(temporary, **arrays)
     return path
 
 

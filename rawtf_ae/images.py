@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from rawtf_ae import files
+
 
 def reconstruction_grid(
     originals, reconstructions, image_shape, columns: int = 8, gap: int = 1
@@ -48,10 +50,8 @@ def reconstruction_grid(
 
 
 def write_png(path: str, image: np.ndarray) -> None:
-    """Writes a `uint8` `[H, W, C]` image as PNG, atomically (a temporary file, then rename)."""
-    temporary = f"{path}.tmp"
-    tf.io.write_file(temporary, tf.io.encode_png(image))
-    tf.io.gfile.rename(temporary, path, overwrite=True)
+    """Writes a `uint8` `[H, W, C]` image as PNG, atomically (`files.write_bytes`)."""
+    files.write_bytes(path, tf.io.encode_png(image).numpy())
 
 
 def code_scatter(codes, labels, path: str):
@@ -81,8 +81,9 @@ def code_scatter(codes, labels, path: str):
         figure.colorbar(scatter, ax=axis, label="label")
     axis.set_xlabel(axes[0])
     axis.set_ylabel(axes[1])
-    temporary = f"{path}.tmp.png"
-    figure.savefig(temporary)
-    plt.close(figure)
-    tf.io.gfile.rename(temporary, path, overwrite=True)
+    try:
+        with files.atomic_path(path, suffix=".png") as temporary:
+            figure.savefig(temporary)
+    finally:
+        plt.close(figure)
     return path

@@ -24,6 +24,8 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from rawtf_ae import files
+
 UNSEEN_POLICIES = ("skip", "error")
 ORIENTATIONS = ("user", "item")
 
@@ -163,10 +165,7 @@ class Vocabulary:
 
     def save(self, path: str) -> None:
         """Writes `{"users": [...], "items": [...]}` atomically."""
-        temporary = f"{path}.tmp"
-        with open(temporary, "w") as f:
-            json.dump(self.to_json(), f)
-        os.replace(temporary, path)
+        files.write_json(path, self.to_json(), indent=None, sort_keys=False)
 
     @classmethod
     def load(cls, path: str) -> "Vocabulary":
@@ -376,10 +375,7 @@ def build_splits(
 
 def write_ratings(path: str, triples: np.ndarray, header: bool = True) -> str:
     """Writes `[n, 3]` `(user, item, rating)` rows as a `user,item,rating` CSV (atomically)."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as f:
-        if header:
-            f.write("user,item,rating\n")
-        f.writelines(f"{int(u)},{int(i)},{r:g}\n" for u, i, r in triples)
-    os.replace(temporary, path)
+    lines = ["user,item,rating\n"] if header else []
+    lines += [f"{int(u)},{int(i)},{r:g}\n" for u, i, r in triples]
+    files.write_text(path, "".join(lines))
     return path

@@ -30,6 +30,7 @@ from rawtf_ae import (
     data,
     distribute,
     export,
+    files,
     images,
     losses,
     optimizers,
@@ -412,13 +413,7 @@ def make_evaluate(model: TiedAutoencoder, loss: str):
     return evaluate
 
 
-def write_json(path: str, values: dict) -> None:
-    """Writes `values` as JSON to `path` atomically (a temporary file, then rename)."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(temporary, path)
+write_json = files.write_json  # kept here for existing imports
 
 
 def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[TiedAutoencoder, int, str]:
@@ -432,6 +427,7 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[Tied
       ValueError: the checkpoint's shapes differ from the config's model (both named).
     """
     config_lib.validate(config)
+    workdir = files.workdir_path(workdir)
     directory = os.path.join(workdir, "checkpoints")
     if not checkpoints.candidates(directory):
         raise FileNotFoundError(f"Workdir {workdir} has no checkpoint in {directory}; train first.")
@@ -455,12 +451,24 @@ def vocabulary_path(workdir: str) -> str:
 
 
 def trained_input_width(workdir: str) -> int:
-    """The input width a workdir's run was trained with (from its `config.json`), or 0."""
+    """The input width a workdir's run was trained with (from its `config.json`), or 0.
+
+    0 when the workdir has no `config.json` (or a conv model's, without `layer_sizes`).
+
+    Raises:
+      ValueError: `config.json` exists but is damaged (one line naming it).
+    """
+    path = os.path.join(workdir, "config.json")
     try:
-        with open(os.path.join(workdir, "config.json")) as f:
-            return int(json.load(f)["model"]["layer_sizes"][0])
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        saved = files.read_json(path, "run's saved config")
+    except FileNotFoundError:
         return 0
+    try:
+        return int(saved["model"]["layer_sizes"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
+            return 0
+        raise ValueError(f"The run's saved config {path} is damaged (it holds no `model` section).") from None
 
 
 def check_vocabulary(splits, workdir: str) -> None:
@@ -592,6 +600,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       Preempted: SIGTERM or SIGINT arrived; a checkpoint of the current step was saved first.
     """
     config_lib.validate(config)
+    workdir = files.workdir_path(workdir)
     train_config = config.train
     # First: splitting the CPU and multi-worker collectives need an uninitialized runtime.
     strategy = distribute.create_strategy(train_config)
@@ -602,7 +611,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"{replicas} replicas of train.strategy={train_config.strategy!r}."
         )
     chief = distribute.is_chief(strategy)
-    logging.info("workdir: %s", os.path.abspath(workdir))
+    logging.info("workdir: %s", workdir)
     logging.info(
         "strategy: %s, %d replica(s), %s%s",
         train_config.strategy,
@@ -702,8 +711,7 @@ def _train(config, workdir, strategy, splits, chief, stop_signal) -> dict:
 
     if chief:
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2) + "\n")
+        files.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
 
     dataset = strategy.distribute_datasets_from_function(
         lambda context: data.train_dataset(splits.train, batch_size, config.seed, start_step, context)

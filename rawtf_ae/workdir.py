@@ -7,25 +7,23 @@ fails with a clear error, having written nothing, when there is none or it does 
 from __future__ import annotations
 
 import os
-import uuid
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from rawtf_ae import baselines, data, export, images, ratings, train
+from rawtf_ae import baselines, data, export, files, images, ratings, train
 
 SPLITS = ("validation", "train")
 
 
 def _atomic_numpy_save(path: str, arrays: dict) -> None:
-    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}{os.path.splitext(path)[1]}"
-    if path.endswith(".npz"):
-        np.savez(temporary, **arrays)
-    else:
-        np.save(temporary, arrays["codes"])
-    os.replace(temporary, path)
+    with files.atomic_path(path, suffix=os.path.splitext(path)[1]) as temporary:
+        if path.endswith(".npz"):
+            np.savez(temporary, **arrays)
+        else:
+            np.save(temporary, arrays["codes"])
 
 
 def encode_examples(model, examples: np.ndarray, batch_size: int) -> np.ndarray:
@@ -44,6 +42,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     TensorBoard's Embedding Projector (`eval/projector/`, labels as metadata where the data has
     them) and, with matplotlib installed (`pip install rawtf_ae[plots]`), `eval/codes.png`.
     """
+    workdir = files.workdir_path(workdir)
     model, step, path = train.restore_model(config, workdir)
     splits = data.load(config.data, config.seed)
     if splits.width != model.input_width:
@@ -126,14 +125,14 @@ def write_projector(directory: str, codes: np.ndarray, labels=None) -> None:
     entry = config.embeddings.add()
     entry.tensor_name = "codes/.ATTRIBUTES/VARIABLE_VALUE"
     if labels is not None:
-        with open(os.path.join(directory, "metadata.tsv"), "w") as f:
-            f.writelines(f"{label}\n" for label in labels)
+        files.write_text(os.path.join(directory, "metadata.tsv"), "".join(f"{label}\n" for label in labels))
         entry.metadata_path = "metadata.tsv"
     projector.visualize_embeddings(directory, config)
 
 
 def export_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Exports the newest checkpoint: `export/saved_model/` and `export/weights.npz`."""
+    workdir = files.workdir_path(workdir)
     model, step, path = train.restore_model(config, workdir)
     vocabulary = None
     if config.data.name == "ratings":
@@ -154,6 +153,7 @@ def encode(config: ml_collections.ConfigDict, workdir: str, output: str, split: 
 
     `.npy`: the codes `[n, code_width]`; `.npz`: `codes` and, where the data has them, `labels`.
     """
+    workdir = files.workdir_path(workdir)
     if split not in SPLITS:
         raise ValueError(f"--split is {split!r}; expected one of {', '.join(SPLITS)}.")
     if not output.endswith((".npy", ".npz")):

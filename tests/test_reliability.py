@@ -64,13 +64,21 @@ def _resume(workdir):
     return train.train_and_evaluate(config, str(workdir))
 
 
-@pytest.mark.parametrize("damage", ["empty_state", "garbled_state"])
-def test_an_unreadable_state_file_falls_back_to_scanning_the_checkpoints(tmp_path, reference, damage, caplog):
+@pytest.mark.parametrize("relative", [False, True])
+@pytest.mark.parametrize("damage", ["empty_state", "garbled_state", "binary_state"])
+def test_an_unreadable_state_file_falls_back_to_scanning_the_checkpoints(
+    tmp_path, reference, damage, relative, caplog, monkeypatch
+):
     workdir = _interrupted_at_40(tmp_path, reference)
     state = workdir / "checkpoints" / "checkpoint"
-    state.write_text("" if damage == "empty_state" else 'model_checkpoint_path: "ckpt-4')
+    if damage == "binary_state":
+        state.write_bytes(b"\xff\xfe\x00garbage\x80")
+    else:
+        state.write_text("" if damage == "empty_state" else 'model_checkpoint_path: "ckpt-4')
     caplog.set_level("INFO", logger="absl")
-    _resume(workdir)
+    if relative:
+        monkeypatch.chdir(tmp_path)
+    _resume("run" if relative else workdir)
     assert "resumed from" in caplog.text and "ckpt-40 at step 40" in caplog.text
     _assert_same_weights(_weights(workdir), _weights(reference))
 
@@ -135,11 +143,15 @@ def test_eval_skips_a_corrupt_checkpoint_without_touching_it(tmp_path, reference
     assert (workdir / "checkpoints" / "ckpt-40.index").exists()
 
 
-def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path):
+@pytest.mark.parametrize("relative", [False, True])
+def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path, monkeypatch, relative):
     workdir = tmp_path / "run"
-    with checkpoints.WorkdirLock(str(workdir)):
+    # The holder names the workdir one way, the second run the other: still one workdir.
+    monkeypatch.chdir(tmp_path)
+    held, typed = ("run", str(workdir)) if relative else (str(workdir), "run")
+    with checkpoints.WorkdirLock(held):
         with pytest.raises(ValueError, match=rf"Workdir {workdir} is in use by pid {os.getpid()}"):
-            train.train_and_evaluate(tiny_config(**{"train.num_steps": 10}), str(workdir))
+            train.train_and_evaluate(tiny_config(**{"train.num_steps": 10}), typed)
     assert sorted(os.listdir(workdir)) == [".lock"]
 
 
@@ -198,8 +210,10 @@ _SIGTERM_FLAGS = [
 def test_sigterm_saves_the_current_step_exits_143_and_the_rerun_repeats_no_step(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_DETERMINISTIC_OPS="1", PYTHONPATH=REPO)
     command = [sys.executable, os.path.join(REPO, "train.py"), *_SIGTERM_FLAGS]
+    # As users type it: run from the workdir's parent with a relative --workdir ("run the same
+    # command again to resume" lost every step with relative workdirs).
     process = subprocess.Popen(
-        [*command, f"--workdir={tmp_path / 'run'}"], env=env, stderr=subprocess.PIPE, text=True
+        [*command, "--workdir=run"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
     )
     try:
         for line in process.stderr:  # wait until it trains, past step 100
@@ -217,7 +231,7 @@ def test_sigterm_saves_the_current_step_exits_143_and_the_rerun_repeats_no_step(
     stopped = re.search(r"Received SIGTERM at step (\d+): saved \S+ckpt-(\d+)", rest)
     assert stopped and stopped.group(1) == stopped.group(2), rest[-2000:]
     resumed = subprocess.run(
-        [*command, f"--workdir={tmp_path / 'run'}"], env=env, capture_output=True, text=True, timeout=240
+        [*command, "--workdir=run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"at step {stopped.group(1)}" in resumed.stderr
@@ -232,8 +246,10 @@ def test_sigterm_saves_the_current_step_exits_143_and_the_rerun_repeats_no_step(
 def test_kill_9_at_random_moments_loses_nothing(tmp_path):
     from benchmarks.chaos import campaign
 
-    result = campaign(kills=5, root=str(tmp_path / "chaos"), seed=1, delay=(2.0, 6.0))
+    # Relative workdirs, run from the campaign's folder: as users type it.
+    result = campaign(kills=5, root=str(tmp_path / "chaos"), seed=1, delay=(2.0, 6.0), relative=True)
     assert result["checkpoints_unreadable"] == 0, result["runs"]
+    assert result["fresh_starts"] == 0, result["runs"]  # every rerun resumed from a checkpoint
     assert result["kills_landed"] >= 3, result["runs"]
     assert result["max_steps_lost"] <= 10, result["runs"]  # checkpoint every 5 steps, 5 per call
     assert result["final_weights_identical"], result["runs"]

@@ -72,15 +72,19 @@ def test_outputs_metrics_picture_summaries_and_config(tmp_path):
         assert json.load(f)["train"]["num_steps"] == 20
 
 
-def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
-    straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, caplog):
+    straight, interrupted = str(tmp_path / "straight"), "interrupted"
+    monkeypatch.chdir(tmp_path)  # the resumed workdir is relative, as users type it
     config = tiny_config(**{"train.num_steps": 60, "train.checkpoint_every_steps": 20})
     train.train_and_evaluate(config, straight)
     # The same command stopped at 25 steps (checkpoint at 20, then 25 at the end), then run again.
     train.train_and_evaluate(
         tiny_config(**{"train.num_steps": 25, "train.checkpoint_every_steps": 20}), interrupted
     )
+    caplog.set_level("INFO", logger="absl")
     metrics = train.train_and_evaluate(config, interrupted)
+    # A fresh start would end with the same weights too: the log must say it resumed.
+    assert "ckpt-25 at step 25" in caplog.text and "starting from scratch" not in caplog.text
     assert metrics["step"] == 60
     model_a, optimizer_a, step_a = _restore_model(config, straight)
     model_b, optimizer_b, step_b = _restore_model(config, interrupted)
@@ -132,8 +136,15 @@ def test_non_finite_loss_stops_with_clear_error_and_keeps_the_last_checkpoint(tm
     assert _snapshot(tmp_path / "checkpoints") == saved
 
 
-def test_checkpoint_of_another_architecture_is_a_clear_error_and_writes_nothing(tmp_path):
-    train.train_and_evaluate(tiny_config(**{"train.num_steps": 10}), str(tmp_path))
+@pytest.mark.parametrize("relative", [False, True])
+def test_checkpoint_of_another_architecture_is_a_clear_error_and_writes_nothing(
+    tmp_path, monkeypatch, relative
+):
+    if relative:  # from another folder, a relative workdir (it was silently overwritten)
+        monkeypatch.chdir(tmp_path)
+        tmp_path = tmp_path / "run"
+    workdir = "run" if relative else str(tmp_path)
+    train.train_and_evaluate(tiny_config(**{"train.num_steps": 10}), workdir)
     before = {name: (tmp_path / name).read_bytes() for name in ("config.json", "metrics.json")}
     checkpoints = _snapshot(tmp_path / "checkpoints")
     other = tiny_config(**{"model.layer_sizes": (784, 32, 16)})
@@ -141,7 +152,7 @@ def test_checkpoint_of_another_architecture_is_a_clear_error_and_writes_nothing(
         ValueError,
         match=r"model/kernels/0: the checkpoint has shape \[784, 64\], the config.s model \[784, 32\]",
     ):
-        train.train_and_evaluate(other, str(tmp_path))
+        train.train_and_evaluate(other, workdir)
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
     assert _snapshot(tmp_path / "checkpoints") == checkpoints
 

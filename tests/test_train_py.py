@@ -53,11 +53,19 @@ def test_train_py_trains_resumes_and_writes_its_outputs(tmp_path):
         assert json.load(f)["step"] == 40
 
 
-def test_default_workdir_is_named_after_the_config_and_logged(tmp_path):
+def test_default_workdir_is_named_after_the_config_logged_and_resumed(tmp_path):
+    # The README's first command twice, from a folder other than the clone: the default
+    # workdir `workdirs/curves` is relative, and the second run must resume, not start over.
     result = _run("--config.train.num_steps=10", *_TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "default workdir workdirs/curves" in result.stderr
     assert (tmp_path / "workdirs" / "curves" / "metrics.json").exists()
+    again = _run("--config.train.num_steps=20", *_TINY, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "starting from scratch" not in again.stderr
+    assert "ckpt-10 at step 10" in again.stderr
+    with open(tmp_path / "workdirs" / "curves" / "metrics.json") as f:
+        assert json.load(f)["step"] == 20
 
 
 @pytest.mark.parametrize(

@@ -111,8 +111,9 @@ def test_modes_on_a_workdir_without_checkpoint_or_of_another_model_fail_and_chan
 @pytest.mark.slow
 def test_command_line_modes_end_to_end(trained, tmp_path):
     config, run, _ = trained
+    # As users type it: from the workdir's parent folder, a relative --workdir and --output.
     flags = [
-        f"--workdir={run}",
+        f"--workdir={os.path.basename(run)}",
         "--config.data.name=mnist",
         f"--config.data.path={config.data.path}",
         "--config.data.num_train=1000",
@@ -125,15 +126,17 @@ def test_command_line_modes_end_to_end(trained, tmp_path):
     def run_mode(*args):
         return subprocess.run(
             [sys.executable, os.path.join(REPO, "train.py"), *args],
+            cwd=os.path.dirname(run),
             env=env,
             capture_output=True,
             text=True,
             timeout=240,
         )
 
-    encoded = run_mode("--mode=encode", f"--output={tmp_path / 'codes.npy'}", *flags)
+    output = f"codes-{tmp_path.name}.npy"
+    encoded = run_mode("--mode=encode", f"--output={output}", *flags)
     assert encoded.returncode == 0, encoded.stderr[-3000:]
-    assert np.load(tmp_path / "codes.npy").shape == (300, 8)
+    assert np.load(os.path.join(os.path.dirname(run), output)).shape == (300, 8)
     exported = run_mode("--mode=export", *flags)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "exported" in exported.stderr
