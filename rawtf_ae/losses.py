@@ -81,10 +81,32 @@ def loss_from_codes(model, codes, targets, loss: str) -> tf.Tensor:
 def kl_sparsity(codes, target: float) -> tf.Tensor:
     """Sparsity penalty `sum_j KL(rho || rho_hat_j)` for codes `[batch_size, code_width]` in (0, 1).
 
-    `rho_hat_j` is unit j's mean activation over the batch (Ng's sparse autoencoder notes);
-    with several replicas, over each replica's share of the batch.
+    `rho_hat_j` is unit j's mean activation over `codes` (Ng's sparse autoencoder notes). The
+    training step computes it over the global batch across replicas (`global_mean`) and calls
+    `kl_sparsity_of_mean`.
     """
-    mean = tf.clip_by_value(tf.reduce_mean(codes, axis=0), 1e-6, 1 - 1e-6)
+    return kl_sparsity_of_mean(tf.reduce_mean(codes, axis=0), target)
+
+
+def global_mean(codes, global_batch_size: int) -> tf.Tensor:
+    """The mean of `codes` `[b, width]` over the global batch of all replicas, `[width]`.
+
+    Its value is the global mean (an all-reduce of the replicas' sums); its gradient reaches only
+    this replica's rows (`1 / global_batch_size` each), so when every replica adds the whole
+    penalty of the global mean, the replicas' summed gradients are the penalty's gradient, as
+    on one device with the whole batch.
+    """
+    local = tf.reduce_sum(codes, axis=0)
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return local / global_batch_size
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(local))
+    return (local + tf.stop_gradient(total - local)) / global_batch_size
+
+
+def kl_sparsity_of_mean(mean, target: float) -> tf.Tensor:
+    """`sum_j KL(target || mean_j)` for mean activations `[width]` in (0, 1)."""
+    mean = tf.clip_by_value(mean, 1e-6, 1 - 1e-6)
     return tf.reduce_sum(
         target * tf.math.log(target / mean) + (1 - target) * tf.math.log((1 - target) / (1 - mean))
     )
@@ -107,13 +129,16 @@ def contractive(model, inputs) -> tf.Tensor:
             activation = model._activations[0](pre_activation)
         slope = tape.gradient(activation, pre_activation)  # f'(a), elementwise
         column_norms = tf.reduce_sum(tf.square(kernel), axis=0)  # sum_i W_ij^2
-        return tf.cast(tf.reduce_sum(tf.square(slope) * column_norms, axis=-1), tf.float32)
+        return tf.cast(tf.reduce_sum(tf.square(slope) * column_norms, axis=-1), model.dtype)
     return jacobian_norm(model, inputs)
 
 
 def jacobian_norm(model, inputs) -> tf.Tensor:
-    """`||d code / d input||_F^2` per example `[batch]`, by `tf.GradientTape.batch_jacobian`."""
-    inputs = tf.convert_to_tensor(inputs, tf.float32)
+    """`||d code / d input||_F^2` per example `[batch]`, by `tf.GradientTape.batch_jacobian`.
+
+    In the model's (variable) dtype, like its outputs: float64 models stay float64.
+    """
+    inputs = tf.cast(tf.convert_to_tensor(inputs), model.dtype)
     with tf.GradientTape() as tape:
         tape.watch(inputs)
         codes = model.encode(inputs)

@@ -59,9 +59,9 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
                 seed=config.seed + 1 + k,
                 compute_dtype=train.compute_dtype(config),
             )
-            optimizer = train.create_optimizer(train_config)
-            optimizer.build(layer.trainable_variables)
             counter = tf.Variable(0, dtype=tf.int64)
+            optimizer = train.create_optimizer(train_config, step_counter=counter)
+            optimizer.build(layer.trainable_variables)
         # The run's step options, but no sparsity: a hidden layer's code need not be logistic.
         options = {**train.step_options(config, seed=config.seed + 1 + k), "sparsity_weight": 0.0}
         step = train.make_train_step(layer, optimizer, loss, batch, **options)

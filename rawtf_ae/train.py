@@ -102,6 +102,34 @@ class WarmupSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps}
 
 
+class TrainingStepSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule(step)` at the *training* step held in `step_counter`, not `optimizer.iterations`.
+
+    Keras calls a schedule with `optimizer.iterations`, the number of updates applied, which
+    advances 1 + `train.dense_refeeding` times per training step: driven by it, a cosine
+    schedule reached 0 at half the run and warm-up ended early. Every update of training step
+    `s` (the re-fed ones included) uses `schedule(s)`; `make_train_loop` advances the counter
+    after each step.
+    """
+
+    def __init__(self, schedule, step_counter: tf.Variable):
+        super().__init__()
+        self.schedule, self.step_counter = schedule, step_counter
+
+    def __call__(self, iterations):
+        del iterations  # the optimizer's update count; see the class docstring
+        return self.schedule(self.step_counter)
+
+    def get_config(self):
+        return {}
+
+
+def learning_rate_at(train_config, step: int) -> float:
+    """The (base) learning rate that `config.train` applies at training step `step`."""
+    rate = learning_rate_schedule(train_config)
+    return float(rate(step)) if callable(rate) else float(rate)
+
+
 def learning_rate_schedule(train_config):
     """A float (constant, no warm-up) or a `LearningRateSchedule` for `config.train`."""
     peak, warmup = float(train_config.learning_rate), int(train_config.warmup_steps)
@@ -119,14 +147,33 @@ def learning_rate_schedule(train_config):
     return WarmupSchedule(peak, warmup, after)
 
 
-def create_optimizer(train_config, variables=None):
+def create_optimizer(train_config, variables=None, step_counter: Optional[tf.Variable] = None):
     """A `tf.keras.optimizers` optimizer for `config.train` (not yet built).
 
     With `precision="mixed_float16"` it is wrapped in a `LossScaleOptimizer` (dynamic loss
     scaling), which `make_train_step` recognizes. With `train.learning_rate_multipliers` and the
     model's `variables`, an `optimizers.GroupedOptimizer`: one optimizer per multiplier.
+
+    Args:
+      train_config: `config.train`.
+      variables: the model's trainable variables (needed for learning-rate multipliers).
+      step_counter: the training step variable that `make_train_loop` advances. A schedule
+        follows it (`TrainingStepSchedule`); without it Keras drives the schedule from
+        `optimizer.iterations`, which is the same only without dense re-feeding.
+
+    Raises:
+      ValueError: a schedule with `train.dense_refeeding` but no `step_counter` (the schedule
+        would run 1 + dense_refeeding times too fast).
     """
     learning_rate = learning_rate_schedule(train_config)
+    if callable(learning_rate):
+        if step_counter is not None:
+            learning_rate = TrainingStepSchedule(learning_rate, step_counter)
+        elif train_config.get("dense_refeeding", 0):
+            raise ValueError(
+                "A learning-rate schedule with `train.dense_refeeding` needs the training step "
+                "counter: create_optimizer(train_config, variables, step_counter)."
+            )
     name = train_config.optimizer
 
     def make(rate):
@@ -202,12 +249,18 @@ def make_train_step(
       jit_compile: compile with XLA: the whole step on one replica; across replicas only the
         loss and gradients, because the optimizer's all-reduce (`merge_call`) cannot be compiled.
       corruption_kind, corruption_level: denoising (see `rawtf_ae.corruption`); the noise is
-        seeded by `(seed, optimizer.iterations)` and the replica id.
+        seeded by `(seed, optimizer.iterations)` and drawn for the global batch, so N replicas
+        draw what one device draws.
       seed: the run's seed, for the noise.
       weight_decay: L2 penalty `weight_decay / 2 * sum(W^2)` on the kernels only (biases are
-        never decayed, as in Caffe-style setups with decay multiplier 0 for biases).
+        never decayed, as in Caffe-style setups with decay multiplier 0 for biases). It is part
+        of every update, the re-fed ones included (NVIDIA's DeepRecommender decays in the
+        optimizer, so on each of its steps).
       sparsity_weight, sparsity_target: `sparsity_weight * sum_j KL(target || mean code_j)`
-        (`losses.kl_sparsity`; codes must lie in (0, 1), e.g. a sigmoid code layer).
+        (`losses.kl_sparsity_of_mean`; codes must lie in (0, 1), e.g. a sigmoid code layer).
+        The mean is over the global batch (`losses.global_mean`, an all-reduce across
+        replicas), so N replicas match one device; with several replicas this step is then
+        not compiled with XLA (the all-reduce cannot be).
       contractive_weight: `contractive_weight * ||d code / d input||_F^2` per example
         (`losses.contractive`, Rifai et al. 2011).
       code_dropout: the probability of dropping each code unit during training (Kuchaiev &
@@ -217,7 +270,8 @@ def make_train_step(
         forward pass just done, becomes a new example whose input and target are both `y`
         (held constant), with every entry observed; the next re-feed uses `f(y)`, and so on.
         The original ratings are the target of the first update only, as in the paper and
-        NVIDIA's code. Needs `loss="masked_mse"`.
+        NVIDIA's code. Needs `loss="masked_mse"`. A learning-rate schedule must follow the
+        training step, not the update count (`create_optimizer(..., step_counter)`).
 
     The returned loss is the reconstruction loss of the (first) update, without penalties.
     """
@@ -232,18 +286,23 @@ def make_train_step(
             return codes
         noise_seed = corruption.noise_seed(seed, optimizer.iterations)
         noise_seed = tf.random.experimental.stateless_fold_in(noise_seed, stream)
-        return tf.nn.experimental.stateless_dropout(codes, code_dropout, noise_seed)
+        return corruption.dropout(codes, code_dropout, noise_seed)
+
+    def with_weight_decay(objective):
+        if not weight_decay:
+            return objective
+        penalty = 0.5 * weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in decayed])
+        # Each replica adds its share, so the replicas' sum holds the penalty once.
+        return objective + tf.nn.scale_regularization_loss(penalty)
 
     def with_penalties(loss_value, codes, inputs):
         """`loss_value` plus the configured penalties (call it while the tape records)."""
-        objective = loss_value
-        if weight_decay:
-            penalty = 0.5 * weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in decayed])
-            # Each replica adds its share, so the replicas' sum holds the penalty once.
-            objective += tf.nn.scale_regularization_loss(penalty)
+        objective = with_weight_decay(loss_value)
         if sparsity_weight:
-            sparsity = losses.kl_sparsity(codes, sparsity_target)
-            objective += tf.nn.scale_regularization_loss(sparsity_weight * sparsity)
+            # Every replica adds the whole penalty of the global mean; `global_mean` passes
+            # each replica the gradient of its own rows only, so the sum is the gradient once.
+            mean = losses.global_mean(codes, global_batch_size)
+            objective += sparsity_weight * losses.kl_sparsity_of_mean(mean, sparsity_target)
         if contractive_weight:
             objective += tf.nn.compute_average_loss(
                 contractive_weight * losses.contractive(model, inputs),
@@ -289,7 +348,7 @@ def make_train_step(
             outputs = model.decode(drop_codes(model.encode(refed), stream))
             # Every entry is observed: the global count is the global batch times the width.
             squared = tf.reduce_sum(tf.math.squared_difference(refed, outputs))
-            objective = squared / float(global_batch_size * model.input_width)
+            objective = with_weight_decay(squared / float(global_batch_size * model.input_width))
             if scales_loss:
                 objective = optimizer.scale_loss(objective)
         return tape.gradient(objective, variables), outputs
@@ -321,6 +380,8 @@ def make_train_step(
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
             return compiled_step(batch)
+        if sparsity_weight:  # its all-reduce of the mean code cannot be compiled
+            return run_step(batch, loss_and_gradients, refeed_gradients)
         return run_step(batch, compiled_gradients, compiled_refeed)
 
     return train_step
@@ -365,7 +426,8 @@ def step_options(config: ml_collections.ConfigDict, seed: Optional[int] = None) 
 def make_train_loop(train_step, step_counter: tf.Variable, strategy: Optional[tf.distribute.Strategy] = None):
     """A `tf.function` `(iterator, num_steps) -> mean loss` running `num_steps` steps.
 
-    `num_steps` is a scalar tensor, so a new count does not retrace.
+    `num_steps` is a scalar tensor, so a new count does not retrace. `step_counter` advances
+    after every step, so a schedule that reads it (`TrainingStepSchedule`) sees the step.
     """
     strategy = strategy or tf.distribute.get_strategy()
 
@@ -375,7 +437,7 @@ def make_train_loop(train_step, step_counter: tf.Variable, strategy: Optional[tf
         for _ in tf.range(num_steps):
             per_replica = strategy.run(train_step, args=(next(iterator),))
             total += tf.cast(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None), tf.float32)
-        step_counter.assign_add(tf.cast(num_steps, step_counter.dtype))
+            step_counter.assign_add(1)
         return total / tf.cast(num_steps, tf.float32)
 
     return train_loop
@@ -665,9 +727,9 @@ def _train(config, workdir, strategy, splits, chief, stop_signal) -> dict:
     batch_size, replicas = train_config.batch_size, strategy.num_replicas_in_sync
     with strategy.scope():
         model = create_model(config)
-        optimizer = create_optimizer(train_config, model.trainable_variables)
-        optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        optimizer = create_optimizer(train_config, model.trainable_variables, step)
+        optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
     # Restore first: it may repair the state file that the CheckpointManager then reads.
     restored = checkpoints.restore_latest(checkpoint, os.path.join(workdir, "checkpoints"), move_aside=chief)
@@ -787,8 +849,8 @@ def _train(config, workdir, strategy, splits, chief, stop_signal) -> dict:
         with train_writer.as_default(step=current):
             tf.summary.scalar("loss", train_loss)
             tf.summary.scalar("examples_per_sec", chunk_rate)
-            rate_now = learning_rate(current) if callable(learning_rate) else learning_rate
-            tf.summary.scalar("learning_rate", float(rate_now))
+            # The rate the chunk's last step (current - 1) applied, to every update of that step.
+            tf.summary.scalar("learning_rate", learning_rate_at(train_config, current - 1))
         if current % train_config.log_every_steps == 0 or current == num_steps:
             rate = examples_per_sec if timed_seconds else chunk_rate
             eta = (num_steps - current) * batch_size / max(rate, 1e-9)

@@ -41,25 +41,17 @@ def _train_pieces(strategy, config, steps, examples=None, **step_options):
     """Trains `steps` steps with the library's pieces under `strategy`; returns the model."""
     with strategy.scope():
         model = train.create_model(config)
-        optimizer = train.create_optimizer(config.train)
-        optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64)
+        optimizer = train.create_optimizer(config.train, model.trainable_variables, step)
+        optimizer.build(model.trainable_variables)
     examples = data.curves(256, seed=0) if examples is None else examples
     batch = config.train.batch_size
     dataset = strategy.distribute_datasets_from_function(
         lambda context: data.train_dataset(examples, batch, seed=0, input_context=context)
     )
+    step_options = {"jit_compile": train.uses_xla(config.train), **step_options}
     loop = train.make_train_loop(
-        train.make_train_step(
-            model,
-            optimizer,
-            config.train.loss,
-            batch,
-            jit_compile=train.uses_xla(config.train),
-            **step_options,
-        ),
-        step,
-        strategy,
+        train.make_train_step(model, optimizer, config.train.loss, batch, **step_options), step, strategy
     )
     loop(iter(dataset), tf.constant(steps, tf.int64))
     return model
@@ -108,6 +100,63 @@ def test_masked_ratings_loss_on_two_replicas_matches_one_device(jit_compile):
     single = _train_pieces(tf.distribute.get_strategy(), config, 6, **options)
     _assert_weights_close(
         [v.numpy() for v in distributed.trainable_variables], [v.numpy() for v in single.trainable_variables]
+    )
+
+
+def _small_ratings(num_users=64, num_items=40):
+    triples = synthetic_ratings(num_users=num_users, num_items=num_items, density=0.15, seed=4)
+    return ratings.RatingMatrix.from_triples(
+        triples[:, 0].astype(np.int64), triples[:, 1].astype(np.int64), triples[:, 2], num_users, num_items
+    )
+
+
+_RATINGS_MODEL = {
+    "model.layer_sizes": (40, 16, 8),
+    "model.activation": "selu",
+    "model.output_activation": "linear",
+    "train.loss": "masked_mse",
+    "train.batch_size": 16,
+}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"train.weight_decay": 0.05},
+        # The KL penalty of the mean code: over the global batch (each replica's own, before).
+        {"model.activation": "selu,sigmoid", "train.sparsity_weight": 1.0, "train.sparsity_target": 0.1},
+        {"model.activation": "selu,sigmoid", "train.sparsity_weight": 1.0, "train.jit_compile": False},
+        {"train.contractive_weight": 0.1},
+        # Noise is drawn for the global batch: N replicas corrupt each example as one device does.
+        {"train.corruption": "gaussian", "train.corruption_level": 0.3},
+        {"train.corruption": "masking", "train.corruption_level": 0.3},
+        {"train.corruption": "salt_and_pepper", "train.corruption_level": 0.2},
+        {"train.learning_rate_multipliers": "bias=2,encoder/layer_1=0.5", "train.schedule": "cosine"},
+        {"train.precision": "mixed_bfloat16", "train.weight_decay": 0.01},
+        # Options combined, on ratings: code dropout, re-feeding, a schedule, decay.
+        {
+            **_RATINGS_MODEL,
+            "train.code_dropout": 0.5,
+            "train.dense_refeeding": 1,
+            "train.schedule": "cosine",
+            "train.warmup_steps": 2,
+            "train.weight_decay": 0.01,
+        },
+    ],
+    ids=lambda overrides: ",".join(k.split(".")[1] for k in overrides if k.startswith("train.")),
+)
+def test_every_option_on_two_mirrored_replicas_matches_one_device(overrides):
+    config = tiny_config(**{"train.batch_size": 32, "train.num_steps": 8, **overrides})
+    examples = _small_ratings() if config.train.loss == "masked_mse" else None
+    options = train.step_options(config)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    distributed = _train_pieces(distribute.mirrored_strategy(devices), config, 8, examples, **options)
+    single = _train_pieces(tf.distribute.get_strategy(), config, 8, examples, **options)
+    rtol = 2e-2 if config.train.precision != "float32" else 1e-5
+    _assert_weights_close(
+        [v.numpy() for v in distributed.trainable_variables],
+        [v.numpy() for v in single.trainable_variables],
+        rtol=rtol,
     )
 
 

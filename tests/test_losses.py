@@ -55,6 +55,48 @@ def test_contractive_closed_form_matches_batch_jacobian(activation):
     np.testing.assert_allclose(closed, losses.jacobian_norm(model, x).numpy(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("layer_sizes", [[5, 3], [5, 4, 3]])
+def test_contractive_penalty_of_a_float64_model_matches_finite_differences(layer_sizes):
+    # It converted the inputs to float32, so a float64 model of 2+ layers raised.
+    model = TiedAutoencoder(layer_sizes, activation="tanh", seed=5, dtype=tf.float64)
+    x = np.random.default_rng(0).random((3, 5))
+    penalty = losses.contractive(model, x)
+    assert penalty.dtype == tf.float64
+    epsilon, expected = 1e-6, np.zeros(len(x))
+    for i in range(5):  # central differences of the code, one input at a time
+        step = np.zeros(5)
+        step[i] = epsilon
+        column = (model.encode(x + step).numpy() - model.encode(x - step).numpy()) / (2 * epsilon)
+        expected += (column**2).sum(-1)
+    np.testing.assert_allclose(penalty.numpy(), expected, rtol=1e-7)
+
+
+def test_global_mean_on_two_replicas_is_the_whole_batch_mean_with_each_replicas_gradient():
+    from rawtf_ae import distribute
+
+    strategy = distribute.mirrored_strategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    codes = tf.reshape(tf.range(12, dtype=tf.float32), [4, 3])
+    weights = tf.constant([[1.0, 2.0, 3.0]])
+
+    def per_replica(rows):
+        with tf.GradientTape() as tape:
+            tape.watch(rows)
+            mean = losses.global_mean(rows, global_batch_size=4)
+            penalty = tf.reduce_sum(weights * mean**2)
+        return mean, tape.gradient(penalty, rows)
+
+    dataset = tf.data.Dataset.from_tensors(codes).unbatch().batch(4)
+    batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+    means, gradients = strategy.run(tf.function(per_replica), args=(batch,))
+    expected_mean = codes.numpy().mean(0)
+    for mean in strategy.experimental_local_results(means):
+        np.testing.assert_allclose(mean.numpy(), expected_mean, rtol=1e-6)
+    # d penalty / d row = 2 w mean / B for every row of the global batch, split over the replicas.
+    expected = np.broadcast_to(2 * weights.numpy() * expected_mean / 4, (4, 3))
+    gradient = np.concatenate([g.numpy() for g in strategy.experimental_local_results(gradients)])
+    np.testing.assert_allclose(gradient, expected, rtol=1e-6)
+
+
 def test_kl_sparsity_matches_the_formula_and_vanishes_at_the_target():
     codes = np.array([[0.1, 0.5], [0.3, 0.7]], np.float32)
     mean, rho = codes.mean(0), 0.2

@@ -61,26 +61,34 @@ def test_masked_gradients_ignore_unobserved_targets():
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
-def test_dense_refeeding_is_a_second_update_on_the_first_output():
+@pytest.mark.parametrize("weight_decay", [0.0, 0.3])
+def test_dense_refeeding_is_a_second_update_on_the_first_output(weight_decay):
     batch = _batch(seed=1)
     model, reference = _model(), _model()
     learning_rate = 0.05
     optimizer = tf.keras.optimizers.SGD(learning_rate)
     optimizer.build(model.trainable_variables)
-    step = tf.function(train.make_train_step(model, optimizer, "masked_mse", 6, dense_refeeding=1))
+    step = tf.function(
+        train.make_train_step(model, optimizer, "masked_mse", 6, dense_refeeding=1, weight_decay=weight_decay)
+    )
     step(batch)
     # By hand: one update on the ratings, a second with y = f(x) (before the first update) as
-    # input and target, every entry observed.
+    # input and target, every entry observed. Weight decay is part of both updates, as in
+    # NVIDIA's code, whose optimizer decays on every step (the re-fed one skipped it).
     x, mask = batch["inputs"], batch["mask"]
     variables = reference.trainable_variables
+
+    def decay():
+        return 0.5 * weight_decay * sum(tf.reduce_sum(k**2) for k in reference.kernels)
+
     with tf.GradientTape() as tape:
         y = reference(x)
-        loss = tf.reduce_sum(mask * (y - x) ** 2) / tf.reduce_sum(mask)
+        loss = tf.reduce_sum(mask * (y - x) ** 2) / tf.reduce_sum(mask) + decay()
     for v, g in zip(variables, tape.gradient(loss, variables)):
         v.assign_sub(learning_rate * g)
     y = tf.stop_gradient(y)
     with tf.GradientTape() as tape:
-        loss = tf.reduce_mean((reference(y) - y) ** 2)
+        loss = tf.reduce_mean((reference(y) - y) ** 2) + decay()
     for v, g in zip(variables, tape.gradient(loss, variables)):
         v.assign_sub(learning_rate * g)
     for a, b in zip(model.trainable_variables, variables):

@@ -157,6 +157,33 @@ def test_checkpoint_of_another_architecture_is_a_clear_error_and_writes_nothing(
     assert _snapshot(tmp_path / "checkpoints") == checkpoints
 
 
+@pytest.mark.parametrize("damage", [b"", b'{"model": {"layer_sizes": [0, 3', b"\xff\xfe not json", b"[1, 2]"])
+def test_a_damaged_saved_config_is_a_one_line_error_naming_it(tmp_path, damage):
+    # A truncated config.json used to read as "input width 0", silently.
+    (tmp_path / "config.json").write_bytes(damage)
+    with pytest.raises(ValueError, match=r"config .*config\.json is damaged") as error:
+        train.trained_input_width(str(tmp_path))
+    assert "\n" not in str(error.value)
+    (tmp_path / "config.json").unlink()
+    assert train.trained_input_width(str(tmp_path)) == 0  # no saved config: nothing to check
+
+
+def test_config_json_is_written_atomically(tmp_path, monkeypatch):
+    from rawtf_ae import files
+
+    train.train_and_evaluate(tiny_config(**{"train.num_steps": 10}), str(tmp_path))
+    before = (tmp_path / "config.json").read_bytes()
+
+    def failing_fsync(fd):  # the write of the new config.json fails half way
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        train.train_and_evaluate(tiny_config(**{"train.num_steps": 20}), str(tmp_path))
+    assert (tmp_path / "config.json").read_bytes() == before
+    assert not [name for name in os.listdir(tmp_path) if ".tmp" in name]
+
+
 def test_data_width_that_does_not_match_the_model_is_an_error(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((50, 10), np.float32))
     config = tiny_config(
