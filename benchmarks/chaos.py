@@ -31,7 +31,6 @@ FLAGS = [
     "--config.data.num_train=1000",
     "--config.data.num_validation=100",
     "--config.train.batch_size=32",
-    "--config.train.num_steps=1500",
     "--config.train.log_every_steps=5",
     "--config.train.eval_every_steps=100000",
     "--config.train.checkpoint_every_steps=5",
@@ -41,19 +40,25 @@ FLAGS = [
 ]
 
 
-def _command(workdir, relative):
-    """The command line and the folder it runs in: the workdir's parent, named relatively."""
+def _command(workdir, relative, steps):
+    """The command line, run in the workdir's parent (and naming it relatively by default)."""
     typed = os.path.basename(workdir) if relative else workdir
-    return [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={typed}", *FLAGS]
+    return [
+        sys.executable,
+        os.path.join(REPO, "train.py"),
+        f"--workdir={typed}",
+        f"--config.train.num_steps={steps}",
+        *FLAGS,
+    ]
 
 
 def _environment():
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_DETERMINISTIC_OPS="1", PYTHONPATH=REPO)
 
 
-def _run_to_end(workdir, timeout, relative):
+def _run_to_end(workdir, timeout, relative, steps):
     result = subprocess.run(
-        _command(workdir, relative),
+        _command(workdir, relative, steps),
         cwd=os.path.dirname(workdir),
         env=_environment(),
         capture_output=True,
@@ -98,9 +103,18 @@ def _has_checkpoint(workdir) -> bool:
 
 
 def campaign(
-    kills: int, root: str, seed: int = 0, delay=(2.0, 7.0), timeout: float = 300, relative: bool = True
+    kills: int,
+    root: str,
+    seed: int = 0,
+    delay=(2.0, 7.0),
+    timeout: float = 300,
+    relative: bool = True,
+    num_steps: int = 1500,
 ) -> dict:
-    """Runs the campaign in `root` (emptied first); returns its figures."""
+    """Runs the campaign in `root` (emptied first); returns its figures.
+
+    `num_steps` must outlast the kills: a run that finishes ends the campaign early.
+    """
     import numpy as np
 
     rng = random.Random(seed)
@@ -108,14 +122,14 @@ def campaign(
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
     reference, chaos = os.path.join(root, "reference"), os.path.join(root, "chaos")
-    _run_to_end(reference, timeout, relative)
+    _run_to_end(reference, timeout, relative, num_steps)
     landed, corrupt, lost, log, fresh_starts = 0, 0, [], [], 0
     last_seen = None
     for _ in range(kills):
         wait = rng.uniform(*delay)
         had_checkpoint = _has_checkpoint(chaos)
         process = subprocess.Popen(
-            _command(chaos, relative),
+            _command(chaos, relative, num_steps),
             cwd=root,
             env=_environment(),
             stderr=subprocess.PIPE,
@@ -143,7 +157,7 @@ def campaign(
         if finished:
             break
     had_checkpoint = _has_checkpoint(chaos)
-    final = _run_to_end(chaos, timeout, relative)
+    final = _run_to_end(chaos, timeout, relative, num_steps)
     resumed = re.search(r"resumed from \S+ at step (\d+)", final)
     fresh_starts += int(had_checkpoint and not resumed)
     if last_seen is not None and resumed:
@@ -170,6 +184,7 @@ def main():
     kills = flags.DEFINE_integer("kills", 20, "How many times to kill the run.")
     seed = flags.DEFINE_integer("seed", 0, "Seeds the kill delays.")
     workdir = flags.DEFINE_string("workdir", "/tmp/rawtf_ae_chaos", "Where the two runs go (emptied first).")
+    steps = flags.DEFINE_integer("steps", 8000, "Training steps of each run (enough to outlast the kills).")
     relative = flags.DEFINE_boolean(
         "relative", True, "Run each command in --workdir with a relative --workdir=chaos, as users type it."
     )
@@ -177,8 +192,10 @@ def main():
     def run(argv):
         del argv
         started = time.time()
-        result = campaign(kills.value, workdir.value, seed.value, relative=relative.value)
-        print(json.dumps(result["runs"], indent=1))
+        result = campaign(
+            kills.value, workdir.value, seed.value, relative=relative.value, num_steps=steps.value
+        )
+        print(json.dumps(result["runs"]))
         print(
             "\n| workdir | kills landed | checkpoints unreadable | fresh starts despite a checkpoint | "
             "max steps lost | final weights identical | minutes |"
