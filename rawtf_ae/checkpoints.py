@@ -23,6 +23,7 @@ from typing import Optional
 
 import tensorflow as tf
 from absl import logging
+from google.protobuf import text_format
 
 from rawtf_ae.model import TiedAutoencoder
 
@@ -226,7 +227,7 @@ class Checkpointer:
         directory = self.directory if chief else os.path.join(self._temporary, "checkpoints")
         try:
             self._manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep)
-        except Exception as e:  # noqa: BLE001 (an unreadable state file: decode or parse errors)
+        except (UnicodeDecodeError, text_format.ParseError, ValueError) as e:  # an unreadable state file
             raise ValueError(
                 f"Checkpoint state file {os.path.join(directory, 'checkpoint')} is unreadable "
                 f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); move it away to resume "

@@ -11,9 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import uuid
 from typing import Iterator
+
+# `atomic_path`'s temporaries and `_replace`'s moved-aside directories: `<name>.tmp-<8 hex>...`.
+_LEFTOVER = re.compile(r"\.(?:tmp|old)-[0-9a-f]{8}(?:\.\w+)?$")
 
 
 def workdir_path(path: str) -> str:
@@ -64,6 +68,24 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
             shutil.rmtree(temporary, ignore_errors=True)
         elif os.path.exists(temporary):
             os.remove(temporary)
+
+
+def remove_leftovers(directory: str) -> list[str]:
+    """Removes what writes interrupted by a kill -9 left in `directory` (not below it).
+
+    Only names that `atomic_path` makes (`<name>.tmp-<8 hex digits>`, `<name>.old-<...>`) are
+    touched; call it while holding the workdir's lock, so that no write is under way.
+    Returns the removed paths.
+    """
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for name in sorted(os.listdir(directory)):
+        if _LEFTOVER.search(name):
+            path = os.path.join(directory, name)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+            removed.append(path)
+    return removed
 
 
 def write_bytes(path: str, content: bytes) -> str:

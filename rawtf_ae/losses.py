@@ -101,7 +101,9 @@ def global_mean(codes, global_batch_size: int) -> tf.Tensor:
     if context is None or context.num_replicas_in_sync == 1:
         return local / global_batch_size
     total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(local))
-    return (local + tf.stop_gradient(total - local)) / global_batch_size
+    # The value is exactly `total / G` on every replica; the second term is 0 but carries the
+    # gradient of the local rows.
+    return tf.stop_gradient(total) / global_batch_size + (local - tf.stop_gradient(local)) / global_batch_size
 
 
 def kl_sparsity_of_mean(mean, target: float) -> tf.Tensor:

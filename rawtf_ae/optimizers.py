@@ -65,7 +65,7 @@ def check_patterns(pairs, names: Sequence[str]) -> None:
             )
 
 
-class _Scaled(tf.keras.optimizers.schedules.LearningRateSchedule):
+class ScaledSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
     """`multiplier * schedule(step)`."""
 
     def __init__(self, schedule, multiplier: float):
@@ -84,7 +84,7 @@ def scaled(learning_rate, multiplier: float):
     if multiplier == 1:
         return learning_rate
     if callable(learning_rate):
-        return _Scaled(learning_rate, multiplier)
+        return ScaledSchedule(learning_rate, multiplier)
     return learning_rate * multiplier
 
 

@@ -375,7 +375,9 @@ def build_splits(
 
 def write_ratings(path: str, triples: np.ndarray, header: bool = True) -> str:
     """Writes `[n, 3]` `(user, item, rating)` rows as a `user,item,rating` CSV (atomically)."""
-    lines = ["user,item,rating\n"] if header else []
-    lines += [f"{int(u)},{int(i)},{r:g}\n" for u, i, r in triples]
-    files.write_text(path, "".join(lines))
+    with files.atomic_path(path) as temporary:
+        with open(temporary, "w") as f:
+            if header:
+                f.write("user,item,rating\n")
+            f.writelines(f"{int(u)},{int(i)},{r:g}\n" for u, i, r in triples)
     return path

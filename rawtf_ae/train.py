@@ -109,8 +109,13 @@ class TrainingStepSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
     advances 1 + `train.dense_refeeding` times per training step: driven by it, a cosine
     schedule reached 0 at half the run and warm-up ended early. Every update of training step
     `s` (the re-fed ones included) uses `schedule(s)`; `make_train_loop` advances the counter
-    after each step.
+    after each step (a loop of one's own must advance it too, or the rate stays put).
+
+    A schedule of one's own that accounts for re-feeding sets `follows_training_step = True`,
+    like this one; `make_train_step` refuses any other schedule with dense re-feeding.
     """
+
+    follows_training_step = True
 
     def __init__(self, schedule, step_counter: tf.Variable):
         super().__init__()
@@ -198,6 +203,20 @@ def create_optimizer(train_config, variables=None, step_counter: Optional[tf.Var
     return optimizer
 
 
+def _follows_update_count(optimizer) -> bool:
+    """Whether a (grouped, loss-scaled) Keras optimizer's schedule is driven by `iterations`."""
+    inner = getattr(optimizer, "optimizers", None) or [getattr(optimizer, "inner_optimizer", optimizer)]
+    for each in inner:
+        rate = getattr(each, "_learning_rate", None)
+        while isinstance(rate, optimizers.ScaledSchedule):
+            rate = rate.schedule
+        if isinstance(rate, tf.keras.optimizers.schedules.LearningRateSchedule) and not getattr(
+            rate, "follows_training_step", False
+        ):
+            return True
+    return False
+
+
 def _unpack(batch):
     """A batch -> `(inputs, targets, mask)`.
 
@@ -277,6 +296,12 @@ def make_train_step(
     """
     if dense_refeeding and loss != "masked_mse":
         raise ValueError(f"`dense_refeeding` needs loss 'masked_mse', got {loss!r}.")
+    if dense_refeeding and _follows_update_count(optimizer):
+        raise ValueError(
+            "With `dense_refeeding`, a learning-rate schedule must follow the training step, not "
+            "the optimizer's update count (1 + dense_refeeding updates per step): create the "
+            "optimizer with `create_optimizer(train_config, variables, step_counter)`."
+        )
     variables = model.trainable_variables
     scales_loss = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
     decayed = list(model.kernels) + [k for k in model.decoder_kernels if k is not None]
@@ -773,6 +798,9 @@ def _train(config, workdir, strategy, splits, chief, stop_signal) -> dict:
 
     if chief:
         os.makedirs(workdir, exist_ok=True)
+        for folder in (workdir, os.path.join(workdir, "checkpoints"), os.path.join(workdir, "export")):
+            for leftover in files.remove_leftovers(folder):
+                logging.info("removed %s, left by an interrupted write", leftover)
         files.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
 
     dataset = strategy.distribute_datasets_from_function(
@@ -892,6 +920,7 @@ def _train(config, workdir, strategy, splits, chief, stop_signal) -> dict:
         "examples_per_sec": examples_per_sec,
         "loss": train_config.loss,
         "tied": model.tied,
+        "tied_layers": list(model.tied_layers),
         "layer_sizes": list(model.layer_sizes),
         "trainable_parameters": model.num_parameters(),
         "data": config.data.name,

@@ -116,6 +116,7 @@ def _evaluate_ratings(model, step, path, splits, config, workdir) -> dict:
 
 def write_projector(directory: str, codes: np.ndarray, labels=None) -> None:
     """Writes `codes` `[n, code_width]` for TensorBoard's Embedding Projector (with labels)."""
+    from google.protobuf import text_format
     from tensorboard.plugins import projector
 
     os.makedirs(directory, exist_ok=True)
@@ -127,7 +128,8 @@ def write_projector(directory: str, codes: np.ndarray, labels=None) -> None:
     if labels is not None:
         files.write_text(os.path.join(directory, "metadata.tsv"), "".join(f"{label}\n" for label in labels))
         entry.metadata_path = "metadata.tsv"
-    projector.visualize_embeddings(directory, config)
+    # What `projector.visualize_embeddings` writes, but atomically.
+    files.write_text(os.path.join(directory, "projector_config.pbtxt"), text_format.MessageToString(config))
 
 
 def export_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:

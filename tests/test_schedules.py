@@ -35,6 +35,8 @@ class _PerTrainingStep(tf.keras.optimizers.schedules.LearningRateSchedule):
     """The reference: Keras's own wiring (a schedule of `iterations`), with the update count
     turned back into the training step by hand: 1 + REFEEDS updates per step."""
 
+    follows_training_step = True  # it does, by its own arithmetic
+
     def __init__(self, schedule, multiplier=1.0):
         super().__init__()
         self.schedule, self.multiplier = schedule, multiplier
@@ -107,6 +109,18 @@ def test_a_schedule_with_refeeding_and_no_step_counter_is_refused():
     config = tiny_config(**{"train.schedule": "cosine", "train.dense_refeeding": 1})
     with pytest.raises(ValueError, match="needs the training step counter"):
         train.create_optimizer(config.train)
+    # Built by hand from the pieces: a plain Keras schedule follows the update count.
+    for multipliers in ("", "bias=2"):
+        model = _model()
+        rate = tf.keras.optimizers.schedules.CosineDecay(0.01, decay_steps=10)
+        if multipliers:
+            make = tf.keras.optimizers.Adam
+            pairs = optimizers.parse_multipliers(multipliers)
+            optimizer = optimizers.GroupedOptimizer(make, rate, pairs, model.trainable_variables)
+        else:
+            optimizer = tf.keras.optimizers.Adam(rate)
+        with pytest.raises(ValueError, match="must follow the training step"):
+            train.make_train_step(model, optimizer, "masked_mse", BATCH, dense_refeeding=1)
 
 
 def _logged(workdir, tag):

@@ -100,7 +100,20 @@ def test_running_a_finished_workdir_again_only_evaluates(tmp_path):
     config = tiny_config(**{"train.num_steps": 20})
     first = train.train_and_evaluate(config, str(tmp_path))
     checkpoints = sorted(os.listdir(tmp_path / "checkpoints"))
+    # What writes killed half way leave behind is removed by the next run (under the lock).
+    leftovers = [
+        tmp_path / "config.json.tmp-0123abcd",
+        tmp_path / "checkpoints" / "vocabulary.json.tmp-89abcdef",
+        tmp_path / "export" / "weights.npz.tmp-deadbeef.npz",
+    ]
+    for path in leftovers:
+        path.write_text("half")
+    (tmp_path / "export" / "saved_model.tmp-0badcafe").mkdir()
     second = train.train_and_evaluate(config, str(tmp_path))
+    assert (
+        not any(p.exists() for p in leftovers)
+        and not (tmp_path / "export" / "saved_model.tmp-0badcafe").exists()
+    )
     assert second["step"] == 20 and second["val_loss"] == pytest.approx(first["val_loss"], rel=1e-6)
     assert second["train_loss"] == first["train_loss"]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == checkpoints
