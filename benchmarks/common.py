@@ -12,8 +12,9 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from rawtf_ae import data, ratings, train
+from rawtf_ae import data, loops, ratings, state
 from rawtf_ae.config import default_config
+from rawtf_ae.steps import StepOptions, make_step
 
 LAYER_SIZES = flags.DEFINE_list("layer_sizes", ["784", "392", "196"], "Input width, then encoder widths.")
 ACTIVATION = flags.DEFINE_string("activation", "selu", "Hidden activation.")
@@ -59,15 +60,10 @@ def loop_runner(config, strategy=None, window_seconds=1.5, steps_per_call=10):
     """
     strategy = strategy or tf.distribute.get_strategy()
     batch = config.train.batch_size
-    with strategy.scope():
-        model = train.create_model(config)
-        optimizer = train.create_optimizer(config.train)
-        optimizer.build(model.trainable_variables)
-        step = tf.Variable(0, dtype=tf.int64)
-    step_fn = train.make_train_step(
-        model, optimizer, config.train.loss, batch, jit_compile=train.uses_xla(config.train)
-    )
-    loop = train.make_train_loop(step_fn, step, strategy)
+    trained = state.create_train_state(config, strategy)
+    model = trained.model
+    step_fn = make_step(model, trained.optimizer, StepOptions.from_config(config))
+    loop = loops.make_train_loop(step_fn, trained.step, strategy)
     if config.train.loss == "masked_mse":
         examples = random_ratings(16 * batch, model.input_width, RATINGS_DENSITY)
     else:

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from rawtf_ae import classifier, data, distribute, pretrain, train  # noqa: E402
+from rawtf_ae import architectures, classifier, data, distribute, pretrain  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/mnist_sda.py", "Config file.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "How many seeds to average over.")
@@ -36,7 +36,7 @@ def main(argv):
         for name in errors:
             strategy = distribute.create_strategy(config.train)
             with strategy.scope():
-                encoder = train.create_model(config)
+                encoder = architectures.create_model(config)
                 model = classifier.Classifier(encoder, num_classes=10, seed=seed)
             if name == "denoising pretraining":
                 pretrain.assemble(encoder, pretrain.pretrain_layers(config, splits.train))

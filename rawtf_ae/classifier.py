@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from rawtf_ae import data, initializers
+from rawtf_ae import data, initializers, loops, state
+from rawtf_ae.config import default_config
 from rawtf_ae.model import TiedAutoencoder
 
 
@@ -49,7 +50,11 @@ def fine_tune(
     seed: int = 0,
     strategy: tf.distribute.Strategy = None,
 ) -> float:
-    """Trains `classifier` on `(examples [n, width], labels [n])` with Adam; returns the last loss.
+    """Trains `classifier` on `(examples [n, width], labels [n])` with Adam; returns the mean loss.
+
+    The steps run through the library's N-step loop (`loops.make_train_loop`) on a
+    `state.create_train_state` of the classifier, like every other training in rawtf_ae; the
+    returned loss is the mean over the steps.
 
     Args:
       classifier: created under `strategy.scope()` when a strategy is given.
@@ -68,9 +73,12 @@ def fine_tune(
             f"`batch_size` ({batch_size}) must divide evenly over {strategy.num_replicas_in_sync} replicas."
         )
     variables = classifier.fine_tuned_variables
-    with strategy.scope():
-        optimizer = tf.keras.optimizers.Adam(learning_rate)
-        optimizer.build(variables)
+    config = default_config()
+    config.train.update(optimizer="adam", learning_rate=learning_rate, schedule="constant", warmup_steps=0)
+    trained = state.create_train_state(
+        config, strategy, model=classifier, variables=variables, multipliers=False
+    )
+    optimizer = trained.optimizer
     paired = np.concatenate([examples, labels[:, None].astype(np.float32)], axis=1)
     dataset = strategy.distribute_datasets_from_function(
         lambda context: data.train_dataset(paired, batch_size, seed, input_context=context)
@@ -85,16 +93,8 @@ def fine_tune(
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
-    @tf.function
-    def run(iterator, num_steps):
-        loss = tf.constant(0.0)
-        for _ in tf.range(num_steps):
-            loss = strategy.reduce(
-                tf.distribute.ReduceOp.SUM, strategy.run(step, (next(iterator),)), axis=None
-            )
-        return loss
-
-    return float(run(iter(dataset), tf.constant(steps)))
+    loop = loops.make_train_loop(step, trained.step, strategy)
+    return float(loop(iter(dataset), tf.constant(steps, tf.int64)))
 
 
 def error_rate(

@@ -16,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rawtf_ae import files, train, workdir
+from rawtf_ae import files, preemption, train, workdir
 
 MODES = ("train", "eval", "export", "encode")
 PREEMPTED_EXIT_STATUS = 143
@@ -92,9 +92,9 @@ def _main(argv, config_flag):
             if not flags.FLAGS.output:
                 raise ValueError("--mode=encode needs --output=FILE.npy (or .npz for codes and labels).")
             workdir.encode(config, run_dir, flags.FLAGS.output, flags.FLAGS.split)
-    except (ValueError, FileNotFoundError, FloatingPointError, OSError, train.PeerLost) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError, OSError, preemption.PeerLost) as e:
         _fail(e)
-    except train.Preempted as e:
+    except preemption.Preempted as e:
         logging.warning("%s", e)
         sys.exit(PREEMPTED_EXIT_STATUS)
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import ml_collections
 
-from rawtf_ae import activations, corruption, data, distribute, losses, optimizers
+from rawtf_ae import activations, architectures, corruption, data, distribute, losses, optimizers
+from rawtf_ae.optimizers import OPTIMIZERS, SCHEDULES
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-SCHEDULES = ("constant", "cosine", "exponential")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -145,44 +144,11 @@ def default_config() -> ml_collections.ConfigDict:
     return config
 
 
-def input_width(config) -> int:
-    """The flat input width the config's model expects."""
-    if config.model.kind == "conv":
-        height, width, channels = config.model.image_shape
-        return int(height * width * channels)
-    return int(config.model.layer_sizes[0])
-
-
-def variable_names(config) -> list[str]:
-    """The trainable variables' names of the config's model, e.g. `encoder/layer_0/kernel`."""
-    model = config.model
-    if model.kind == "conv":
-        layer, count = "conv", len(model.filters)
-    else:
-        layer, count = "layer", len(model.layer_sizes) - 1
-    untied = set(model.untied_layers) if model.tied else set(range(count))
-    names = []
-    for i in range(count):
-        names += [f"encoder/{layer}_{i}/kernel", f"encoder/{layer}_{i}/bias", f"decoder/{layer}_{i}/bias"]
-        if i in untied:
-            names.append(f"decoder/{layer}_{i}/kernel")
-    return names
-
-
-def with_input_width(config, width: int):
-    """`config` itself, or a copy whose `model.layer_sizes[0]` of 0 is set to `width`."""
-    if config.model.kind != "dense" or config.model.layer_sizes[0] != 0:
-        return config
-    resolved = config.copy_and_resolve_references()
-    resolved.model.layer_sizes = (int(width), *config.model.layer_sizes[1:])
-    return resolved
-
-
-def activation_spec(value):
-    """`"selu,selu,linear"` -> `["selu", "selu", "linear"]`; a single name or tuple passes through."""
-    if isinstance(value, str) and "," in value:
-        return [part.strip() for part in value.split(",")]
-    return list(value) if isinstance(value, (list, tuple)) else value
+# Kept here for existing imports; the model kinds live in `architectures`.
+activation_spec = architectures.activation_spec
+input_width = architectures.input_width
+variable_names = architectures.variable_names
+with_input_width = architectures.with_input_width
 
 
 def _flat_keys(config, prefix=""):
@@ -200,8 +166,31 @@ def _positive_int(name, value):
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
+def _non_negative_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
+
+
+def _one_of(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"`{name}` is {value!r}; expected one of {', '.join(map(str, choices))}.")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises `ValueError` naming the key for unknown keys and bad values."""
+    _check_keys(config)
+    _check_model(config)
+    _one_of("data.name", config.data.name, data.NAMES)
+    for key in ("num_validation", "num_train", "split_seed"):
+        _non_negative_int(f"data.{key}", config.data[key])
+    _check_loss(config)
+    _check_optimizer(config.train, config)
+    _check_regularizers(config)
+    _check_pretraining(config)
+    _check_runtime(config.train)
+
+
+def _check_keys(config) -> None:
     known = _flat_keys(default_config())
     given = _flat_keys(config)
     unknown = sorted(set(given) - set(known))
@@ -214,19 +203,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"Config lacks key(s) {', '.join(missing)}; start from rawtf_ae.config.default_config()."
         )
-    model, train = config.model, config.train
-    num_layers = len(model.layer_sizes) - 1 if model.kind == "dense" else len(model.filters)
-    bad = [i for i in model.untied_layers if not isinstance(i, int) or not 0 <= i < num_layers]
-    if bad:
-        raise ValueError(
-            f"`model.untied_layers` ({model.untied_layers!r}) must be layer indices in [0, {num_layers})."
-        )
-    if model.kind not in ("dense", "conv"):
-        raise ValueError(f"`model.kind` is {model.kind!r}; expected 'dense' or 'conv'.")
-    sizes = model.layer_sizes if model.kind == "dense" else (input_width(config), *model.filters)
+
+
+def _check_model(config) -> None:
+    model = config.model
+    _one_of("model.kind", model.kind, architectures.KINDS)
+    try:
+        sizes = architectures.widths(config)
+    except TypeError:  # not a sequence of widths
+        sizes = ()
     if (
-        not isinstance(sizes, (list, tuple))
-        or len(sizes) < 2
+        len(sizes) < 2
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in sizes)
         or not all(s > 0 for s in sizes[1:])
     ):
@@ -243,27 +230,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"{len(sizes) - 1} encoder layers."
         )
     activations.get(model.output_activation)
-    if config.data.name not in data.NAMES:
-        raise ValueError(f"`data.name` is {config.data.name!r}; expected one of {', '.join(data.NAMES)}.")
-    for key in (
-        "batch_size",
-        "num_steps",
-        "log_every_steps",
-        "eval_every_steps",
-        "checkpoint_every_steps",
-        "keep_checkpoints",
-        "eval_batch_size",
-        "decay_steps",
-        "steps_per_loop",
-    ):
-        _positive_int(f"train.{key}", train[key])
-    for key in ("num_validation", "num_train", "split_seed"):
-        value = config.data[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"`data.{key}` must be a non-negative integer, got {value!r}.")
-    if train.loss not in losses.NAMES:
-        raise ValueError(f"`train.loss` is {train.loss!r}; expected one of {', '.join(losses.NAMES)}.")
-    losses.check(train.loss, activations.name_of(model.output_activation))
+    bad = [i for i in model.untied_layers if not isinstance(i, int) or not 0 <= i < len(sizes) - 1]
+    if bad:
+        raise ValueError(
+            f"`model.untied_layers` ({model.untied_layers!r}) must be layer indices in [0, {len(sizes) - 1})."
+        )
+
+
+def _check_loss(config) -> None:
+    train = config.train
+    _one_of("train.loss", train.loss, losses.NAMES)
+    losses.check(train.loss, activations.name_of(config.model.output_activation))
     if (train.loss == "masked_mse") != (config.data.name == "ratings"):
         raise ValueError(
             f"`train.loss` is {train.loss!r} with data.name={config.data.name!r}: ratings data needs "
@@ -273,17 +250,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _check_ratings(config)
     if not 0 <= train.code_dropout < 1:
         raise ValueError(f"`train.code_dropout` must be in [0, 1), got {train.code_dropout!r}.")
-    refeeding = train.dense_refeeding
-    if isinstance(refeeding, bool) or not isinstance(refeeding, int) or refeeding < 0:
-        raise ValueError(f"`train.dense_refeeding` must be a non-negative integer, got {refeeding!r}.")
-    if refeeding and train.loss != "masked_mse":
+    _non_negative_int("train.dense_refeeding", train.dense_refeeding)
+    if train.dense_refeeding and train.loss != "masked_mse":
         raise ValueError("`train.dense_refeeding` works with loss 'masked_mse' (ratings data) only.")
-    if train.optimizer not in OPTIMIZERS:
-        raise ValueError(
-            f"`train.optimizer` is {train.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}."
-        )
-    if train.schedule not in SCHEDULES:
-        raise ValueError(f"`train.schedule` is {train.schedule!r}; expected one of {', '.join(SCHEDULES)}.")
+
+
+def _check_optimizer(train, config) -> None:
+    for key in ("batch_size", "num_steps", "decay_steps"):
+        _positive_int(f"train.{key}", train[key])
+    _one_of("train.optimizer", train.optimizer, OPTIMIZERS)
+    _one_of("train.schedule", train.schedule, SCHEDULES)
     if not train.learning_rate > 0:
         raise ValueError(f"`train.learning_rate` must be positive, got {train.learning_rate!r}.")
     multipliers = optimizers.parse_multipliers(train.learning_rate_multipliers)
@@ -301,41 +277,47 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"`train.warmup_steps` ({train.warmup_steps}) must be in [0, train.num_steps={train.num_steps})."
         )
-    steps_per_layer = config.pretrain.steps_per_layer
-    if isinstance(steps_per_layer, bool) or not isinstance(steps_per_layer, int) or steps_per_layer < 0:
-        raise ValueError(
-            f"`pretrain.steps_per_layer` must be a non-negative integer, got {steps_per_layer!r}."
-        )
-    if steps_per_layer and model.kind != "dense":
-        raise ValueError("`pretrain.steps_per_layer` works with model.kind='dense' only.")
+
+
+def _check_regularizers(config) -> None:
+    train = config.train
     corruption.check(train.corruption, train.corruption_level)
     for key in ("weight_decay", "sparsity_weight", "contractive_weight"):
         if train[key] < 0:
             raise ValueError(f"`train.{key}` must be >= 0, got {train[key]!r}.")
     if not 0 < train.sparsity_target < 1:
         raise ValueError(f"`train.sparsity_target` must be in (0, 1), got {train.sparsity_target!r}.")
-    code_activation = activation_spec(model.activation)
+    code_activation = activation_spec(config.model.activation)
     code_activation = code_activation[-1] if isinstance(code_activation, list) else code_activation
     if train.sparsity_weight and code_activation != "sigmoid":
         raise ValueError(
             f"`train.sparsity_weight` needs codes in (0, 1): a sigmoid code layer, got {code_activation!r}."
         )
-    if train.strategy not in distribute.STRATEGIES:
-        raise ValueError(
-            f"`train.strategy` is {train.strategy!r}; expected one of {', '.join(distribute.STRATEGIES)}."
-        )
+
+
+def _check_pretraining(config) -> None:
+    steps_per_layer = config.pretrain.steps_per_layer
+    _non_negative_int("pretrain.steps_per_layer", steps_per_layer)
+    if steps_per_layer and config.model.kind != "dense":
+        raise ValueError("`pretrain.steps_per_layer` works with model.kind='dense' only.")
+
+
+def _check_runtime(train) -> None:
+    """Logging, checkpoints, evaluation, distribution and speed settings."""
+    for key in (
+        "log_every_steps",
+        "eval_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "eval_batch_size",
+        "steps_per_loop",
+    ):
+        _positive_int(f"train.{key}", train[key])
+    _one_of("train.strategy", train.strategy, distribute.STRATEGIES)
     if train.jit_compile not in ("auto", True, False):
         raise ValueError(f"`train.jit_compile` must be 'auto', True or False, got {train.jit_compile!r}.")
-    if train.precision not in PRECISIONS:
-        raise ValueError(
-            f"`train.precision` is {train.precision!r}; expected one of {', '.join(PRECISIONS)}."
-        )
-    if (
-        isinstance(train.logical_cpus, bool)
-        or not isinstance(train.logical_cpus, int)
-        or train.logical_cpus < 0
-    ):
-        raise ValueError(f"`train.logical_cpus` must be a non-negative integer, got {train.logical_cpus!r}.")
+    _one_of("train.precision", train.precision, PRECISIONS)
+    _non_negative_int("train.logical_cpus", train.logical_cpus)
     if train.num_picture_examples < 0:
         raise ValueError(f"`train.num_picture_examples` must be >= 0, got {train.num_picture_examples}.")
 

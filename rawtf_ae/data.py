@@ -36,10 +36,26 @@ class Splits:
     train_labels: Optional[np.ndarray] = None
     validation_labels: Optional[np.ndarray] = None
     image_shape: Optional[tuple[int, int]] = None
+    # What the trainer asks of every data kind (`ratings.RatingSplits` answers the same).
+    vocabulary = None  # no ids to map
 
     @property
     def width(self) -> int:
         return int(self.train.shape[1])
+
+    def evaluation_dataset(self, batch_size: int) -> tf.data.Dataset:
+        """The validation examples in batches, none dropped (`eval_dataset`)."""
+        return eval_dataset(self.validation, batch_size)
+
+    def describe(self, name: str) -> str:
+        return (
+            f"{name}, {len(self.train)} training and {len(self.validation)} validation examples of "
+            f"width {self.width}"
+        )
+
+    def picture_examples(self, count: int):
+        """The first `count` validation images for the reconstruction picture (None: no images)."""
+        return self.validation[:count] if self.image_shape and count else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,12 +479,5 @@ def eval_dataset(examples, batch_size: int) -> tf.data.Dataset:
     batches `{"inputs": training ratings, "targets": held-out ratings, "mask": held out}`.
     """
     if isinstance(examples, ratings.RatingSplits):
-        inputs, targets = examples.validation_inputs, examples.validation_targets
-
-        def gather(idx):
-            held_out, mask = targets.dense_batch(idx)
-            return {"inputs": inputs.dense_batch(idx)[0], "targets": held_out, "mask": mask}
-
-        rows = tf.data.Dataset.range(len(targets)).batch(batch_size)
-        return rows.map(gather).prefetch(tf.data.AUTOTUNE)
+        return examples.evaluation_dataset(batch_size)
     return tf.data.Dataset.from_tensor_slices(examples).batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from rawtf_ae import checkpoints, files, recommend
+from rawtf_ae.architectures import from_architecture
 from rawtf_ae.model import TiedAutoencoder
 from rawtf_ae.ratings import Vocabulary
 
@@ -181,21 +182,6 @@ def load(path: str) -> LoadedAutoencoder:
 
 # ---------------------------------------------------------------------------------------------
 # .npz weights, for other frameworks.
-
-
-def from_architecture(architecture: dict):
-    """Builds an (untrained) model from `model.architecture()`'s dict."""
-    arguments = dict(architecture)
-    kind = arguments.pop("kind", "dense")
-    if kind == "conv":
-        from rawtf_ae.conv import TiedConvAutoencoder
-
-        return TiedConvAutoencoder(
-            arguments.pop("image_shape"), arguments.pop("filters"), **arguments, seed=0
-        )
-    if kind == "dense":
-        return TiedAutoencoder(arguments.pop("layer_sizes"), **arguments, seed=0)
-    raise ValueError(f"Unknown model kind {kind!r}.")
 
 
 def save_weights(model: TiedAutoencoder, path: str) -> str:

@@ -123,6 +123,16 @@ class Autoencoder(tf.Module):
         """The number of trainable scalars (a tied kernel counts once)."""
         return int(sum(v.shape.num_elements() for v in self.trainable_variables))
 
+    def describe(self) -> str:
+        """E.g. `tied 784-64-16, 51088 trainable parameters` (or untied, or partially tied)."""
+        if self.tied:
+            tying = "tied"
+        elif not any(self.tied_layers):
+            tying = "untied"
+        else:
+            tying = f"partially tied {self.tied_layers}"
+        return f"{tying} {'-'.join(map(str, self.layer_sizes))}, {self.num_parameters()} trainable parameters"
+
 
 class TiedAutoencoder(Autoencoder):
     """A dense autoencoder whose decoder reuses the encoder's kernels, transposed.

@@ -1,5 +1,10 @@
-"""Per-variable learning-rate multipliers (Caffe's `lr_mult`), exact for every optimizer.
+"""The optimizer and its learning rate, built from `config.train`, and per-variable multipliers.
 
+`create_optimizer(config.train, variables, step_counter)` is the one place a Keras optimizer
+is made from a config (big_vision's `optax.py` plays this part there). Schedules follow the
+*training* step (`TrainingStepSchedule`), not the optimizer's update count.
+
+Per-variable learning-rate multipliers (Caffe's `lr_mult`) are exact for every optimizer.
 Scaling a variable's gradient scales its learning rate only for plain SGD: Adam and RMSprop
 divide the gradient by its running magnitude and undo the scaling. So each multiplier gets an
 optimizer of its own, with the learning rate (or schedule) multiplied, updating only its
@@ -9,9 +14,12 @@ variables; `GroupedOptimizer` holds them and routes each gradient to its variabl
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "exponential")
 
 
 def parse_multipliers(text: str) -> list[tuple[str, float]]:
@@ -122,3 +130,150 @@ class GroupedOptimizer(tf.Module):
             groups[self._group_of[id(variable)]].append((gradient, variable))
         for optimizer, pairs in zip(self.optimizers, groups):
             optimizer.apply_gradients(pairs)
+
+
+class WarmupSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then `after(step - warmup_steps)`."""
+
+    def __init__(self, peak: float, warmup_steps: int, after: Callable):
+        super().__init__()
+        self.peak, self.warmup_steps, self.after = peak, warmup_steps, after
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        decayed = self.after(tf.maximum(step - self.warmup_steps, 0.0))
+        if self.warmup_steps == 0:
+            return decayed
+        warming = self.peak * (step + 1.0) / float(self.warmup_steps)
+        return tf.where(step < self.warmup_steps, warming, decayed)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps}
+
+
+class TrainingStepSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule(step)` at the *training* step held in `step_counter`, not `optimizer.iterations`.
+
+    Keras calls a schedule with `optimizer.iterations`, the number of updates applied, which
+    advances 1 + `train.dense_refeeding` times per training step: driven by it, a cosine
+    schedule reached 0 at half the run and warm-up ended early. Every update of training step
+    `s` (the re-fed ones included) uses `schedule(s)`; `make_train_loop` advances the counter
+    after each step (a loop of one's own must advance it too, or the rate stays put).
+
+    A schedule of one's own that accounts for re-feeding sets `follows_training_step = True`,
+    like this one; `make_train_step` refuses any other schedule with dense re-feeding.
+    """
+
+    follows_training_step = True
+
+    def __init__(self, schedule, step_counter: tf.Variable):
+        super().__init__()
+        self.schedule, self.step_counter = schedule, step_counter
+
+    def __call__(self, iterations):
+        del iterations  # the optimizer's update count; see the class docstring
+        return self.schedule(self.step_counter)
+
+    def get_config(self):
+        return {}
+
+
+def learning_rate_at(train_config, step: int) -> float:
+    """The (base) learning rate that `config.train` applies at training step `step`."""
+    rate = learning_rate_schedule(train_config)
+    return float(rate(step)) if callable(rate) else float(rate)
+
+
+def learning_rate_schedule(train_config):
+    """A float (constant, no warm-up) or a `LearningRateSchedule` for `config.train`."""
+    peak, warmup = float(train_config.learning_rate), int(train_config.warmup_steps)
+    schedules = tf.keras.optimizers.schedules
+    if train_config.schedule == "constant":
+        if warmup == 0:
+            return peak
+        after = lambda step: tf.constant(peak, tf.float32)  # noqa: E731
+    elif train_config.schedule == "cosine":
+        after = schedules.CosineDecay(peak, decay_steps=train_config.num_steps - warmup)
+    elif train_config.schedule == "exponential":
+        after = schedules.ExponentialDecay(peak, train_config.decay_steps, train_config.decay_rate)
+    else:
+        raise ValueError(f"Unknown `train.schedule` {train_config.schedule!r}.")
+    return WarmupSchedule(peak, warmup, after)
+
+
+def create_optimizer(train_config, variables=None, step_counter: Optional[tf.Variable] = None):
+    """A `tf.keras.optimizers` optimizer for `config.train` (not yet built).
+
+    With `precision="mixed_float16"` it is wrapped in a `LossScaleOptimizer` (dynamic loss
+    scaling), which `make_train_step` recognizes. With `train.learning_rate_multipliers` and the
+    model's `variables`, an `optimizers.GroupedOptimizer`: one optimizer per multiplier.
+
+    Args:
+      train_config: `config.train`.
+      variables: the model's trainable variables (needed for learning-rate multipliers).
+      step_counter: the training step variable that `make_train_loop` advances. A schedule
+        follows it (`TrainingStepSchedule`); without it Keras drives the schedule from
+        `optimizer.iterations`, which is the same only without dense re-feeding.
+
+    Raises:
+      ValueError: a schedule with `train.dense_refeeding` but no `step_counter` (the schedule
+        would run 1 + dense_refeeding times too fast).
+    """
+    learning_rate = learning_rate_schedule(train_config)
+    if callable(learning_rate):
+        if step_counter is not None:
+            learning_rate = TrainingStepSchedule(learning_rate, step_counter)
+        elif train_config.get("dense_refeeding", 0):
+            raise ValueError(
+                "A learning-rate schedule with `train.dense_refeeding` needs the training step "
+                "counter: create_optimizer(train_config, variables, step_counter)."
+            )
+    name = train_config.optimizer
+
+    def make(rate):
+        if name == "adam":
+            return tf.keras.optimizers.Adam(rate)
+        if name == "sgd":
+            return tf.keras.optimizers.SGD(
+                rate, momentum=train_config.momentum, nesterov=train_config.nesterov
+            )
+        if name == "rmsprop":
+            return tf.keras.optimizers.RMSprop(rate, momentum=train_config.momentum)
+        raise ValueError(f"Unknown `train.optimizer` {name!r}; expected one of {', '.join(OPTIMIZERS)}.")
+
+    pairs = parse_multipliers(train_config.get("learning_rate_multipliers", ""))
+    if pairs and variables is not None:
+        return GroupedOptimizer(make, learning_rate, pairs, variables)
+    optimizer = make(learning_rate)
+    if train_config.get("precision") == "mixed_float16":
+        optimizer = tf.keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def follows_update_count(optimizer) -> bool:
+    """Whether a (grouped, loss-scaled) Keras optimizer's schedule is driven by `iterations`."""
+    inner = getattr(optimizer, "optimizers", None) or [getattr(optimizer, "inner_optimizer", optimizer)]
+    for each in inner:
+        rate = getattr(each, "_learning_rate", None)
+        while isinstance(rate, ScaledSchedule):
+            rate = rate.schedule
+        if isinstance(rate, tf.keras.optimizers.schedules.LearningRateSchedule) and not getattr(
+            rate, "follows_training_step", False
+        ):
+            return True
+    return False
+
+
+def reset_constant_rate(optimizer, train_config) -> None:
+    """On resume, a constant rate comes from the config, not the checkpoint.
+
+    Keras checkpoints a constant learning rate as a variable, which a restore overwrites with
+    the old run's value; a schedule is not checkpointed and needs nothing.
+    """
+    rate = learning_rate_schedule(train_config)
+    if callable(rate):
+        return
+    if isinstance(optimizer, GroupedOptimizer):
+        optimizer.set_learning_rate(rate)
+    else:
+        optimizer.learning_rate = rate

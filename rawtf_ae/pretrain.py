@@ -13,8 +13,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from rawtf_ae import config as config_lib
-from rawtf_ae import data, train
+from rawtf_ae import architectures, data, loops, state, steps
 from rawtf_ae.model import TiedAutoencoder
 
 
@@ -23,7 +22,7 @@ def layer_loss(config, k: int) -> str:
     units, whose values are probabilities; MSE otherwise)."""
     if k == 0:
         return config.train.loss
-    activation = config_lib.activation_spec(config.model.activation)
+    activation = architectures.activation_spec(config.model.activation)
     previous = activation[k - 1] if isinstance(activation, list) else activation
     return "bce" if previous == "sigmoid" else "mse"
 
@@ -42,10 +41,9 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
     """
     strategy = strategy or tf.distribute.get_strategy()
     sizes = list(config.model.layer_sizes)
-    activation = config_lib.activation_spec(config.model.activation)
+    activation = architectures.activation_spec(config.model.activation)
     activations = activation if isinstance(activation, list) else [activation] * (len(sizes) - 1)
-    train_config, batch = config.train, config.train.batch_size
-    steps = config.pretrain.steps_per_layer
+    batch, num_steps = config.train.batch_size, config.pretrain.steps_per_layer
     codes, layers = examples, []
     for k in range(len(sizes) - 1):
         loss = layer_loss(config, k)
@@ -57,15 +55,17 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
                 output_activation=output_activation,
                 kernel_initializer=config.model.kernel_initializer,
                 seed=config.seed + 1 + k,
-                compute_dtype=train.compute_dtype(config),
+                compute_dtype=architectures.compute_dtype(config),
             )
-            counter = tf.Variable(0, dtype=tf.int64)
-            optimizer = train.create_optimizer(train_config, step_counter=counter)
-            optimizer.build(layer.trainable_variables)
+        # `train.learning_rate_multipliers` name the deep model's layers: not used here.
+        trained = state.create_train_state(config, strategy, model=layer, multipliers=False)
         # The run's step options, but no sparsity: a hidden layer's code need not be logistic.
-        options = {**train.step_options(config, seed=config.seed + 1 + k), "sparsity_weight": 0.0}
-        step = train.make_train_step(layer, optimizer, loss, batch, **options)
-        loop = train.make_train_loop(step, counter, strategy)
+        options = steps.StepOptions.from_config(
+            config, loss=loss, seed=config.seed + 1 + k, sparsity_weight=0.0
+        )
+        loop = loops.make_train_loop(
+            steps.make_step(layer, trained.optimizer, options), trained.step, strategy
+        )
         layer_codes = codes
         iterator = iter(
             strategy.distribute_datasets_from_function(
@@ -74,16 +74,10 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
                 )
             )
         )
-        done, first_loss, last_loss = 0, None, None
-        while done < steps:
-            chunk = min(train_config.steps_per_loop, steps - done)
-            last_loss = float(loop(iterator, tf.constant(chunk, tf.int64)))
-            first_loss = last_loss if first_loss is None else first_loss
-            if not np.isfinite(last_loss):
-                raise FloatingPointError(
-                    f"Pretraining layer {k} diverged (loss {last_loss}) near step {done}."
-                )
-            done += chunk
+        means = loops.train_steps(
+            loop, iterator, num_steps, config.train.steps_per_loop, f"Pretraining layer {k}"
+        )
+        first_loss, last_loss = means[0], means[-1]
         logging.info(
             "pretrained layer %d (%d-%d, %s, %s): loss %.5f -> %.5f in %d steps",
             k,
@@ -93,7 +87,7 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
             loss,
             first_loss,
             last_loss,
-            steps,
+            num_steps,
         )
         layers.append(layer)
         encode = tf.function(layer.encode, input_signature=[tf.TensorSpec([None, sizes[k]], tf.float32)])

@@ -291,6 +291,28 @@ class RatingSplits:
     def width(self) -> int:
         return self.train.width
 
+    def evaluation_dataset(self, batch_size: int) -> tf.data.Dataset:
+        """The evaluated users in batches `{"inputs", "targets", "mask"}`, none dropped."""
+        inputs, targets = self.validation_inputs, self.validation_targets
+
+        def gather(idx):
+            held_out, mask = targets.dense_batch(idx)
+            return {"inputs": inputs.dense_batch(idx)[0], "targets": held_out, "mask": mask}
+
+        rows = tf.data.Dataset.range(len(targets)).batch(batch_size)
+        return rows.map(gather).prefetch(tf.data.AUTOTUNE)
+
+    def describe(self, name: str = "ratings") -> str:
+        return (
+            f"{name}, {len(self.vocabulary.users)} users x {len(self.vocabulary.items)} items; "
+            f"{self.train.nnz} training ratings in {len(self.train)} rows (by {self.by}), "
+            f"{self.validation_targets.nnz} validation ratings of {len(self.validation_targets)} rows"
+            + (f"; skipped {self.skipped} of ids training never saw" if self.skipped else "")
+        )
+
+    def picture_examples(self, count: int):
+        return None  # ratings rows are no images
+
 
 def _indices(ratings: Ratings, vocabulary: Vocabulary, by: str, policy: str, what: str):
     """`(rows, columns, values, skipped)` of `ratings`; ratings of unseen ids as `policy` says."""

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from rawtf_ae import baselines, data, export, files, images, ratings, train
+from rawtf_ae import baselines, data, evaluation, export, files, images, ratings, state
 
 SPLITS = ("validation", "train")
 
@@ -43,13 +43,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     them) and, with matplotlib installed (`pip install rawtf_ae[plots]`), `eval/codes.png`.
     """
     workdir = files.workdir_path(workdir)
-    model, step, path = train.restore_model(config, workdir)
+    model, step, path = state.restore_model(config, workdir)
     splits = data.load(config.data, config.seed)
     if splits.width != model.input_width:
         raise ValueError(f"The data has width {splits.width}, the checkpoint's model {model.input_width}.")
-    if isinstance(splits, ratings.RatingSplits):
+    if splits.vocabulary is not None:  # ratings
         return _evaluate_ratings(model, step, path, splits, config, workdir)
-    val_loss = train.make_evaluate(model, config.train.loss)(
+    val_loss = evaluation.make_evaluate(model, config.train.loss)(
         data.eval_dataset(splits.validation, config.train.eval_batch_size)
     )
     reconstructions = np.concatenate([model(b).numpy() for b in data.eval_dataset(splits.validation, 1000)])
@@ -87,7 +87,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.info(
             "codes.png skipped: install matplotlib (pip install rawtf_ae[plots]) for the scatter plot"
         )
-    train.write_json(os.path.join(out, "metrics.json"), metrics)
+    files.write_json(os.path.join(out, "metrics.json"), metrics)
     logging.info(
         "eval outputs: %s (tensorboard --logdir %s for the projector)", out, os.path.join(out, "projector")
     )
@@ -96,8 +96,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _evaluate_ratings(model, step, path, splits, config, workdir) -> dict:
     """Held-out RMSE of a ratings model against the per-item mean, into `eval/metrics.json`."""
-    train.check_vocabulary(splits, workdir)
-    val_loss = train.make_evaluate(model, config.train.loss)(
+    state.check_vocabulary(splits, workdir)
+    val_loss = evaluation.make_evaluate(model, config.train.loss)(
         data.eval_dataset(splits, config.train.eval_batch_size)
     )
     logging.info("%s (step %d):", path, step)
@@ -106,11 +106,11 @@ def _evaluate_ratings(model, step, path, splits, config, workdir) -> dict:
         "checkpoint": path,
         "val_loss": val_loss,
         "loss": config.train.loss,
-        **train.ratings_metrics(splits, val_loss),
+        **evaluation.ratings_metrics(splits, val_loss),
     }
     out = os.path.join(workdir, "eval")
     os.makedirs(out, exist_ok=True)
-    train.write_json(os.path.join(out, "metrics.json"), metrics)
+    files.write_json(os.path.join(out, "metrics.json"), metrics)
     return metrics
 
 
@@ -135,10 +135,10 @@ def write_projector(directory: str, codes: np.ndarray, labels=None) -> None:
 def export_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Exports the newest checkpoint: `export/saved_model/` and `export/weights.npz`."""
     workdir = files.workdir_path(workdir)
-    model, step, path = train.restore_model(config, workdir)
+    model, step, path = state.restore_model(config, workdir)
     vocabulary = None
     if config.data.name == "ratings":
-        vocabulary = ratings.Vocabulary.load(train.vocabulary_path(workdir))
+        vocabulary = ratings.Vocabulary.load(state.vocabulary_path(workdir))
     recommends = vocabulary is not None and config.data.ratings_by == "user"
     saved_model = export.save(
         model, os.path.join(workdir, "export", "saved_model"), vocabulary if recommends else None
@@ -168,7 +168,7 @@ def encode(config: ml_collections.ConfigDict, workdir: str, output: str, split: 
             "--mode=encode works on dense examples; for ratings, encode rows in Python: "
             "model.encode(splits.train.rows(...).to_dense()[0])."
         )
-    model, step, path = train.restore_model(config, workdir)
+    model, step, path = state.restore_model(config, workdir)
     splits = data.load(config.data, config.seed)
     examples = splits.validation if split == "validation" else splits.train
     labels = splits.validation_labels if split == "validation" else splits.train_labels

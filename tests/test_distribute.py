@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import data, distribute, ratings, train
+from rawtf_ae import data, distribute, loops, ratings, state, train
+from rawtf_ae.steps import StepOptions, make_step
 from rawtf_ae.synthetic_ratings import synthetic_ratings
 from tests.conftest import NUM_LOGICAL_CPUS, REPO, WORKDIR_OUTPUTS, tiny_config, tiny_ratings_config
 
@@ -20,15 +21,12 @@ MIRRORED = {"train.strategy": "mirrored", "train.logical_cpus": NUM_LOGICAL_CPUS
 
 
 def _checkpoint_weights(config, workdir):
-    model = train.create_model(config)
-    optimizer = train.create_optimizer(config.train)
-    optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64)
+    trained = state.create_train_state(config)
     path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-    status = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step).restore(path)
+    status = trained.checkpoint().restore(path)
     # A multi-worker checkpoint also holds PreemptionCheckpointHandler's run counter.
     status.assert_existing_objects_matched().expect_partial()
-    return int(step.numpy()), [v.numpy() for v in model.trainable_variables]
+    return int(trained.step.numpy()), [v.numpy() for v in trained.model.trainable_variables]
 
 
 def _assert_weights_close(a, b, rtol=1e-5):
@@ -37,24 +35,21 @@ def _assert_weights_close(a, b, rtol=1e-5):
         assert np.abs(x - y).max() <= rtol * scale, np.abs(x - y).max() / scale
 
 
-def _train_pieces(strategy, config, steps, examples=None, **step_options):
-    """Trains `steps` steps with the library's pieces under `strategy`; returns the model."""
-    with strategy.scope():
-        model = train.create_model(config)
-        step = tf.Variable(0, dtype=tf.int64)
-        optimizer = train.create_optimizer(config.train, model.trainable_variables, step)
-        optimizer.build(model.trainable_variables)
+def _train_pieces(strategy, config, steps, examples=None, **changes):
+    """Trains `steps` steps with the library's pieces under `strategy`; returns the model.
+
+    The step is the config's (`StepOptions.from_config`), with `changes` to its options.
+    """
+    trained = state.create_train_state(config, strategy)
     examples = data.curves(256, seed=0) if examples is None else examples
     batch = config.train.batch_size
     dataset = strategy.distribute_datasets_from_function(
         lambda context: data.train_dataset(examples, batch, seed=0, input_context=context)
     )
-    step_options = {"jit_compile": train.uses_xla(config.train), **step_options}
-    loop = train.make_train_loop(
-        train.make_train_step(model, optimizer, config.train.loss, batch, **step_options), step, strategy
-    )
-    loop(iter(dataset), tf.constant(steps, tf.int64))
-    return model
+    options = StepOptions.from_config(config, **changes)
+    step = make_step(trained.model, trained.optimizer, options)
+    loops.make_train_loop(step, trained.step, strategy)(iter(dataset), tf.constant(steps, tf.int64))
+    return trained.model
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -148,10 +143,9 @@ _RATINGS_MODEL = {
 def test_every_option_on_two_mirrored_replicas_matches_one_device(overrides):
     config = tiny_config(**{"train.batch_size": 32, "train.num_steps": 8, **overrides})
     examples = _small_ratings() if config.train.loss == "masked_mse" else None
-    options = train.step_options(config)
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    distributed = _train_pieces(distribute.mirrored_strategy(devices), config, 8, examples, **options)
-    single = _train_pieces(tf.distribute.get_strategy(), config, 8, examples, **options)
+    distributed = _train_pieces(distribute.mirrored_strategy(devices), config, 8, examples)
+    single = _train_pieces(tf.distribute.get_strategy(), config, 8, examples)
     rtol = 2e-2 if config.train.precision != "float32" else 1e-5
     _assert_weights_close(
         [v.numpy() for v in distributed.trainable_variables],

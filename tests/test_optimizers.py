@@ -8,15 +8,14 @@ import pytest
 import tensorflow as tf
 
 from rawtf_ae import config as config_lib
-from rawtf_ae import optimizers, train
+from rawtf_ae import optimizers, state, train
 from tests.conftest import tiny_config
 
 
 def _one_step(multipliers):
     config = tiny_config(**{"train.learning_rate_multipliers": multipliers, "train.jit_compile": False})
-    model = train.create_model(config)
-    optimizer = train.create_optimizer(config.train, model.trainable_variables)
-    optimizer.build(model.trainable_variables)
+    trained = state.create_train_state(config)
+    model, optimizer = trained.model, trained.optimizer
     before = {optimizers.variable_name(v): v.numpy() for v in model.trainable_variables}
     batch = tf.random.stateless_uniform([32, 784], seed=[1, 2])
     tf.function(train.make_train_step(model, optimizer, "bce", 32))(batch)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import TiedAutoencoder, data, train
+from rawtf_ae import TiedAutoencoder, data, state, train
 from tests.conftest import tiny_config
 
 
@@ -19,13 +19,10 @@ def _initial_val_loss(config):
 
 
 def _restore_model(config, workdir):
-    model = train.create_model(config)
-    optimizer = train.create_optimizer(config.train)
-    optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
-    checkpoint.restore(tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))).assert_consumed()
-    return model, optimizer, int(step.numpy())
+    trained = state.create_train_state(config)
+    path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    trained.checkpoint().restore(path).assert_consumed()
+    return trained.model, trained.optimizer, int(trained.step.numpy())
 
 
 def test_training_on_curves_at_least_halves_the_validation_loss(tmp_path):

@@ -1,0 +1,134 @@
+"""A run's state, and where a workdir keeps it.
+
+`TrainState` is what a checkpoint holds: the model, the optimizer and the training step.
+`create_train_state` is the one function that builds them from a config (under a
+`tf.distribute` strategy), for training, greedy pretraining, the classifier, the workdir
+modes, the benchmarks and the tests alike, as Flax's `create_train_state` does.
+`restore_model` rebuilds a workdir's model from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+import ml_collections
+import tensorflow as tf
+
+from rawtf_ae import architectures, checkpoints, files, optimizers, ratings
+from rawtf_ae import config as config_lib
+
+
+@dataclasses.dataclass
+class TrainState:
+    """The model, its optimizer (built) and the training step counter, all checkpointed."""
+
+    model: tf.Module
+    optimizer: object
+    step: tf.Variable
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        """A `tf.train.Checkpoint` of the three (the layout every rawtf_ae checkpoint has)."""
+        return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+
+
+def create_train_state(
+    config: ml_collections.ConfigDict,
+    strategy: Optional[tf.distribute.Strategy] = None,
+    *,
+    model: Optional[tf.Module] = None,
+    variables=None,
+    multipliers: bool = True,
+) -> TrainState:
+    """The model of `config`, a step counter at 0 and the optimizer of `config.train`, built.
+
+    Everything is created under `strategy.scope()` (default: the current strategy), so that
+    the variables are mirrored and the optimizer is built on them, as Keras 3 needs under
+    `MirroredStrategy`. The optimizer's schedule follows the step counter.
+
+    Args:
+      config: the run's config.
+      strategy: the `tf.distribute` strategy.
+      model: a model made already (e.g. a single pretraining layer, a classifier), instead of
+        `architectures.create_model(config)`; create it under the same strategy's scope.
+      variables: what the optimizer updates (default: `model.trainable_variables`).
+      multipliers: apply `train.learning_rate_multipliers` (off for models whose variable
+        names they do not describe, e.g. a pretraining layer).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = architectures.create_model(config) if model is None else model
+        variables = model.trainable_variables if variables is None else variables
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        optimizer = optimizers.create_optimizer(config.train, variables if multipliers else None, step)
+        optimizer.build(variables)
+    return TrainState(model=model, optimizer=optimizer, step=step)
+
+
+def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple:
+    """The config's model with the weights of the newest checkpoint in `workdir`.
+
+    Returns:
+      `(model, step, checkpoint_path)`.
+
+    Raises:
+      FileNotFoundError: `workdir` has no checkpoint.
+      ValueError: the checkpoint's shapes differ from the config's model (both named).
+    """
+    config_lib.validate(config)
+    workdir = files.workdir_path(workdir)
+    directory = os.path.join(workdir, "checkpoints")
+    if not checkpoints.candidates(directory):
+        raise FileNotFoundError(f"Workdir {workdir} has no checkpoint in {directory}; train first.")
+    config = architectures.with_input_width(config, trained_input_width(workdir))
+    if architectures.input_width(config) == 0:
+        raise ValueError(
+            f"`model.layer_sizes[0]` is 0 (the data's width) and {workdir}/config.json does not say "
+            "which width the run was trained with; set it explicitly."
+        )
+    model = architectures.create_model(config)
+    step = tf.Variable(0, dtype=tf.int64)
+    path = checkpoints.restore_latest(
+        tf.train.Checkpoint(model=model, step=step), directory, move_aside=False
+    )
+    return model, int(step.numpy()), path
+
+
+def vocabulary_path(workdir: str) -> str:
+    """Where a ratings run keeps its id vocabularies, beside its checkpoints."""
+    return os.path.join(workdir, "checkpoints", "vocabulary.json")
+
+
+def trained_input_width(workdir: str) -> int:
+    """The input width a workdir's run was trained with (from its `config.json`), or 0.
+
+    0 when the workdir has no `config.json` (or a conv model's, without `layer_sizes`).
+
+    Raises:
+      ValueError: `config.json` exists but is damaged (one line naming it).
+    """
+    path = os.path.join(workdir, "config.json")
+    try:
+        saved = files.read_json(path, "run's saved config")
+    except FileNotFoundError:
+        return 0
+    try:
+        return int(saved["model"]["layer_sizes"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
+            return 0
+        raise ValueError(f"The run's saved config {path} is damaged (it holds no `model` section).") from None
+
+
+def check_vocabulary(splits, workdir: str) -> None:
+    """A resumed ratings run must map ids as before: same users and items, same order."""
+    path = vocabulary_path(workdir)
+    if getattr(splits, "vocabulary", None) is not None and os.path.exists(path):
+        saved = ratings.Vocabulary.load(path)
+        if saved != splits.vocabulary:
+            raise ValueError(
+                f"The ratings in the training file define other ids than the run in {workdir} was "
+                f"trained with ({path}: {saved.difference(splits.vocabulary)}). Use a new --workdir, "
+                "or the original training file."
+            )
