@@ -13,13 +13,12 @@ the losses, data pipelines, pictures and exports of the dense model work unchang
 from __future__ import annotations
 
 import math
-import random
 from typing import Optional, Sequence, Union
 
 import tensorflow as tf
 
-from rawtf_ae import activations, initializers
-from rawtf_ae.model import ActivationArg, Autoencoder, _per_layer
+from rawtf_ae import activations
+from rawtf_ae.model import ActivationArg, Autoencoder
 
 
 def _positive_ints(name, values, length=None):
@@ -74,18 +73,7 @@ class TiedConvAutoencoder(Autoencoder):
         num_layers = len(self.filters)
         self.kernel_sizes = _positive_ints("kernel_size", kernel_size, num_layers)
         self.strides = _positive_ints("strides", strides, num_layers)
-        specs = _per_layer(activation, num_layers)
-        self._activations = [activations.get(a) for a in specs]
-        self._output_activation = activations.get(output_activation)
-        self.activation_names = tuple(activations.name_of(a) for a in specs)
-        self.output_activation_name = activations.name_of(output_activation)
-        flags = list(tied) if isinstance(tied, (list, tuple)) else [tied] * num_layers
-        if len(flags) != num_layers:
-            raise ValueError(f"`tied` has {len(flags)} entries ({flags}) for {num_layers} layers.")
-        self.tied_layers = tuple(bool(t) for t in flags)
-        self.tied = all(self.tied_layers)
-        self.compute_dtype = tf.as_dtype(compute_dtype or dtype)
-        self.seed = int(random.SystemRandom().randrange(2**31) if seed is None else seed)
+        self._configure(num_layers, activation, output_activation, tied, seed, dtype, compute_dtype)
         height, width, channels = self.image_shape
         shapes = [(height, width, channels)]
         for stride, out_channels in zip(self.strides, self.filters):
@@ -93,30 +81,12 @@ class TiedConvAutoencoder(Autoencoder):
             shapes.append((height, width, out_channels))
         self.shapes = tuple(shapes)
         self.layer_sizes = tuple(int(math.prod(s)) for s in self.shapes)
-
-        def make_kernel(i, role):
-            size, (in_channels, out_channels) = self.kernel_sizes[i], (self.shapes[i][2], self.filters[i])
-            init = initializers.get(kernel_initializer, self.activation_names[i])
-            value = init(
-                (size, size, in_channels, out_channels), tf.constant([self.seed, 2 * i + role], tf.int32)
-            )
-            return tf.Variable(
-                tf.cast(value, dtype), name=f"{'encoder' if role == 0 else 'decoder'}/conv_{i}/kernel"
-            )
-
-        with self.name_scope:
-            self.kernels = [make_kernel(i, 0) for i in range(num_layers)]
-            self.encoder_biases = [
-                tf.Variable(tf.zeros([self.filters[i]], dtype), name=f"encoder/conv_{i}/bias")
-                for i in range(num_layers)
-            ]
-            self.decoder_biases = [
-                tf.Variable(tf.zeros([self.shapes[i][2]], dtype), name=f"decoder/conv_{i}/bias")
-                for i in range(num_layers)
-            ]
-            self.decoder_kernels = [
-                None if self.tied_layers[i] else make_kernel(i, 1) for i in range(num_layers)
-            ]
+        # A conv kernel is [k, k, in, out]; its biases are per channel.
+        kernel_shapes = [
+            (size, size, self.shapes[i][2], self.filters[i]) for i, size in enumerate(self.kernel_sizes)
+        ]
+        channels = [shape[2] for shape in self.shapes]
+        self._create_variables(kernel_shapes, channels, "conv", kernel_initializer, dtype)
 
     def architecture(self) -> dict:
         """The constructor's arguments as plain values (for exports)."""

@@ -54,6 +54,49 @@ class Autoencoder(tf.Module):
     on already-cast kernels, so that one cast of each tied kernel serves both directions.
     """
 
+    def _configure(self, num_layers: int, activation, output_activation, tied, seed, dtype, compute_dtype):
+        """The constructor arguments every kind shares: activations, tying, seed, dtypes."""
+        specs = _per_layer(activation, num_layers)
+        self._activations = [activations.get(a) for a in specs]
+        self._output_activation = activations.get(output_activation)
+        self.activation_names = tuple(activations.name_of(a) for a in specs)
+        self.output_activation_name = activations.name_of(output_activation)
+        flags = list(tied) if isinstance(tied, (list, tuple)) else [tied] * num_layers
+        if len(flags) != num_layers:
+            raise ValueError(f"`tied` has {len(flags)} entries ({flags}) for {num_layers} layers.")
+        self.tied_layers = tuple(bool(t) for t in flags)
+        self.tied = all(self.tied_layers)
+        self.compute_dtype = tf.as_dtype(compute_dtype or dtype)
+        self.seed = int(random.SystemRandom().randrange(2**31) if seed is None else seed)
+
+    def _create_variables(self, kernel_shapes, bias_widths, layer: str, kernel_initializer, dtype) -> None:
+        """Kernels, biases and untied decoder kernels, under the module's name scope.
+
+        `kernel_shapes[i]` is layer i's kernel shape, `bias_widths[i]` the width of its input
+        (`bias_widths[i + 1]` that of its output); variables are named `encoder/{layer}_{i}/...`.
+        Each (layer, role) draws from its own stateless stream, so adding untied decoder
+        kernels leaves the encoder kernels of the same seed unchanged.
+        """
+
+        def make_kernel(i, role):
+            init = initializers.get(kernel_initializer, self.activation_names[i])
+            value = init(tuple(kernel_shapes[i]), tf.constant([self.seed, 2 * i + role], tf.int32))
+            side = "encoder" if role == 0 else "decoder"
+            return tf.Variable(tf.cast(value, dtype), name=f"{side}/{layer}_{i}/kernel")
+
+        count = len(kernel_shapes)
+        with self.name_scope:
+            self.kernels = [make_kernel(i, 0) for i in range(count)]
+            self.encoder_biases = [
+                tf.Variable(tf.zeros([bias_widths[i + 1]], dtype), name=f"encoder/{layer}_{i}/bias")
+                for i in range(count)
+            ]
+            self.decoder_biases = [
+                tf.Variable(tf.zeros([bias_widths[i]], dtype), name=f"decoder/{layer}_{i}/bias")
+                for i in range(count)
+            ]
+            self.decoder_kernels = [None if self.tied_layers[i] else make_kernel(i, 1) for i in range(count)]
+
     @property
     def dtype(self) -> tf.DType:
         """The variables' dtype (outputs come back in it)."""
@@ -190,46 +233,9 @@ class TiedAutoencoder(Autoencoder):
         super().__init__(name=name)
         self.layer_sizes = _check_layer_sizes(layer_sizes)
         num_layers = len(self.layer_sizes) - 1
-        activation_specs = _per_layer(activation, num_layers)
-        self._activations = [activations.get(a) for a in activation_specs]
-        self._output_activation = activations.get(output_activation)
-        self.activation_names = tuple(activations.name_of(a) for a in activation_specs)
-        self.output_activation_name = activations.name_of(output_activation)
-        if isinstance(tied, (list, tuple)):
-            if len(tied) != num_layers:
-                raise ValueError(f"`tied` has {len(tied)} entries ({list(tied)}) for {num_layers} layers.")
-            self.tied_layers = tuple(bool(t) for t in tied)
-        else:
-            self.tied_layers = (bool(tied),) * num_layers
-        self.tied = all(self.tied_layers)
-        self.compute_dtype = tf.as_dtype(compute_dtype or dtype)
-        if seed is None:
-            seed = random.SystemRandom().randrange(2**31)
-        self.seed = int(seed)
-
-        def make_kernel(i, role):
-            fan_in, fan_out = self.layer_sizes[i], self.layer_sizes[i + 1]
-            init = initializers.get(kernel_initializer, self.activation_names[i])
-            # One independent stateless stream per (layer, role): adding the untied decoder
-            # kernels leaves the encoder kernels of the same seed unchanged.
-            value = init((fan_in, fan_out), tf.constant([self.seed, 2 * i + role], tf.int32))
-            return tf.Variable(
-                tf.cast(value, dtype), name=f"{'encoder' if role == 0 else 'decoder'}/layer_{i}/kernel"
-            )
-
-        with self.name_scope:
-            self.kernels = [make_kernel(i, 0) for i in range(num_layers)]
-            self.encoder_biases = [
-                tf.Variable(tf.zeros([self.layer_sizes[i + 1]], dtype), name=f"encoder/layer_{i}/bias")
-                for i in range(num_layers)
-            ]
-            self.decoder_biases = [
-                tf.Variable(tf.zeros([self.layer_sizes[i]], dtype), name=f"decoder/layer_{i}/bias")
-                for i in range(num_layers)
-            ]
-            self.decoder_kernels = [
-                None if self.tied_layers[i] else make_kernel(i, 1) for i in range(num_layers)
-            ]
+        self._configure(num_layers, activation, output_activation, tied, seed, dtype, compute_dtype)
+        shapes = [(self.layer_sizes[i], self.layer_sizes[i + 1]) for i in range(num_layers)]
+        self._create_variables(shapes, self.layer_sizes, "layer", kernel_initializer, dtype)
 
     def _encode(self, h, kernels) -> tf.Tensor:
         for kernel, bias, activation in zip(kernels, self._cast(self.encoder_biases), self._activations):

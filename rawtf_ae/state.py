@@ -87,12 +87,11 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple:
             f"`model.layer_sizes[0]` is 0 (the data's width) and {workdir}/config.json does not say "
             "which width the run was trained with; set it explicitly."
         )
-    model = architectures.create_model(config)
-    step = tf.Variable(0, dtype=tf.int64)
-    path = checkpoints.restore_latest(
-        tf.train.Checkpoint(model=model, step=step), directory, move_aside=False
-    )
-    return model, int(step.numpy()), path
+    restored = create_train_state(config, multipliers=False)
+    # The model and the step only: evaluating, exporting and encoding need no optimizer slots.
+    checkpoint = tf.train.Checkpoint(model=restored.model, step=restored.step)
+    path = checkpoints.restore_latest(checkpoint, directory, move_aside=False)
+    return restored.model, int(restored.step.numpy()), path
 
 
 def vocabulary_path(workdir: str) -> str:

@@ -26,36 +26,22 @@ from rawtf_ae import (
     checkpoints,
     data,
     distribute,
-    export,
     files,
-    images,
     optimizers,
+    outputs,
     preemption,
     pretrain,
     state,
 )
 from rawtf_ae import config as config_lib
 
-# The pieces' names, where research code and the README have always found them.
-from rawtf_ae.architectures import compute_dtype, create_model, tied_flags  # noqa: F401
-from rawtf_ae.evaluation import make_evaluate, ratings_metrics  # noqa: F401
-from rawtf_ae.files import write_json  # noqa: F401
-from rawtf_ae.loops import make_train_loop  # noqa: F401
-from rawtf_ae.optimizers import (  # noqa: F401
-    TrainingStepSchedule,
-    WarmupSchedule,
-    create_optimizer,
-    learning_rate_at,
-    learning_rate_schedule,
-)
+# The pieces, also under the names research code and the README have always used (train.X).
+from rawtf_ae.architectures import create_model  # noqa: F401
+from rawtf_ae.evaluation import make_evaluate, ratings_metrics
+from rawtf_ae.loops import make_train_loop
+from rawtf_ae.optimizers import create_optimizer, learning_rate_at, learning_rate_schedule  # noqa: F401
 from rawtf_ae.preemption import PeerLost, Preempted  # noqa: F401
-from rawtf_ae.state import (  # noqa: F401
-    check_vocabulary,
-    create_train_state,
-    restore_model,
-    trained_input_width,
-    vocabulary_path,
-)
+from rawtf_ae.state import create_train_state, restore_model, trained_input_width, vocabulary_path  # noqa: F401
 from rawtf_ae.steps import StepOptions, make_step, make_train_step, uses_xla  # noqa: F401
 
 
@@ -328,40 +314,12 @@ class _Run:
         if self.splits.vocabulary is not None:
             metrics.update(ratings_metrics(self.splits, val_loss))
         if self.chief:
-            self._write_outputs(metrics)
+            outputs.write_run_outputs(
+                self.state.model, self.splits, self.config, self.workdir, metrics, self.validation_writer
+            )
             logging.info("checkpoints: %s", self.checkpointer.directory)
         self.train_writer.flush()
         return metrics
-
-    def _write_outputs(self, metrics: dict) -> None:
-        """The end-of-run outputs: the reconstruction picture, summaries, export, `metrics.json`."""
-        model, splits, workdir = self.state.model, self.splits, self.workdir
-        originals = splits.picture_examples(self.train_config.num_picture_examples)
-        with self.validation_writer.as_default(step=metrics["step"]):
-            tf.summary.scalar("loss", metrics["val_loss"])
-            if "val_rmse" in metrics:
-                tf.summary.scalar("rmse", metrics["val_rmse"])
-            if originals is not None and len(originals):
-                grid = images.reconstruction_grid(originals, model(originals).numpy(), splits.image_shape)
-                picture = os.path.join(workdir, "reconstructions.png")
-                images.write_png(picture, grid)
-                tf.summary.image("reconstructions", grid[None])
-                logging.info("picture:     %s", picture)
-        self.validation_writer.flush()
-        if self.train_config.export:
-            # A model with one row per user recommends; the vocabulary travels with the export.
-            vocabulary = splits.vocabulary
-            recommends = vocabulary is not None and splits.by == "user"
-            saved_model = export.save(
-                model, os.path.join(workdir, "export", "saved_model"), vocabulary if recommends else None
-            )
-            export.save_weights(model, os.path.join(workdir, "export", "weights.npz"))
-            if vocabulary is not None:
-                vocabulary.save(os.path.join(workdir, "export", "vocabulary.json"))
-            logging.info("export:      %s (and weights.npz beside it)", saved_model)
-        files.write_json(self.metrics_path, metrics)
-        logging.info("metrics:     %s", self.metrics_path)
-        logging.info("TensorBoard: tensorboard --logdir %s", os.path.join(workdir, "summaries"))
 
 
 def _format_duration(seconds: float) -> str:

@@ -25,6 +25,13 @@ def test_readme_research_example_runs():
     assert float(namespace["loss"]) < 0.2  # BCE per pixel of curves: ~0.69 at initialization
 
 
+def test_readme_pieces_example_runs():
+    namespace = {}
+    exec(compile(_python_blocks()[1], "README.md", "exec"), namespace)
+    assert int(namespace["trained"].step.numpy()) == 100
+    assert 0 < float(namespace["mean_loss"]) < 0.69  # below BCE at initialization
+
+
 def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"```bash\n# Install and run the tests\n(.*?)\n```", _readme())
     with open(os.path.join(REPO, ".ci", "run")) as f:
@@ -38,7 +45,7 @@ def test_readme_loading_example_runs_on_an_exported_workdir(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     train.train_and_evaluate(tiny_config(**{"train.num_steps": 10}), "runs/x")
     namespace = {"images": np.random.default_rng(0).uniform(size=(4, 784)).astype(np.float32)}
-    exec(compile(_python_blocks()[1], "README.md", "exec"), namespace)
+    exec(compile(_python_blocks()[2], "README.md", "exec"), namespace)
     assert tuple(namespace["codes"].shape) == (4, 16)
     np.testing.assert_allclose(
         namespace["model"].encode(namespace["images"]).numpy(),
@@ -58,6 +65,6 @@ def test_readme_recommend_example_runs_on_a_ratings_workdir(tmp_path, monkeypatc
     config = tiny_ratings_config(path, **{"train.num_steps": 10})
     train.train_and_evaluate(config, "runs/ratings")
     namespace = {}
-    exec(compile(_python_blocks()[2], "README.md", "exec"), namespace)
+    exec(compile(_python_blocks()[3], "README.md", "exec"), namespace)
     top = namespace["top"]
     assert len(top) == 10 and not {"12", "40", "7"} & {item for item, _ in top}
