@@ -198,6 +198,21 @@ def restore_latest(
     )
 
 
+def remove_partial_writes(directory: str) -> list[str]:
+    """Removes TensorFlow's `<prefix>_temp/` folders that a killed save left in `directory`.
+
+    TensorFlow writes a checkpoint's shards there before merging them into `<prefix>.index` and
+    `.data-*`; a kill -9 in between leaves the folder behind for good. Call it while holding the
+    workdir's lock. Returns the removed paths.
+    """
+    removed = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(directory), "ckpt-*_temp*"))):
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def all_finite(variables) -> bool:
     """Whether every value of every variable is finite (one reduction, checked before saving)."""
     return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v))) for v in variables]))

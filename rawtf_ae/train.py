@@ -169,9 +169,11 @@ class _Run:
         logging.info("model: %s", model.describe())
         if chief:
             os.makedirs(workdir, exist_ok=True)
+            leftovers = checkpoints.remove_partial_writes(directory)
             for folder in (workdir, directory, os.path.join(workdir, "export")):
-                for leftover in files.remove_leftovers(folder):
-                    logging.info("removed %s, left by an interrupted write", leftover)
+                leftovers += files.remove_leftovers(folder)
+            for leftover in leftovers:
+                logging.info("removed %s, left by an interrupted write", leftover)
             files.write_text(
                 os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n"
             )

@@ -248,7 +248,9 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path):
 
     # Relative workdirs, run from the campaign's folder: as users type it.
     result = campaign(kills=5, root=str(tmp_path / "chaos"), seed=1, delay=(2.0, 6.0), relative=True)
-    assert result["checkpoints_unreadable"] == 0, result["runs"]
+    # A kill during TensorFlow's write may leave a partial checkpoint that no state file names
+    # (the next run moves it aside); one the state file names must always be readable.
+    assert result["named_unreadable"] == 0, result["runs"]
     assert result["fresh_starts"] == 0, result["runs"]  # every rerun resumed from a checkpoint
     assert result["kills_landed"] >= 3, result["runs"]
     assert result["max_steps_lost"] <= 10, result["runs"]  # checkpoint every 5 steps, 5 per call
