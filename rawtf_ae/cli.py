@@ -16,7 +16,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rawtf_ae import files, preemption, train, workdir
+from rawtf_ae import architectures, files, preemption, train, workdir
+from rawtf_ae import config as config_lib
 
 MODES = ("train", "eval", "export", "encode")
 PREEMPTED_EXIT_STATUS = 143
@@ -65,6 +66,54 @@ def _parse_flags(argv):
         _override_error(e)
 
 
+def _overrides(argv) -> list[str]:
+    """The dotted keys given as `--config.KEY=VALUE` on the command line, in order."""
+    prefix = f"--{_CONFIG_ARGUMENT}."
+    return [arg[len(prefix) :].split("=")[0] for arg in argv if arg.startswith(prefix)]
+
+
+def _config_file_given(argv) -> bool:
+    flag = f"--{_CONFIG_ARGUMENT}"
+    return any(arg == flag or arg.startswith(f"{flag}=") for arg in argv)
+
+
+def _get(config, dotted: str):
+    for key in dotted.split("."):
+        config = config[key]
+    return config
+
+
+def _with_saved_config(config, run_dir: str, argv):
+    """The workdir's saved config with the command line's overrides, when it has one.
+
+    Without an explicit `--config=FILE`, a workdir that holds `config.json` (every trained one
+    does) is evaluated, exported, encoded or resumed with the config it was trained with; the
+    `--config.KEY=VALUE` overrides given still apply, except to `model.*`, whose change would
+    make another architecture than the checkpoints hold (an error, before anything is read).
+    """
+    path = os.path.join(run_dir, "config.json")
+    if _config_file_given(argv) or not os.path.exists(path):
+        return config
+    saved = config_lib.saved(path)
+    for key in _overrides(argv):
+        value, before = _get(config, key), _get(saved, key)
+        if key == "model.layer_sizes" and value and value[0] == 0:
+            value = (before[0], *value[1:])  # 0: the data's width, which the run saved
+        same = value == before
+        if key == "model.activation":  # "selu,linear" and ("selu", "linear") are one spec
+            same = architectures.activation_spec(value) == architectures.activation_spec(before)
+        if key.startswith("model.") and not same:
+            raise ValueError(
+                f"--config.{key}={value!r} changes the architecture the run in {run_dir} was trained "
+                f"with ({key}={before!r} in {path}); drop it, or train in another --workdir."
+            )
+        section, _, name = key.rpartition(".")
+        (_get(saved, section) if section else saved)[name] = value
+    given = ", ".join(f"--config.{key}" for key in _overrides(argv))
+    logging.info("config: the run's own, %s%s", path, f" (with {given})" if given else "")
+    return saved
+
+
 def _main(argv, config_flag):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -82,6 +131,7 @@ def _main(argv, config_flag):
     try:
         # Absolute from here on: TensorFlow's checkpoint state and every join agree on it.
         run_dir = files.workdir_path(run_dir)
+        config = _with_saved_config(config, run_dir, sys.argv[1:])
         if mode == "train":
             train.train_and_evaluate(config, run_dir)
         elif mode == "eval":

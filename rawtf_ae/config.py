@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from rawtf_ae import activations, architectures, corruption, data, distribute, losses, optimizers
+from rawtf_ae import activations, architectures, corruption, data, distribute, files, losses, optimizers
 from rawtf_ae.optimizers import OPTIMIZERS, SCHEDULES
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -343,6 +343,39 @@ def _check_ratings(config) -> None:
         raise ValueError(
             "`pretrain.steps_per_layer` does not work with data.name='ratings' (it has no mask)."
         )
+
+
+def saved(path: str) -> ml_collections.ConfigDict:
+    """The config a run saved as JSON (its workdir's `config.json`), as a typed `ConfigDict`.
+
+    Values are read onto `default_config()`, so every key keeps its type (JSON lists become the
+    tuples the defaults hold); a key the defaults lack is an error naming the file.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: a damaged file, or keys this version does not know (one line naming it).
+    """
+    values = files.read_json(path, "run's saved config")
+    config = default_config()
+    if not isinstance(values, dict):
+        raise ValueError(f"The run's saved config {path} is damaged (not a JSON object).")
+
+    def merge(target, source, prefix):
+        for key, value in source.items():
+            if key not in target:
+                raise ValueError(f"The run's saved config {path} has the unknown key {prefix}{key}.")
+            if isinstance(target[key], ml_collections.ConfigDict):
+                if not isinstance(value, dict):
+                    raise ValueError(f"The run's saved config {path} is damaged at {prefix}{key}.")
+                merge(target[key], value, f"{prefix}{key}.")
+            else:
+                try:
+                    target[key] = tuple(value) if isinstance(value, list) else value
+                except TypeError as e:
+                    raise ValueError(f"The run's saved config {path} has a bad {prefix}{key}: {e}") from None
+
+    merge(config, values, "")
+    return config
 
 
 def get_config() -> ml_collections.ConfigDict:

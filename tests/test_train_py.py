@@ -60,8 +60,11 @@ def test_default_workdir_is_named_after_the_config_logged_and_resumed(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "default workdir workdirs/curves" in result.stderr
     assert (tmp_path / "workdirs" / "curves" / "metrics.json").exists()
-    again = _run("--config.train.num_steps=20", *_TINY, cwd=tmp_path)
+    # Only what changes is typed again: the workdir's saved config supplies the rest (the
+    # default config's model would not fit the checkpoint).
+    again = _run("--config.train.num_steps=20", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "config: the run's own" in again.stderr and "(with --config.train.num_steps)" in again.stderr
     assert "starting from scratch" not in again.stderr
     assert "ckpt-10 at step 10" in again.stderr
     with open(tmp_path / "workdirs" / "curves" / "metrics.json") as f:

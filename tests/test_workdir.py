@@ -151,3 +151,32 @@ def test_command_line_modes_end_to_end(trained, tmp_path):
     )
     no_output = run_mode("--mode=encode", *flags)
     assert no_output.returncode == 1 and "--mode=encode needs --output" in no_output.stderr
+
+
+@pytest.mark.slow
+def test_modes_use_the_workdirs_saved_config_and_refuse_another_architecture(trained, tmp_path):
+    _, run, _ = trained
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+
+    def run_mode(*args):
+        return subprocess.run(
+            [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={os.path.basename(run)}", *args],
+            cwd=os.path.dirname(run),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+
+    before = _tree(run)
+    # No training flag retyped: the default config's model (784-512-128-32) would not fit.
+    output = str(tmp_path / "codes.npy")
+    encoded = run_mode("--mode=encode", f"--output={output}", "--config.data.num_validation=100")
+    assert encoded.returncode == 0, encoded.stderr[-3000:]
+    assert "config: the run's own" in encoded.stderr
+    assert np.load(output).shape == (100, 8)  # the saved model, the override's validation split
+    other = run_mode("--mode=export", "--config.model.layer_sizes=(784,32,8)")
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    last = other.stderr.strip().splitlines()[-1]
+    assert "--config.model.layer_sizes=(784, 32, 8) changes the architecture" in last
+    assert _tree(run) == before  # nothing written
