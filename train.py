@@ -9,7 +9,7 @@ and `rawtf_ae.workdir`. Every knob is a config key (`--config.train.num_steps=50
 
 import os
 
-from rawtf_ae import cli
+from rawtf_ae import cli  # quiets TensorFlow's start-up lines for this command (see rawtf_ae/__init__.py)
 
 if __name__ == "__main__":
     cli.run(os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "curves.py"))

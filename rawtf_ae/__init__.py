@@ -18,17 +18,54 @@ Submodules: `model`, `losses`, `data`, `ratings`, `recommend`, `train`, `distrib
 `export`, `workdir`, `config`.
 """
 
-from rawtf_ae import activations, config, data, distribute, export, losses, ratings, recommend, train, workdir
-from rawtf_ae.config import default_config
-from rawtf_ae.data import curves, eval_dataset, train_dataset
-from rawtf_ae.data import load as load_data
-from rawtf_ae.export import load as load_model
-from rawtf_ae.export import load_weights, save_weights
-from rawtf_ae.export import save as save_model
-from rawtf_ae.losses import reconstruction_loss
-from rawtf_ae.model import TiedAutoencoder
-from rawtf_ae.recommend import Recommender
-from rawtf_ae.train import make_evaluate, make_train_loop, make_train_step, train_and_evaluate
+import os as _os
+import sys as _sys
+
+
+def _own_command() -> bool:
+    """Whether this process is rawtf_ae's command line: `rawtf-ae`, or the clone's `train.py`."""
+    script = _os.path.abspath(_sys.argv[0]) if _sys.argv and _sys.argv[0] else ""
+    clone_script = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "train.py")
+    return _os.path.basename(script) == "rawtf-ae" or script == clone_script
+
+
+# The command line shows the run's own lines: TensorFlow's C++ start-up lines (the oneDNN
+# banner, CUDA probes on CPU machines, the XLA service) are kept out, unless --verbose. They are
+# written while TensorFlow loads, so standard error is closed for the imports below only.
+# Code that imports rawtf_ae as a library is left alone.
+_quiet = _own_command() and "--verbose" not in _sys.argv
+if _quiet:
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _stderr, _devnull = _os.dup(2), _os.open(_os.devnull, _os.O_WRONLY)
+    _os.dup2(_devnull, 2)
+try:
+    from rawtf_ae import (
+        activations,
+        config,
+        data,
+        distribute,
+        export,
+        losses,
+        ratings,
+        recommend,
+        train,
+        workdir,
+    )
+finally:
+    if _quiet:
+        _os.dup2(_stderr, 2)
+        _os.close(_stderr)
+        _os.close(_devnull)
+from rawtf_ae.config import default_config  # noqa: E402
+from rawtf_ae.data import curves, eval_dataset, train_dataset  # noqa: E402
+from rawtf_ae.data import load as load_data  # noqa: E402
+from rawtf_ae.export import load as load_model  # noqa: E402
+from rawtf_ae.export import load_weights, save_weights  # noqa: E402
+from rawtf_ae.export import save as save_model  # noqa: E402
+from rawtf_ae.losses import reconstruction_loss  # noqa: E402
+from rawtf_ae.model import TiedAutoencoder  # noqa: E402
+from rawtf_ae.recommend import Recommender  # noqa: E402
+from rawtf_ae.train import make_evaluate, make_train_loop, make_train_step, train_and_evaluate  # noqa: E402
 
 __all__ = [
     "Recommender",

@@ -10,6 +10,8 @@ SIGTERM or Ctrl-C during training saves a checkpoint of the current step and exi
 status 143 (128 + SIGTERM, what schedulers expect of a preempted job); rerun to resume.
 """
 
+import ast
+import logging as std_logging
 import os
 import sys
 
@@ -25,8 +27,23 @@ _CONFIG_ARGUMENT = "config"
 
 
 def _fail(message) -> None:
-    logging.error("%s", message)
+    """One line, once: `train.py: error: ...`, and exit status 1."""
     sys.exit(f"{os.path.basename(sys.argv[0])}: error: {message}")
+
+
+class _OwnLines(std_logging.Filter):
+    """Passes rawtf_ae's log lines, and anyone's warnings and errors; drops TensorFlow's info."""
+
+    def filter(self, record) -> bool:
+        own = os.sep + "rawtf_ae" + os.sep in record.pathname
+        return own or record.levelno >= std_logging.WARNING
+
+
+def _quiet_console() -> None:
+    """The run's own lines only: TensorFlow's Python-side info lines (checkpoint sharding,
+    SavedModel signature notes, "Assets written to") are dropped unless --verbose."""
+    logging.get_absl_handler().addFilter(_OwnLines())
+    std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
 
 
 def _override_error(error) -> None:
@@ -52,6 +69,10 @@ def define_flags(default_config_file: str):
         "workdir resumes. Default: ./workdirs/<config file name>.",
     )
     flags.DEFINE_enum("mode", "train", MODES, "What to do with the workdir.")
+    flags.DEFINE_boolean("verbose", False, "Also print TensorFlow's own log lines.")
+    flags.DEFINE_boolean(
+        "list_config", False, "Print every config key with its default and doc, and the shipped configs."
+    )
     flags.DEFINE_string("output", None, "--mode=encode: the .npy (codes) or .npz (codes, labels) to write.")
     flags.DEFINE_enum("split", "validation", workdir.SPLITS, "--mode=encode: which examples to encode.")
     return config
@@ -114,9 +135,29 @@ def _with_saved_config(config, run_dir: str, argv):
     return saved
 
 
-def _main(argv, config_flag):
+def _list_config(default_config_file: str) -> None:
+    """Prints every config key (`--config.KEY=...`) with its default and doc, then the configs."""
+    for key, default, doc in config_lib.key_docs():
+        print(f"--config.{key}={default!r}\n    {doc}")
+    folder = os.path.dirname(os.path.abspath(default_config_file))
+    shipped = [os.path.basename(default_config_file)]  # the installed command's own default
+    if os.path.basename(folder) == "configs":  # a clone's configs/ folder
+        shipped = sorted(name for name in os.listdir(folder) if name.endswith(".py"))
+    print(f"\nConfig files in {folder} (--config=PATH):")
+    for name in shipped:
+        with open(os.path.join(folder, name)) as f:
+            docstring = ast.get_docstring(ast.parse(f.read())) or ""
+        print(f"  {name:28} {docstring.splitlines()[0] if docstring else ''}")
+
+
+def _main(argv, config_flag, default_config_file):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if flags.FLAGS.list_config:
+        _list_config(default_config_file)
+        return
+    if not flags.FLAGS.verbose:
+        _quiet_console()
     config = config_flag.value
     try:
         config.keys()  # a --config file that failed to load raises here
@@ -152,7 +193,7 @@ def _main(argv, config_flag):
 def run(default_config_file: str) -> None:
     """Defines the flags and runs the mode they ask for."""
     config_flag = define_flags(default_config_file)
-    app.run(lambda argv: _main(argv, config_flag), flags_parser=_parse_flags)
+    app.run(lambda argv: _main(argv, config_flag, default_config_file), flags_parser=_parse_flags)
 
 
 def main() -> None:

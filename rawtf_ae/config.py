@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import ml_collections
 
 from rawtf_ae import activations, architectures, corruption, data, distribute, files, losses, optimizers
@@ -31,7 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.activation = "selu,selu,linear"
     # The reconstruction's activation; `bce` needs "sigmoid".
     config.model.output_activation = "sigmoid"
-    config.model.tied = True
+    config.model.tied = True  # the decoder uses the encoder's kernels, transposed
     # Partial tying: with tied=True, these encoder layers (0-based) get their own decoder kernel.
     config.model.untied_layers = ()
     # "auto": LeCun normal for SELU layers, Glorot uniform otherwise.
@@ -76,7 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict()
     # The global batch: split evenly over all replicas of the strategy (so it must divide).
     config.train.batch_size = 128
-    config.train.num_steps = 10_000
+    config.train.num_steps = 10_000  # training steps in all (a resumed run trains up to it)
     # bce (sigmoid cross-entropy from logits) | mse | masked_mse (ratings: observed entries only)
     config.train.loss = "bce"
     # Denoising (Vincent et al. 2010): none | gaussian (sigma = level) | masking | salt_and_pepper
@@ -97,7 +100,7 @@ def default_config() -> ml_collections.ConfigDict:
     # 2017, section 2.3): f(x) becomes an example of its own, input and target.
     config.train.dense_refeeding = 0
     config.train.optimizer = "adam"  # adam | sgd | rmsprop
-    config.train.learning_rate = 1e-3
+    config.train.learning_rate = 1e-3  # the peak rate of any schedule
     # Per-variable learning-rate multipliers (Caffe's lr_mult): "PATTERN=MULTIPLIER,...", each
     # pattern a regular expression searched in the variable names (encoder/layer_0/kernel,
     # decoder/layer_1/bias, ...), e.g. "bias=2" or "encoder/layer_0=0" (frozen). Each multiplier
@@ -111,11 +114,11 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.warmup_steps = 0  # linear warm-up from 0, for any schedule
     config.train.decay_rate = 0.5
     config.train.decay_steps = 1_000
-    config.train.log_every_steps = 500
-    config.train.eval_every_steps = 2_000
-    config.train.checkpoint_every_steps = 2_000
-    config.train.keep_checkpoints = 3
-    config.train.eval_batch_size = 1_000
+    config.train.log_every_steps = 500  # a progress line (and summaries)
+    config.train.eval_every_steps = 2_000  # the validation loss
+    config.train.checkpoint_every_steps = 2_000  # a checkpoint (also at the end and on SIGTERM)
+    config.train.keep_checkpoints = 3  # the newest this many are kept
+    config.train.eval_batch_size = 1_000  # batches of the evaluation (none dropped)
     # How many validation examples the reconstruction picture shows (originals over
     # reconstructions, in rows of 8).
     config.train.num_picture_examples = 32
@@ -376,6 +379,30 @@ def saved(path: str) -> ml_collections.ConfigDict:
 
     merge(config, values, "")
     return config
+
+
+def key_docs() -> list[tuple[str, object, str]]:
+    """`(key, default, doc)` for every config key, the doc taken from `default_config`'s comments.
+
+    A key's doc is the comment block right above its line and a comment at its end.
+    """
+    defaults = _flat_keys(default_config())
+    docs, block, group = {}, [], ""
+    for line in inspect.getsource(default_config).splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            block.append(text.lstrip("# ").strip())
+            continue
+        found = re.match(r"config\.([\w.]+) = [^#]*(?:#\s*(.*))?$", text)
+        if found and found.group(1) in defaults:
+            own = " ".join([*block, found.group(2) or ""]).strip()
+            group = " ".join(block) or group  # keys right below a shared comment share it
+            docs[found.group(1)] = own or group
+        elif not text:
+            group = ""
+        block = []
+    order = [*docs, *(key for key in defaults if key not in docs)]  # the source's order
+    return [(key, defaults[key], docs.get(key, "")) for key in order]
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -24,8 +25,8 @@ _TINY = [
 ]
 
 
-def _run(*args, cwd=REPO, timeout=240):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+def _run(*args, cwd=REPO, timeout=240, env=None):
+    env = env or dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "train.py"), *args],
         cwd=cwd,
@@ -89,6 +90,42 @@ def test_bad_flags_and_data_exit_nonzero_with_a_clear_message(tmp_path, args, me
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_console_shows_the_runs_own_lines_and_tensorflows_only_with_verbose(tmp_path):
+    # As a user runs it: no TF_CPP_MIN_LOG_LEVEL in the environment.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = REPO
+    result = _run(f"--workdir={tmp_path / 'run'}", "--config.train.num_steps=20", *_TINY, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    own = {name for name in os.listdir(os.path.join(REPO, "rawtf_ae")) if name.endswith(".py")}
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    for line in lines:  # absl's format: I1124 19:31:19.849334 140268270050176 train.py:77] ...
+        found = re.match(r"^[IWEF]\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\] ", line)
+        assert found and found.group(1) in own, f"not one of the run's own lines: {line!r}"
+    assert any("step 20/20: loss" in line for line in lines) and len(lines) < 25
+    verbose = _run(f"--workdir={tmp_path / 'run'}", "--verbose", env=env)
+    assert verbose.returncode == 0 and "Sharding callback" in verbose.stderr
+    failed = _run(f"--workdir={tmp_path / 'other'}", "--config.train.optimizer=adagrad", env=env)
+    assert failed.returncode == 1
+    assert failed.stderr.count("'adagrad'") == 1  # printed once, not also as an absl error line
+    assert failed.stderr.strip().splitlines()[-1].startswith("train.py: error: `train.optimizer`")
+
+
+def test_list_config_prints_every_key_with_its_default_and_doc_and_the_configs():
+    from rawtf_ae.config import default_config
+
+    result = _run("--list_config")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    for key, value in default_config().items():
+        for name in value.keys() if hasattr(value, "keys") else [None]:
+            dotted = f"{key}.{name}" if name else key
+            found = [i for i, line in enumerate(lines) if line.startswith(f"--config.{dotted}=")]
+            assert found, dotted
+            assert lines[found[0] + 1].strip(), f"{dotted} has no doc line"
+    assert "--config.train.num_steps=10000" in result.stdout
+    assert "mnist_deep.py" in result.stdout and "recommender.py" in result.stdout
 
 
 def test_helpfull_lists_the_flags():
