@@ -18,7 +18,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rawtf_ae import architectures, files, preemption, train, workdir
+from rawtf_ae import architectures, config_files, files, preemption, train, workdir
 from rawtf_ae import config as config_lib
 
 MODES = ("train", "eval", "export", "encode")
@@ -78,9 +78,18 @@ def define_flags(default_config_file: str):
     return config
 
 
+_HELP_FLAGS = ("--help", "--helpfull", "--helpshort", "--helpxml", "-h", "-?")
+
+
 def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
+    except SystemExit:
+        # absl exits with status 1 after printing the help a user asked for: that is no error.
+        if any(arg in _HELP_FLAGS for arg in argv[1:]):
+            print("\nEvery config key (--config.KEY=VALUE) with its default and doc: --list_config")
+            sys.exit(0)
+        raise
     except flags.Error as e:
         _fail(e)
     except (AttributeError, KeyError, TypeError, ValueError) as e:
@@ -115,7 +124,7 @@ def _with_saved_config(config, run_dir: str, argv):
     path = os.path.join(run_dir, "config.json")
     if _config_file_given(argv) or not os.path.exists(path):
         return config
-    saved = config_lib.saved(path)
+    saved = config_files.saved(path)
     for key in _overrides(argv):
         value, before = _get(config, key), _get(saved, key)
         if key == "model.layer_sizes" and value and value[0] == 0:
@@ -137,7 +146,7 @@ def _with_saved_config(config, run_dir: str, argv):
 
 def _list_config(default_config_file: str) -> None:
     """Prints every config key (`--config.KEY=...`) with its default and doc, then the configs."""
-    for key, default, doc in config_lib.key_docs():
+    for key, default, doc in config_files.key_docs():
         print(f"--config.{key}={default!r}\n    {doc}")
     folder = os.path.dirname(os.path.abspath(default_config_file))
     shipped = [os.path.basename(default_config_file)]  # the installed command's own default
@@ -162,6 +171,9 @@ def _main(argv, config_flag, default_config_file):
     try:
         config.keys()  # a --config file that failed to load raises here
     except OSError as e:
+        path = config_flags.get_config_filename(flags.FLAGS[_CONFIG_ARGUMENT])
+        if not os.path.exists(path):
+            _fail(f"--config file {path} does not exist (in {os.getcwd()}).")
         _fail(" ".join(str(e).split()))
     config_file = config_flags.get_config_filename(flags.FLAGS[_CONFIG_ARGUMENT])
     config_name = os.path.splitext(os.path.basename(config_file))[0]
@@ -198,6 +210,5 @@ def run(default_config_file: str) -> None:
 
 def main() -> None:
     """The `rawtf-ae` console script: the default config is the package's own."""
-    from rawtf_ae import config as config_lib
 
     run(config_lib.__file__)

@@ -6,12 +6,9 @@
 
 from __future__ import annotations
 
-import inspect
-import re
-
 import ml_collections
 
-from rawtf_ae import activations, architectures, corruption, data, distribute, files, losses, optimizers
+from rawtf_ae import activations, architectures, corruption, data, distribute, losses, optimizers
 from rawtf_ae.optimizers import OPTIMIZERS, SCHEDULES
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -154,11 +151,12 @@ variable_names = architectures.variable_names
 with_input_width = architectures.with_input_width
 
 
-def _flat_keys(config, prefix=""):
+def flat_keys(config, prefix="") -> dict:
+    """`{"train.num_steps": 10000, ...}`: every key of `config`, dotted."""
     keys = {}
     for key, value in config.items():
         if isinstance(value, ml_collections.ConfigDict):
-            keys.update(_flat_keys(value, f"{prefix}{key}."))
+            keys.update(flat_keys(value, f"{prefix}{key}."))
         else:
             keys[f"{prefix}{key}"] = value
     return keys
@@ -194,8 +192,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_keys(config) -> None:
-    known = _flat_keys(default_config())
-    given = _flat_keys(config)
+    known = flat_keys(default_config())
+    given = flat_keys(config)
     unknown = sorted(set(given) - set(known))
     if unknown:
         raise ValueError(
@@ -346,63 +344,6 @@ def _check_ratings(config) -> None:
         raise ValueError(
             "`pretrain.steps_per_layer` does not work with data.name='ratings' (it has no mask)."
         )
-
-
-def saved(path: str) -> ml_collections.ConfigDict:
-    """The config a run saved as JSON (its workdir's `config.json`), as a typed `ConfigDict`.
-
-    Values are read onto `default_config()`, so every key keeps its type (JSON lists become the
-    tuples the defaults hold); a key the defaults lack is an error naming the file.
-
-    Raises:
-      FileNotFoundError: no such file.
-      ValueError: a damaged file, or keys this version does not know (one line naming it).
-    """
-    values = files.read_json(path, "run's saved config")
-    config = default_config()
-    if not isinstance(values, dict):
-        raise ValueError(f"The run's saved config {path} is damaged (not a JSON object).")
-
-    def merge(target, source, prefix):
-        for key, value in source.items():
-            if key not in target:
-                raise ValueError(f"The run's saved config {path} has the unknown key {prefix}{key}.")
-            if isinstance(target[key], ml_collections.ConfigDict):
-                if not isinstance(value, dict):
-                    raise ValueError(f"The run's saved config {path} is damaged at {prefix}{key}.")
-                merge(target[key], value, f"{prefix}{key}.")
-            else:
-                try:
-                    target[key] = tuple(value) if isinstance(value, list) else value
-                except TypeError as e:
-                    raise ValueError(f"The run's saved config {path} has a bad {prefix}{key}: {e}") from None
-
-    merge(config, values, "")
-    return config
-
-
-def key_docs() -> list[tuple[str, object, str]]:
-    """`(key, default, doc)` for every config key, the doc taken from `default_config`'s comments.
-
-    A key's doc is the comment block right above its line and a comment at its end.
-    """
-    defaults = _flat_keys(default_config())
-    docs, block, group = {}, [], ""
-    for line in inspect.getsource(default_config).splitlines():
-        text = line.strip()
-        if text.startswith("#"):
-            block.append(text.lstrip("# ").strip())
-            continue
-        found = re.match(r"config\.([\w.]+) = [^#]*(?:#\s*(.*))?$", text)
-        if found and found.group(1) in defaults:
-            own = " ".join([*block, found.group(2) or ""]).strip()
-            group = " ".join(block) or group  # keys right below a shared comment share it
-            docs[found.group(1)] = own or group
-        elif not text:
-            group = ""
-        block = []
-    order = [*docs, *(key for key in defaults if key not in docs)]  # the source's order
-    return [(key, defaults[key], docs.get(key, "")) for key in order]
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -32,6 +32,35 @@ def workdir_path(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
+def check_writable(workdir: str) -> None:
+    """Raises `ValueError` naming `workdir` if it cannot be created or written; leaves nothing.
+
+    Run first, before the data is loaded: a workdir on a read-only or virtual filesystem (or a
+    file where a folder should be) then fails in a second, naming the workdir, not at the first
+    checkpoint. Folders it had to create for the probe are removed again.
+    """
+    created, path = [], workdir
+    while not os.path.exists(path):
+        created.append(path)
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"Workdir {workdir} cannot be created: {path} is a file, not a folder.")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, f".write-probe-{uuid.uuid4().hex[:8]}"), "w") as probe:
+            probe.write("")
+        os.remove(probe.name)
+    except OSError as e:
+        reason = f"{e.strerror}: {e.filename}" if e.filename else str(e)
+        raise ValueError(
+            f"Workdir {workdir} cannot be written ({reason}); choose another --workdir."
+        ) from None
+    finally:
+        for folder in created:  # the deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
+
 def _replace(temporary: str, path: str) -> None:
     """Moves a finished `temporary` to `path`; an older `path` is removed only afterwards."""
     if not os.path.isdir(temporary):

@@ -74,6 +74,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"{replicas} replicas of train.strategy={train_config.strategy!r}."
         )
     chief = distribute.is_chief(strategy)
+    if chief:  # one prober: workers starting together must not remove each other's folder
+        files.check_writable(workdir)
     logging.info("workdir: %s", workdir)
     logging.info(
         "strategy: %s, %d replica(s), %s%s",

@@ -95,19 +95,20 @@ def test_jit_compile_auto_compiles_float32_steps_only_where_measured_fastest():
 
 
 def test_a_saved_config_reads_back_with_its_types_and_bad_ones_are_clear_errors(tmp_path):
+    from rawtf_ae import config_files
     from tests.conftest import tiny_config
 
     config = tiny_config(**{"model.untied_layers": (1,), "train.jit_compile": False})
     path = tmp_path / "config.json"
     path.write_text(config.to_json_best_effort(indent=2))
-    saved = config_lib.saved(str(path))
+    saved = config_files.saved(str(path))
     assert saved.model.layer_sizes == (784, 64, 16) and saved.model.untied_layers == (1,)
     assert saved.train.jit_compile is False and saved.train.num_steps == 40
     config_lib.validate(saved)
     assert saved.to_dict() == config.to_dict()
     path.write_text('{"model": {"layer_sizes": [784, 8], "widths": 3}}')
     with pytest.raises(ValueError, match=r"config\.json has the unknown key model\.widths"):
-        config_lib.saved(str(path))
+        config_files.saved(str(path))
     path.write_text('{"model": {"layer_sizes": [784, 8')
     with pytest.raises(ValueError, match=r"config\.json is damaged"):
-        config_lib.saved(str(path))
+        config_files.saved(str(path))

@@ -211,3 +211,19 @@ def test_partial_tying_ties_only_the_chosen_layers():
     assert all(g is not None for g in gradients)
     with pytest.raises(ValueError, match="`tied` has 3 entries"):
         TiedAutoencoder([12, 6, 3], tied=[True, False, True])
+
+
+def test_trainable_variables_come_in_attribute_name_order_as_documented():
+    # tf.Module sorts by attribute name; the README says so, and which lists hold each layer.
+    model = TiedAutoencoder([6, 4, 2], tied=[True, False], seed=0)
+    names = [v.name.split("/", 1)[1].split(":")[0] for v in model.trainable_variables]
+    assert names == [
+        "decoder/layer_0/bias",
+        "decoder/layer_1/bias",
+        "decoder/layer_1/kernel",
+        "encoder/layer_0/bias",
+        "encoder/layer_1/bias",
+        "encoder/layer_0/kernel",
+        "encoder/layer_1/kernel",
+    ]
+    assert model.decoder_kernels[0] is None and model.decoder_kernels[1] is not None
