@@ -1,4 +1,4 @@
-"""`recommender.py` sized for a small ratings file: the offline recipe of the README.
+"""`recommender.py` sized for a small ratings file: the offline recipe of docs/recommender.md.
 
     python -m rawtf_ae.synthetic_ratings synthetic_ratings.csv
     python train.py --config=configs/recommender_synthetic.py --config.data.path=synthetic_ratings.csv

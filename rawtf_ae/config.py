@@ -122,7 +122,7 @@ def default_config() -> ml_collections.ConfigDict:
     # At the end of training, export the model: `export/saved_model/` and `export/weights.npz`.
     config.train.export = True
 
-    # Distribution and speed (see rawtf_ae/distribute.py and the README's "Distributed training").
+    # Distribution and speed (see rawtf_ae/distribute.py and docs/distributed.md).
     # default | one_device | mirrored | multi_worker_mirrored (cluster from TF_CONFIG) | tpu
     config.train.strategy = "default"
     # one_device/mirrored: comma-separated devices, e.g. "/gpu:0,/gpu:1" (empty: all GPUs, else CPUs).

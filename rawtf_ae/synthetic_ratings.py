@@ -1,4 +1,4 @@
-"""Synthetic low-rank ratings: a known structure for tests and the README's offline recipe.
+"""Synthetic low-rank ratings: a known structure for tests and the offline recipe of docs/recommender.md.
 
     python -m rawtf_ae.synthetic_ratings synthetic_ratings.csv
 

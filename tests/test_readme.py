@@ -8,13 +8,24 @@ import numpy as np
 from tests.conftest import REPO
 
 
-def _readme():
-    with open(os.path.join(REPO, "README.md")) as f:
+def _readme(page="README.md"):
+    with open(os.path.join(REPO, page)) as f:
         return f.read()
 
 
-def _python_blocks():
-    return re.findall(r"```python\n(.*?)```", _readme(), flags=re.S)
+def _python_blocks(page="README.md"):
+    return re.findall(r"```python\n(.*?)```", _readme(page), flags=re.S)
+
+
+def test_the_readme_is_a_front_door_and_every_moved_page_is_one_link_away():
+    readme = _readme()
+    assert len(readme.splitlines()) < 200
+    pages = sorted(set(re.findall(r"\]\((docs/[\w-]+\.md)\)", readme)))
+    assert sorted(f"docs/{name}" for name in os.listdir(os.path.join(REPO, "docs"))) == pages
+    for page in pages:
+        assert "](../README.md)" in _readme(page), page
+        for target in re.findall(r"\]\(((?:\.\./|[\w-]+\.md)[^)#]*)\)", _readme(page)):
+            assert os.path.exists(os.path.join(REPO, "docs", target)), f"{page} links to {target}"
 
 
 def test_readme_research_example_runs():
@@ -27,7 +38,7 @@ def test_readme_research_example_runs():
 
 def test_readme_pieces_example_runs():
     namespace = {}
-    exec(compile(_python_blocks()[1], "README.md", "exec"), namespace)
+    exec(compile(_python_blocks("docs/library.md")[0], "docs/library.md", "exec"), namespace)
     assert int(namespace["trained"].step.numpy()) == 100
     assert 0 < float(namespace["mean_loss"]) < 0.69  # below BCE at initialization
 
@@ -45,7 +56,7 @@ def test_readme_loading_example_runs_on_an_exported_workdir(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     train.train_and_evaluate(tiny_config(**{"train.num_steps": 10}), "runs/x")
     namespace = {"images": np.random.default_rng(0).uniform(size=(4, 784)).astype(np.float32)}
-    exec(compile(_python_blocks()[2], "README.md", "exec"), namespace)
+    exec(compile(_python_blocks()[1], "README.md", "exec"), namespace)
     assert tuple(namespace["codes"].shape) == (4, 16)
     np.testing.assert_allclose(
         namespace["model"].encode(namespace["images"]).numpy(),
@@ -65,6 +76,6 @@ def test_readme_recommend_example_runs_on_a_ratings_workdir(tmp_path, monkeypatc
     config = tiny_ratings_config(path, **{"train.num_steps": 10})
     train.train_and_evaluate(config, "runs/ratings")
     namespace = {}
-    exec(compile(_python_blocks()[3], "README.md", "exec"), namespace)
+    exec(compile(_python_blocks("docs/recommender.md")[0], "docs/recommender.md", "exec"), namespace)
     top = namespace["top"]
     assert len(top) == 10 and not {"12", "40", "7"} & {item for item, _ in top}
