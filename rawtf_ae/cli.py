@@ -70,6 +70,7 @@ def define_flags(default_config_file: str):
     )
     flags.DEFINE_enum("mode", "train", MODES, "What to do with the workdir.")
     flags.DEFINE_boolean("verbose", False, "Also print TensorFlow's own log lines.")
+    flags.DEFINE_boolean("tflite", False, "--mode=export: also write export/model.tflite (TensorFlow Lite).")
     flags.DEFINE_boolean(
         "list_config", False, "Print every config key with its default and doc, and the shipped configs."
     )
@@ -190,7 +191,7 @@ def _main(argv, config_flag, default_config_file):
         elif mode == "eval":
             workdir.evaluate(config, run_dir)
         elif mode == "export":
-            workdir.export_workdir(config, run_dir)
+            workdir.export_workdir(config, run_dir, tflite=flags.FLAGS.tflite)
         elif mode == "encode":
             if not flags.FLAGS.output:
                 raise ValueError("--mode=encode needs --output=FILE.npy (or .npz for codes and labels).")

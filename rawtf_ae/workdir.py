@@ -132,8 +132,11 @@ def write_projector(directory: str, codes: np.ndarray, labels=None) -> None:
     files.write_text(os.path.join(directory, "projector_config.pbtxt"), text_format.MessageToString(config))
 
 
-def export_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Exports the newest checkpoint: `export/saved_model/` and `export/weights.npz`."""
+def export_workdir(config: ml_collections.ConfigDict, workdir: str, tflite: bool = False) -> dict:
+    """Exports the newest checkpoint: `export/saved_model/` and `export/weights.npz`.
+
+    With `tflite`, also `export/model.tflite` (`rawtf_ae.tflite`: encode, decode, reconstruct).
+    """
     workdir = files.workdir_path(workdir)
     model, step, path = state.restore_model(config, workdir)
     vocabulary = None
@@ -147,7 +150,13 @@ def export_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if vocabulary is not None:
         vocabulary.save(os.path.join(workdir, "export", "vocabulary.json"))
     logging.info("exported %s (step %d) to %s and %s", path, step, saved_model, weights)
-    return {"saved_model": saved_model, "weights": weights, "step": step}
+    exported = {"saved_model": saved_model, "weights": weights, "step": step}
+    if tflite:
+        from rawtf_ae import tflite as tflite_lib  # noqa: PLC0415 (the converter loads slowly)
+
+        exported["tflite"] = tflite_lib.save(saved_model, os.path.join(workdir, "export", "model.tflite"))
+        logging.info("exported %s (%d bytes)", exported["tflite"], os.path.getsize(exported["tflite"]))
+    return exported
 
 
 def encode(config: ml_collections.ConfigDict, workdir: str, output: str, split: str = "validation") -> str:

@@ -119,3 +119,28 @@ def test_npz_weights_that_do_not_fit_are_errors_and_change_nothing(tmp_path):
     np.savez(tmp_path / "pickled.npz", layer_sizes=np.array([{"x": 1}], dtype=object))
     with pytest.raises(ValueError, match="pickled.npz is corrupt"):
         export.load_weights(str(tmp_path / "pickled.npz"))
+
+
+@pytest.mark.parametrize("kind", ["dense", "partially tied", "conv"])
+def test_tflite_model_matches_the_saved_model_on_every_signature(tmp_path, kind):
+    from rawtf_ae import tflite
+    from rawtf_ae.conv import TiedConvAutoencoder
+
+    if kind == "conv":
+        model = TiedConvAutoencoder((8, 8, 1), (4, 8), activation="relu", seed=1)
+    else:
+        model = _model(tied=[True, False] if kind == "partially tied" else True)
+    saved = export.save(model, str(tmp_path / "saved_model"))
+    path = tflite.save(saved, str(tmp_path / "model.tflite"))
+    x = tf.random.stateless_uniform([5, model.input_width], seed=[4, 2]).numpy()
+    z = model.encode(x).numpy()
+    loaded = export.load(saved)
+    for signature, inputs, expected in (
+        ("encode", x, loaded.encode(x)),
+        ("decode", z, loaded.decode(z)),
+        ("reconstruct", x, loaded(x)),
+    ):
+        np.testing.assert_allclose(
+            tflite.run(path, signature, inputs), expected.numpy(), rtol=1e-5, atol=1e-6
+        )
+    assert sorted(os.listdir(tmp_path)) == ["model.tflite", "saved_model"]  # no temporary left

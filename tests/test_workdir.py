@@ -137,9 +137,10 @@ def test_command_line_modes_end_to_end(trained, tmp_path):
     encoded = run_mode("--mode=encode", f"--output={output}", *flags)
     assert encoded.returncode == 0, encoded.stderr[-3000:]
     assert np.load(os.path.join(os.path.dirname(run), output)).shape == (300, 8)
-    exported = run_mode("--mode=export", *flags)
+    exported = run_mode("--mode=export", "--tflite", *flags)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "exported" in exported.stderr
+    assert os.path.getsize(os.path.join(run, "export", "model.tflite")) > 0
     evaluated = run_mode("--mode=eval", *flags)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "validation loss" in evaluated.stderr
