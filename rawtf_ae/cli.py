@@ -72,6 +72,9 @@ def define_flags(default_config_file: str):
     flags.DEFINE_boolean("verbose", False, "Also print TensorFlow's own log lines.")
     flags.DEFINE_boolean("tflite", False, "--mode=export: also write export/model.tflite (TensorFlow Lite).")
     flags.DEFINE_boolean(
+        "onnx", False, "--mode=export: also write export/onnx/*.onnx (needs the onnx extra)."
+    )
+    flags.DEFINE_boolean(
         "list_config", False, "Print every config key with its default and doc, and the shipped configs."
     )
     flags.DEFINE_string("output", None, "--mode=encode: the .npy (codes) or .npz (codes, labels) to write.")
@@ -191,7 +194,7 @@ def _main(argv, config_flag, default_config_file):
         elif mode == "eval":
             workdir.evaluate(config, run_dir)
         elif mode == "export":
-            workdir.export_workdir(config, run_dir, tflite=flags.FLAGS.tflite)
+            workdir.export_workdir(config, run_dir, tflite=flags.FLAGS.tflite, onnx=flags.FLAGS.onnx)
         elif mode == "encode":
             if not flags.FLAGS.output:
                 raise ValueError("--mode=encode needs --output=FILE.npy (or .npz for codes and labels).")

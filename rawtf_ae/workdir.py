@@ -132,10 +132,13 @@ def write_projector(directory: str, codes: np.ndarray, labels=None) -> None:
     files.write_text(os.path.join(directory, "projector_config.pbtxt"), text_format.MessageToString(config))
 
 
-def export_workdir(config: ml_collections.ConfigDict, workdir: str, tflite: bool = False) -> dict:
+def export_workdir(
+    config: ml_collections.ConfigDict, workdir: str, tflite: bool = False, onnx: bool = False
+) -> dict:
     """Exports the newest checkpoint: `export/saved_model/` and `export/weights.npz`.
 
-    With `tflite`, also `export/model.tflite` (`rawtf_ae.tflite`: encode, decode, reconstruct).
+    With `tflite`, also `export/model.tflite` (`rawtf_ae.tflite`); with `onnx`,
+    `export/onnx/{encode,decode,reconstruct}.onnx` (`rawtf_ae.onnx_export`, the onnx extra).
     """
     workdir = files.workdir_path(workdir)
     model, step, path = state.restore_model(config, workdir)
@@ -156,6 +159,11 @@ def export_workdir(config: ml_collections.ConfigDict, workdir: str, tflite: bool
 
         exported["tflite"] = tflite_lib.save(saved_model, os.path.join(workdir, "export", "model.tflite"))
         logging.info("exported %s (%d bytes)", exported["tflite"], os.path.getsize(exported["tflite"]))
+    if onnx:
+        from rawtf_ae import onnx_export  # noqa: PLC0415 (an optional extra)
+
+        exported["onnx"] = onnx_export.save(saved_model, os.path.join(workdir, "export", "onnx"))
+        logging.info("exported %s", ", ".join(exported["onnx"].values()))
     return exported
 
 

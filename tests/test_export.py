@@ -144,3 +144,47 @@ def test_tflite_model_matches_the_saved_model_on_every_signature(tmp_path, kind)
             tflite.run(path, signature, inputs), expected.numpy(), rtol=1e-5, atol=1e-6
         )
     assert sorted(os.listdir(tmp_path)) == ["model.tflite", "saved_model"]  # no temporary left
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_onnx_files_match_the_saved_model_in_onnxruntime(tmp_path, kind):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    from rawtf_ae import onnx_export
+    from rawtf_ae.conv import TiedConvAutoencoder
+
+    model = TiedConvAutoencoder((8, 8, 1), (4, 8), activation="relu", seed=1) if kind == "conv" else _model()
+    saved = export.save(model, str(tmp_path / "saved_model"))
+    paths = onnx_export.save(saved, str(tmp_path / "onnx"))
+    assert sorted(paths) == ["decode", "encode", "reconstruct"]
+    x = tf.random.stateless_uniform([5, model.input_width], seed=[4, 2]).numpy()
+    z = model.encode(x).numpy()
+    loaded = export.load(saved)
+    for signature, inputs, expected in (
+        ("encode", x, loaded.encode(x)),
+        ("decode", z, loaded.decode(z)),
+        ("reconstruct", x, loaded(x)),
+    ):
+        np.testing.assert_allclose(
+            onnx_export.run(paths[signature], inputs), expected.numpy(), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_a_frozen_keras_tfsmlayer_on_the_export_feeds_a_keras_classifier(tmp_path):
+    # docs/trained-models.md's Keras 3 example: the exported encoder as a frozen layer.
+    import keras
+
+    model = _model()
+    path = export.save(model, str(tmp_path / "saved_model"))
+    encoder = keras.layers.TFSMLayer(path, call_endpoint="encode", trainable=False)
+    inputs = keras.Input(shape=(20,))
+    classifier = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(encoder(inputs)["codes"]))
+    classifier.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).random((64, 20)).astype(np.float32)
+    y = (model.encode(x).numpy()[:, 0] > np.median(model.encode(x).numpy()[:, 0])).astype(np.int64)
+    np.testing.assert_allclose(encoder(x)["codes"].numpy(), model.encode(x).numpy(), rtol=1e-6, atol=1e-7)
+    frozen = [w.numpy().copy() for w in encoder.weights]
+    head = classifier.layers[-1].kernel.numpy().copy()
+    classifier.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(frozen, encoder.weights))
+    assert not np.array_equal(head, classifier.layers[-1].kernel.numpy())

@@ -1,5 +1,6 @@
 """eval / export / encode on a workdir trained on the MNIST test-set files, and their errors."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -137,10 +138,17 @@ def test_command_line_modes_end_to_end(trained, tmp_path):
     encoded = run_mode("--mode=encode", f"--output={output}", *flags)
     assert encoded.returncode == 0, encoded.stderr[-3000:]
     assert np.load(os.path.join(os.path.dirname(run), output)).shape == (300, 8)
-    exported = run_mode("--mode=export", "--tflite", *flags)
+    onnx = ["--onnx"] if importlib.util.find_spec("tf2onnx") else []
+    exported = run_mode("--mode=export", "--tflite", *onnx, *flags)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "exported" in exported.stderr
     assert os.path.getsize(os.path.join(run, "export", "model.tflite")) > 0
+    if onnx:
+        assert sorted(os.listdir(os.path.join(run, "export", "onnx"))) == [
+            "decode.onnx",
+            "encode.onnx",
+            "reconstruct.onnx",
+        ]
     evaluated = run_mode("--mode=eval", *flags)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "validation loss" in evaluated.stderr
