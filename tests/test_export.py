@@ -121,17 +121,16 @@ def test_npz_weights_that_do_not_fit_are_errors_and_change_nothing(tmp_path):
         export.load_weights(str(tmp_path / "pickled.npz"))
 
 
-@pytest.mark.parametrize("kind", ["dense", "partially tied", "conv"])
-def test_tflite_model_matches_the_saved_model_on_every_signature(tmp_path, kind):
-    from rawtf_ae import tflite
+def _client_model(kind):
     from rawtf_ae.conv import TiedConvAutoencoder
 
     if kind == "conv":
-        model = TiedConvAutoencoder((8, 8, 1), (4, 8), activation="relu", seed=1)
-    else:
-        model = _model(tied=[True, False] if kind == "partially tied" else True)
-    saved = export.save(model, str(tmp_path / "saved_model"))
-    path = tflite.save(saved, str(tmp_path / "model.tflite"))
+        return TiedConvAutoencoder((8, 8, 1), (4, 8), activation="relu", seed=1)
+    return _model(tied=[True, False] if kind == "partially tied" else True)
+
+
+def _assert_client_matches(model, saved, run):
+    """`run(signature, inputs)` of another runtime against the SavedModel, signature by signature."""
     x = tf.random.stateless_uniform([5, model.input_width], seed=[4, 2]).numpy()
     z = model.encode(x).numpy()
     loaded = export.load(saved)
@@ -140,34 +139,31 @@ def test_tflite_model_matches_the_saved_model_on_every_signature(tmp_path, kind)
         ("decode", z, loaded.decode(z)),
         ("reconstruct", x, loaded(x)),
     ):
-        np.testing.assert_allclose(
-            tflite.run(path, signature, inputs), expected.numpy(), rtol=1e-5, atol=1e-6
-        )
+        np.testing.assert_allclose(run(signature, inputs), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["dense", "partially tied", "conv"])
+def test_tflite_model_matches_the_saved_model_on_every_signature(tmp_path, kind):
+    from rawtf_ae import tflite
+
+    model = _client_model(kind)
+    saved = export.save(model, str(tmp_path / "saved_model"))
+    path = tflite.save(saved, str(tmp_path / "model.tflite"))
+    _assert_client_matches(model, saved, lambda signature, inputs: tflite.run(path, signature, inputs))
     assert sorted(os.listdir(tmp_path)) == ["model.tflite", "saved_model"]  # no temporary left
 
 
-@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("kind", ["dense", "partially tied", "conv"])
 def test_onnx_files_match_the_saved_model_in_onnxruntime(tmp_path, kind):
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
     from rawtf_ae import onnx_export
-    from rawtf_ae.conv import TiedConvAutoencoder
 
-    model = TiedConvAutoencoder((8, 8, 1), (4, 8), activation="relu", seed=1) if kind == "conv" else _model()
+    model = _client_model(kind)
     saved = export.save(model, str(tmp_path / "saved_model"))
     paths = onnx_export.save(saved, str(tmp_path / "onnx"))
     assert sorted(paths) == ["decode", "encode", "reconstruct"]
-    x = tf.random.stateless_uniform([5, model.input_width], seed=[4, 2]).numpy()
-    z = model.encode(x).numpy()
-    loaded = export.load(saved)
-    for signature, inputs, expected in (
-        ("encode", x, loaded.encode(x)),
-        ("decode", z, loaded.decode(z)),
-        ("reconstruct", x, loaded(x)),
-    ):
-        np.testing.assert_allclose(
-            onnx_export.run(paths[signature], inputs), expected.numpy(), rtol=1e-5, atol=1e-6
-        )
+    _assert_client_matches(model, saved, lambda signature, inputs: onnx_export.run(paths[signature], inputs))
 
 
 def test_a_frozen_keras_tfsmlayer_on_the_export_feeds_a_keras_classifier(tmp_path):
