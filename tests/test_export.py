@@ -142,25 +142,38 @@ def _assert_client_matches(model, saved, run):
         np.testing.assert_allclose(run(signature, inputs), expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["dense", "partially tied", "conv"])
+def _client_export(model, path, kind):
+    """A SavedModel; a ratings export also has the `recommend` signature (not converted)."""
+    from rawtf_ae.ratings import Vocabulary
+
+    vocabulary = None
+    if kind == "ratings":
+        vocabulary = Vocabulary([str(u) for u in range(7)], [str(i) for i in range(model.input_width)])
+    return export.save(model, path, vocabulary)
+
+
+CLIENT_KINDS = ["dense", "partially tied", "conv", "ratings"]
+
+
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
 def test_tflite_model_matches_the_saved_model_on_every_signature(tmp_path, kind):
     from rawtf_ae import tflite
 
     model = _client_model(kind)
-    saved = export.save(model, str(tmp_path / "saved_model"))
+    saved = _client_export(model, str(tmp_path / "saved_model"), kind)
     path = tflite.save(saved, str(tmp_path / "model.tflite"))
     _assert_client_matches(model, saved, lambda signature, inputs: tflite.run(path, signature, inputs))
     assert sorted(os.listdir(tmp_path)) == ["model.tflite", "saved_model"]  # no temporary left
 
 
-@pytest.mark.parametrize("kind", ["dense", "partially tied", "conv"])
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
 def test_onnx_files_match_the_saved_model_in_onnxruntime(tmp_path, kind):
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
     from rawtf_ae import onnx_export
 
     model = _client_model(kind)
-    saved = export.save(model, str(tmp_path / "saved_model"))
+    saved = _client_export(model, str(tmp_path / "saved_model"), kind)
     paths = onnx_export.save(saved, str(tmp_path / "onnx"))
     assert sorted(paths) == ["decode", "encode", "reconstruct"]
     _assert_client_matches(model, saved, lambda signature, inputs: onnx_export.run(paths[signature], inputs))
