@@ -31,11 +31,16 @@ def _fail(message) -> None:
     sys.exit(f"{os.path.basename(sys.argv[0])}: error: {message}")
 
 
+# The package's own folder: a clone named rawtf_ae/ holding the .venv must not pass
+# TensorFlow's files (.../rawtf_ae/.venv/.../tensorflow/...) as the run's own.
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 class _OwnLines(std_logging.Filter):
     """Passes rawtf_ae's log lines, and anyone's warnings and errors; drops TensorFlow's info."""
 
     def filter(self, record) -> bool:
-        own = os.sep + "rawtf_ae" + os.sep in record.pathname
+        own = os.path.abspath(record.pathname).startswith(_PACKAGE)
         return own or record.levelno >= std_logging.WARNING
 
 

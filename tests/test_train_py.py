@@ -199,3 +199,19 @@ def test_installed_console_script_trains_with_the_packaged_default_config(tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert "default workdir workdirs/config" in result.stderr
     assert (tmp_path / "workdirs" / "config" / "export" / "saved_model" / "saved_model.pb").exists()
+
+
+def test_the_console_filter_knows_the_package_from_a_clone_named_rawtf_ae():
+    # The README's clone is named rawtf_ae/ and holds the .venv: TensorFlow's files live under
+    # .../rawtf_ae/.venv/..., which must not pass as the run's own lines.
+    import logging
+
+    from rawtf_ae import cli
+
+    def passes(path, level=logging.INFO):
+        return cli._OwnLines().filter(logging.LogRecord("x", level, path, 1, "message", None, None))
+
+    assert passes(os.path.join(os.path.dirname(cli.__file__), "train.py"))
+    tensorflow = "/home/u/rawtf_ae/.venv/lib/python3.11/site-packages/tensorflow/python/saver.py"
+    assert not passes(tensorflow)
+    assert passes(tensorflow, logging.WARNING)  # anyone's warnings still show
