@@ -74,7 +74,9 @@ def fine_tune(
         )
     variables = classifier.fine_tuned_variables
     config = default_config()
-    config.train.update(optimizer="adam", learning_rate=learning_rate, schedule="constant", warmup_steps=0)
+    config.train.update(
+        optimizer="adam", learning_rate=float(learning_rate), schedule="constant", warmup_steps=0
+    )
     trained = state.create_train_state(
         config, strategy, model=classifier, variables=variables, multipliers=False
     )

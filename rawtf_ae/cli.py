@@ -106,14 +106,20 @@ def _parse_flags(argv):
 
 
 def _overrides(argv) -> list[str]:
-    """The dotted keys given as `--config.KEY=VALUE` on the command line, in order."""
-    prefix = f"--{_CONFIG_ARGUMENT}."
-    return [arg[len(prefix) :].split("=")[0] for arg in argv if arg.startswith(prefix)]
+    """The dotted keys the command line set (`--config.KEY=V`, `--noconfig.KEY`, a flagfile...).
+
+    Asked of absl, which parsed them, so every spelling it accepts counts.
+    """
+    del argv  # absl knows what was given
+    prefix = f"{_CONFIG_ARGUMENT}."
+    return [
+        name[len(prefix) :] for name in flags.FLAGS if name.startswith(prefix) and flags.FLAGS[name].present
+    ]
 
 
 def _config_file_given(argv) -> bool:
-    flag = f"--{_CONFIG_ARGUMENT}"
-    return any(arg == flag or arg.startswith(f"{flag}=") for arg in argv)
+    del argv
+    return bool(flags.FLAGS[_CONFIG_ARGUMENT].present)
 
 
 def _get(config, dotted: str):

@@ -47,7 +47,8 @@ def check_writable(workdir: str) -> None:
         raise ValueError(f"Workdir {workdir} cannot be created: {path} is a file, not a folder.")
     try:
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, f".write-probe-{uuid.uuid4().hex[:8]}"), "w") as probe:
+        # Named like atomic_path's temporaries, so that a kill here leaves nothing for good.
+        with open(os.path.join(workdir, f".probe.tmp-{uuid.uuid4().hex[:8]}"), "w") as probe:
             probe.write("")
         os.remove(probe.name)
     except OSError as e:

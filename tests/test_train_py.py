@@ -63,9 +63,12 @@ def test_default_workdir_is_named_after_the_config_logged_and_resumed(tmp_path):
     assert (tmp_path / "workdirs" / "curves" / "metrics.json").exists()
     # Only what changes is typed again: the workdir's saved config supplies the rest (the
     # default config's model would not fit the checkpoint).
-    again = _run("--config.train.num_steps=20", cwd=tmp_path)
+    # Every spelling absl accepts counts as an override (`--noconfig.KEY` for a False).
+    again = _run("--config.train.num_steps=20", "--noconfig.train.export", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "config: the run's own" in again.stderr and "(with --config.train.num_steps)" in again.stderr
+    assert "config: the run's own" in again.stderr
+    assert "--config.train.export" in again.stderr and "--config.train.num_steps" in again.stderr
+    assert "export:" not in again.stderr  # the override was applied
     assert "starting from scratch" not in again.stderr
     assert "ckpt-10 at step 10" in again.stderr
     with open(tmp_path / "workdirs" / "curves" / "metrics.json") as f:
