@@ -36,10 +36,17 @@ from rawtf_ae import (
 from rawtf_ae import config as config_lib
 
 # The pieces, also under the names research code and the README have always used (train.X).
-from rawtf_ae.architectures import create_model  # noqa: F401
+from rawtf_ae.architectures import compute_dtype, create_model, tied_flags  # noqa: F401
 from rawtf_ae.evaluation import make_evaluate, ratings_metrics
+from rawtf_ae.files import write_json  # noqa: F401
 from rawtf_ae.loops import make_train_loop
-from rawtf_ae.optimizers import create_optimizer, learning_rate_at, learning_rate_schedule  # noqa: F401
+from rawtf_ae.optimizers import (  # noqa: F401
+    TrainingStepSchedule,
+    WarmupSchedule,
+    create_optimizer,
+    learning_rate_at,
+    learning_rate_schedule,
+)
 from rawtf_ae.preemption import PeerLost, Preempted  # noqa: F401
 from rawtf_ae.state import create_train_state, restore_model, trained_input_width, vocabulary_path  # noqa: F401
 from rawtf_ae.steps import StepOptions, make_step, make_train_step, uses_xla  # noqa: F401
