@@ -6,9 +6,19 @@ again exactly. With several replicas each one draws the noise of the whole globa
 keeps its own rows: an example's noise depends on its place in the global batch, not on how
 many replicas share the batch, so N replicas train exactly as one device does (N times the
 random numbers per replica, cheap next to the matrix multiplies).
+
+A seed means one run whether or not the step is XLA-compiled. TensorFlow's stateless ops draw
+the same Philox bits either way but turn them into floats differently (the CPU and GPU kernels
+keep a bit's low 23 bits as the mantissa, XLA its high ones), so `tf.random.stateless_uniform`
+gives other numbers under `jit_compile=True`. `uniform` and `normal` below draw the bits with
+the algorithm named (Philox, on every device) and convert them with integer ops: the kernels'
+own conversion, so a run without XLA keeps the noise it always drew, value for value, and the
+XLA step now draws it too (the gaussian up to the last bits of `log`, `sin` and `cos`).
 """
 
 from __future__ import annotations
+
+import math
 
 import tensorflow as tf
 
@@ -19,7 +29,28 @@ def noise_seed(seed: int, step) -> tf.Tensor:
     """The stateless seed `[2]` of `step`, the same on every replica."""
     base = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
     # Folding in 0 keeps the noise that single-device runs have always drawn.
-    return tf.random.experimental.stateless_fold_in(base, tf.constant(0, tf.int64))
+    return tf.random.experimental.stateless_fold_in(base, tf.constant(0, tf.int64), alg="philox")
+
+
+def uniform(shape, seed) -> tf.Tensor:
+    """Float32 uniform on [0, 1) of `shape`: `tf.random.stateless_uniform(shape, seed)`'s values
+    (CPU and GPU kernels) with or without XLA."""
+    bits = tf.random.stateless_uniform(shape, seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox")
+    mantissa = tf.bitwise.bitwise_and(bits, tf.constant(0x7FFFFF, tf.uint32))
+    one_to_two = tf.bitwise.bitwise_or(mantissa, tf.constant(0x3F800000, tf.uint32))  # 1.m in [1, 2)
+    return tf.bitcast(one_to_two, tf.float32) - 1.0
+
+
+def normal(shape, seed) -> tf.Tensor:
+    """Float32 standard normal of `shape` by Box-Muller on `uniform`'s numbers, in pairs as the
+    kernels of `tf.random.stateless_normal` pair them (so the same values, up to rounding)."""
+    count = tf.reduce_prod(tf.cast(shape, tf.int32))
+    pairs = (count + 1) // 2
+    u = tf.reshape(uniform(tf.stack([pairs * 2]), seed), [pairs, 2])
+    radius = tf.sqrt(-2.0 * tf.math.log(tf.maximum(u[:, 0], 1e-7)))
+    angle = 2.0 * math.pi * u[:, 1]
+    values = tf.reshape(tf.stack([tf.sin(angle) * radius, tf.cos(angle) * radius], axis=1), [-1])
+    return tf.reshape(values[:count], shape)
 
 
 def replica_rows(draw, like) -> tf.Tensor:
@@ -50,8 +81,8 @@ def dropout(x, rate: float, seed) -> tf.Tensor:
     if not rate:
         return x
     scaled = x * tf.constant(1 / (1 - rate), x.dtype)
-    uniform = replica_rows(lambda shape: tf.random.stateless_uniform(shape, seed, dtype=x.dtype), x)
-    return tf.where(uniform >= rate, scaled, tf.zeros_like(scaled))
+    kept = replica_rows(lambda shape: uniform(shape, seed), x) >= rate
+    return tf.where(kept, scaled, tf.zeros_like(scaled))
 
 
 def corrupt(x, kind: str, level: float, seed) -> tf.Tensor:
@@ -68,18 +99,18 @@ def corrupt(x, kind: str, level: float, seed) -> tf.Tensor:
     if kind == "none" or level == 0:
         return x
 
-    def uniform(noise_seed):
-        return replica_rows(lambda shape: tf.random.stateless_uniform(shape, noise_seed, dtype=x.dtype), x)
+    def draw(noise, noise_seed):
+        return replica_rows(lambda shape: noise(shape, noise_seed), x)
 
     if kind == "gaussian":
-        return x + level * replica_rows(
-            lambda shape: tf.random.stateless_normal(shape, seed, dtype=x.dtype), x
-        )
-    hit = uniform(seed) < level
+        return x + tf.cast(level * draw(normal, seed), x.dtype)
+    hit = draw(uniform, seed) < level
     if kind == "masking":
         return tf.where(hit, tf.zeros_like(x), x)
     if kind == "salt_and_pepper":
-        salt = tf.cast(uniform(tf.random.experimental.stateless_fold_in(seed, 1)) < 0.5, x.dtype)
+        salt = tf.cast(
+            draw(uniform, tf.random.experimental.stateless_fold_in(seed, 1, alg="philox")) < 0.5, x.dtype
+        )
         return tf.where(hit, salt, x)
     raise ValueError(f"Unknown corruption {kind!r}; expected one of {', '.join(NAMES)}.")
 

@@ -164,7 +164,7 @@ class Objective:
         """Code dropout; `stream` 0 for the batch, k for the k-th re-fed update."""
         if not self.options.code_dropout:
             return codes
-        seed = tf.random.experimental.stateless_fold_in(self.noise_seed(), stream)
+        seed = tf.random.experimental.stateless_fold_in(self.noise_seed(), stream, alg="philox")
         return corruption.dropout(codes, self.options.code_dropout, seed)
 
     def normalizer(self, mask):
