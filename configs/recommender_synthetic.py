@@ -1,5 +1,8 @@
 """`recommender.py` sized for a small ratings file: the offline recipe of docs/recommender.md.
 
+Smaller layers (128-64), code dropout 0.5, Adam at 1e-3 and a linear output layer; the rest
+(SELU, tied, masked MSE, one dense re-feeding step) as in `recommender.py`.
+
     python -m rawtf_ae.synthetic_ratings synthetic_ratings.csv
     python train.py --config=configs/recommender_synthetic.py --config.data.path=synthetic_ratings.csv
 
@@ -18,8 +21,11 @@ import recommender  # noqa: E402
 def get_config():
     config = recommender.get_config()
     config.model.layer_sizes = (0, 128, 64)
+    config.model.output_activation = "linear"
+    config.model.kernel_initializer = "auto"  # LeCun normal for SELU
     config.train.code_dropout = 0.5
     config.train.optimizer = "adam"
+    config.train.learning_rate = 1e-3
     config.train.batch_size = 64
     config.train.num_steps = 3_000
     config.train.eval_every_steps = 1_000

@@ -72,6 +72,9 @@ def default_config() -> ml_collections.ConfigDict:
     # codes of the layers below, with the train.* optimizer settings. Runs only when a workdir
     # starts from scratch; the assembled model is checkpointed as step 0.
     config.pretrain.steps_per_layer = 0
+    # One corruption level per encoder layer while pretraining (the DeepLearningTutorials SdA
+    # uses 0.1, 0.2, 0.3), of the kind train.corruption; empty: train.corruption_level for all.
+    config.pretrain.corruption_levels = ()
 
     config.train = ml_collections.ConfigDict()
     # The global batch: split evenly over all replicas of the strategy (so it must divide).
@@ -90,6 +93,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.sparsity_weight = 0.0
     config.train.sparsity_target = 0.05
     # Contractive autoencoder (Rifai et al. 2011): contractive_weight * ||d code / d input||_F^2.
+    # bce/mse average over the d inputs where the papers sum: a paper's weight lambda is
+    # lambda / d here (docs/configs-and-data.md, "The papers' scale"); sparsity_weight too.
     config.train.contractive_weight = 0.0
     # Dropout on the code layer: the probability of dropping each code unit while training.
     config.train.code_dropout = 0.0
@@ -301,6 +306,19 @@ def _check_pretraining(config) -> None:
     _non_negative_int("pretrain.steps_per_layer", steps_per_layer)
     if steps_per_layer and config.model.kind != "dense":
         raise ValueError("`pretrain.steps_per_layer` works with model.kind='dense' only.")
+    levels = tuple(config.pretrain.corruption_levels)
+    if not levels:
+        return
+    layers = len(config.model.layer_sizes) - 1
+    if len(levels) != layers:
+        raise ValueError(
+            f"`pretrain.corruption_levels` has {len(levels)} levels for the {layers} encoder layers of "
+            f"model.layer_sizes={tuple(config.model.layer_sizes)}."
+        )
+    if config.train.corruption == "none":
+        raise ValueError("`pretrain.corruption_levels` needs a `train.corruption` kind, got 'none'.")
+    for level in levels:
+        corruption.check(config.train.corruption, level, "pretrain.corruption_levels")
 
 
 def _check_runtime(train) -> None:

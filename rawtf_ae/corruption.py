@@ -115,11 +115,11 @@ def corrupt(x, kind: str, level: float, seed) -> tf.Tensor:
     raise ValueError(f"Unknown corruption {kind!r}; expected one of {', '.join(NAMES)}.")
 
 
-def check(kind: str, level: float) -> None:
-    """Raises `ValueError` for an unknown kind or a level out of range."""
+def check(kind: str, level: float, key: str = "train.corruption_level") -> None:
+    """Raises `ValueError` for an unknown kind or a level out of range (`key` names the level)."""
     if kind not in NAMES:
         raise ValueError(f"`train.corruption` is {kind!r}; expected one of {', '.join(NAMES)}.")
     if kind in ("masking", "salt_and_pepper") and not 0 <= level < 1:
-        raise ValueError(f"`train.corruption_level` is a fraction for {kind}: in [0, 1), got {level!r}.")
+        raise ValueError(f"`{key}` is a fraction for {kind}: in [0, 1), got {level!r}.")
     if level < 0:
-        raise ValueError(f"`train.corruption_level` must be >= 0, got {level!r}.")
+        raise ValueError(f"`{key}` must be >= 0, got {level!r}.")

@@ -32,7 +32,8 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
 
     Args:
       config: the run's config; `pretrain.steps_per_layer` steps per layer with the run's
-        optimizer settings, batch size, corruption and weight decay.
+        optimizer settings, batch size, corruption (at `pretrain.corruption_levels[k]` for
+        layer k when given) and weight decay.
       examples: the training inputs `[n, layer_sizes[0]]`.
       strategy: the `tf.distribute` strategy (default: the default strategy).
 
@@ -44,6 +45,7 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
     activation = architectures.activation_spec(config.model.activation)
     activations = activation if isinstance(activation, list) else [activation] * (len(sizes) - 1)
     batch, num_steps = config.train.batch_size, config.pretrain.steps_per_layer
+    levels = tuple(config.pretrain.corruption_levels) or (config.train.corruption_level,) * (len(sizes) - 1)
     codes, layers = examples, []
     for k in range(len(sizes) - 1):
         loss = layer_loss(config, k)
@@ -61,7 +63,7 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
         trained = state.create_train_state(config, strategy, model=layer, multipliers=False)
         # The run's step options, but no sparsity: a hidden layer's code need not be logistic.
         options = steps.StepOptions.from_config(
-            config, loss=loss, seed=config.seed + 1 + k, sparsity_weight=0.0
+            config, loss=loss, seed=config.seed + 1 + k, sparsity_weight=0.0, corruption_level=levels[k]
         )
         loop = loops.make_train_loop(
             steps.make_step(layer, trained.optimizer, options), trained.step, strategy
@@ -79,12 +81,15 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
         )
         first_loss, last_loss = means[0], means[-1]
         logging.info(
-            "pretrained layer %d (%d-%d, %s, %s): loss %.5f -> %.5f in %d steps",
+            "pretrained layer %d (%d-%d, %s, %s%s): loss %.5f -> %.5f in %d steps",
             k,
             sizes[k],
             sizes[k + 1],
             activations[k],
             loss,
+            f", {options.corruption_kind} {options.corruption_level:g}"
+            if options.corruption_kind != "none"
+            else "",
             first_loss,
             last_loss,
             num_steps,

@@ -1,6 +1,8 @@
-"""PCA baseline: against NumPy's SVD, and the linear tied autoencoder reaching it (Baldi & Hornik 1989)."""
+"""PCA baseline: against NumPy's SVD, and the linear tied autoencoder reaching it (Baldi & Hornik 1989);
+the per-item-mean ratings baseline against a hand computation."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from rawtf_ae import TiedAutoencoder, baselines, data, train
@@ -39,3 +41,19 @@ def test_linear_tied_autoencoder_reaches_the_pca_error():
     assert error <= pca_error * 1.01, (error, pca_error)
     one_less = baselines.pca_mse(train_x, validation_x, 2)
     assert error < 0.5 * one_less  # it found the 3-dimensional subspace, not less
+
+
+@pytest.mark.parametrize("by", ["user", "item"])
+def test_item_mean_rmse_against_a_hand_computation(tmp_path, by):
+    from rawtf_ae import ratings
+
+    train_file, held_out_file = tmp_path / "train.csv", tmp_path / "held_out.csv"
+    # Item 10: ratings 4 and 2 (mean 3); item 20: 5 (mean 5); item 30: rated by nobody held out.
+    train_file.write_text("user,item,rating\n1,10,4\n2,10,2\n1,20,5\n3,30,1\n")
+    # Held out: user 3 on item 10 (3 predicted, 5 true), user 2 on item 20 (5 vs 4), user 9 unseen.
+    held_out_file.write_text("3,10,5\n2,20,4\n9,10,1\n")
+    splits = ratings.build_splits(
+        ratings.read_ratings(str(train_file)), ratings.read_ratings(str(held_out_file)), by=by
+    )
+    assert splits.skipped == 1
+    assert baselines.item_mean_rmse(splits) == pytest.approx(np.sqrt(((3 - 5) ** 2 + (5 - 4) ** 2) / 2))

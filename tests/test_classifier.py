@@ -58,3 +58,26 @@ def test_fine_tuning_on_two_mirrored_replicas_matches_one_device():
         with mirrored.scope():
             model = classifier.Classifier(TiedAutoencoder([20, 8], seed=1), 4)
         classifier.fine_tune(model, x, y, steps=1, batch_size=33, strategy=mirrored)
+
+
+def test_the_first_fine_tuning_step_is_adam_on_the_cross_entropy_gradient_of_every_layer():
+    # The gradient written out in NumPy (float64), through the softmax layer into the encoder.
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(32, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 32)
+    model = classifier.Classifier(TiedAutoencoder([12, 6], activation="sigmoid", seed=2), 3, seed=2)
+    before = [v.numpy().astype(np.float64) for v in model.fine_tuned_variables]
+    kernel, bias, head, head_bias = before
+    classifier.fine_tune(model, x, y, steps=1, batch_size=32, learning_rate=0.01, seed=0)
+    h = 1 / (1 + np.exp(-(x @ kernel + bias)))
+    logits = h @ head + head_bias
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    d_logits = (p - np.eye(3)[y]) / len(x)  # one batch of 32 holds every example, in any order
+    d_pre = d_logits @ head.T * h * (1 - h)
+    gradients = [x.T @ d_pre, d_pre.sum(0), h.T @ d_logits, d_logits.sum(0)]
+    epsilon = 1e-7 / np.sqrt(1 - 0.999)  # Keras Adam's first step: lr * g / (|g| + eps / sqrt(1 - beta_2))
+    for variable, start, g in zip(model.fine_tuned_variables, before, gradients):
+        expected = start - 0.01 * g / (np.abs(g) + epsilon)
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=0, atol=1e-4)
+        assert np.abs(variable.numpy() - start).max() > 0.009  # the encoder moves too

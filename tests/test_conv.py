@@ -54,13 +54,15 @@ def test_tied_filter_gradient_is_the_sum_of_encoder_and_decoder_paths():
         np.testing.assert_allclose(t, e + d, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("strides", [1, 2])
-def test_the_decoder_is_the_adjoint_of_the_encoder(strides):
-    # For a linear layer without biases, <conv(x), z> = <x, conv_transpose(z)>: the decoder
-    # applies exactly the transpose of the encoder's linear map.
+@pytest.mark.parametrize(
+    "shape, filters, strides", [((9, 9, 2), (3,), 1), ((9, 9, 2), (3,), 2), ((28, 28, 1), (4, 8), 2)]
+)
+def test_the_decoder_is_the_adjoint_of_the_encoder(shape, filters, strides):
+    # For linear layers without biases, <conv(x), z> = <x, conv_transpose(z)>: the decoder
+    # applies exactly the transpose of the encoder's linear map (28x28 -> 14x14 -> 7x7 included).
     model = TiedConvAutoencoder(
-        (9, 9, 2),
-        (3,),
+        shape,
+        filters,
         kernel_size=3,
         strides=strides,
         activation="linear",

@@ -42,17 +42,35 @@ def test_loss_checks_name_and_output_activation():
     losses.check("mse", "linear")
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
-def test_contractive_closed_form_matches_batch_jacobian(activation):
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+SLOPES = {  # f'(a), written out independently of TensorFlow
+    "sigmoid": lambda a: np.exp(-a) / (1 + np.exp(-a)) ** 2,
+    "tanh": lambda a: 1 - np.tanh(a) ** 2,
+    "selu": lambda a: SELU_SCALE * np.where(a > 0, 1.0, SELU_ALPHA * np.exp(a)),
+    "relu": lambda a: (a > 0).astype(float),
+}
+
+
+@pytest.mark.parametrize("activation", sorted(SLOPES))
+def test_contractive_closed_form_matches_batch_jacobian_and_so_does_its_gradient(activation):
     model = TiedAutoencoder([10, 4], activation=activation, seed=2)
     model.encoder_biases[0].assign(tf.random.stateless_normal([4], seed=[0, 3]))
-    x = tf.random.stateless_uniform([6, 10], seed=[1, 3])
-    closed = losses.contractive(model, x).numpy()
-    h = model.encode(x).numpy()
-    if activation == "sigmoid":  # Rifai et al.'s formula, written out
-        expected = ((h * (1 - h)) ** 2 * (model.kernels[0].numpy() ** 2).sum(0)).sum(-1)
-        np.testing.assert_allclose(closed, expected, rtol=1e-5)
-    np.testing.assert_allclose(closed, losses.jacobian_norm(model, x).numpy(), rtol=1e-5)
+    x = tf.random.stateless_uniform([6, 10], seed=[1, 3], minval=-1.0)
+    kernel = model.kernels[0].numpy().astype(np.float64)
+    a = x.numpy().astype(np.float64) @ kernel + model.encoder_biases[0].numpy()
+    assert (a > 0).any() and (a < 0).any()  # both branches of relu and selu
+    expected = (SLOPES[activation](a) ** 2 * (kernel**2).sum(0)).sum(-1)  # Rifai et al.'s formula
+    np.testing.assert_allclose(losses.contractive(model, x).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(losses.jacobian_norm(model, x).numpy(), expected, rtol=1e-5)
+    # Training differentiates the penalty: the closed form's gradient is batch_jacobian's.
+    gradients = []
+    for penalty in (losses.contractive, losses.jacobian_norm):
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(penalty(model, x))
+        gradients.append(tape.gradient(total, [model.kernels[0], model.encoder_biases[0]]))
+    for closed, reference in zip(*gradients):
+        np.testing.assert_allclose(closed.numpy(), reference.numpy(), rtol=1e-4, atol=1e-6)
+    assert np.abs(gradients[0][0].numpy()).max() > 1e-3
 
 
 @pytest.mark.parametrize("layer_sizes", [[5, 3], [5, 4, 3]])

@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from rawtf_ae import data, pretrain, train
+from rawtf_ae import data, pretrain, state, train
+from rawtf_ae.model import TiedAutoencoder
 from tests.conftest import tiny_config
 
 DEEP = {
@@ -14,13 +16,81 @@ DEEP = {
 }
 
 
+@pytest.mark.parametrize(
+    "activation, second_layer", [("relu,sigmoid", ("relu", "mse")), ("sigmoid,relu", ("sigmoid", "bce"))]
+)
+def test_each_layer_reconstructs_the_codes_below_with_their_activation_and_loss(activation, second_layer):
+    # Layer k > 0 reconstructs the codes of layer k - 1: with that layer's activation on its
+    # output, and BCE only when those codes are logistic. Mixed activations tell the rules apart.
+    config = tiny_config(**{**DEEP, "model.activation": activation, "pretrain.steps_per_layer": 2})
+    layers = pretrain.pretrain_layers(config, data.curves(100, seed=0))
+    first, second = activation.split(",")
+    assert [layer.activation_names for layer in layers] == [(first,), (second,)]
+    assert [layer.output_activation_name for layer in layers] == ["sigmoid", second_layer[0]]
+    assert [pretrain.layer_loss(config, k) for k in (0, 1)] == ["bce", second_layer[1]]
+
+
+@pytest.mark.parametrize("levels", [(), (0.3, 0.6)])
+def test_pretraining_trains_each_layer_on_its_configured_corruption(levels, caplog):
+    # One SGD step per layer equals one denoising step taken by hand with the layer's seed, at
+    # train.corruption_level or at the layer's pretrain.corruption_levels entry.
+    caplog.set_level("INFO", logger="absl")
+    sgd = {**DEEP, "pretrain.steps_per_layer": 1, "train.optimizer": "sgd", "train.momentum": 0.0}
+    noisy = {
+        "train.corruption": "masking",
+        "train.corruption_level": 0.5,
+        "pretrain.corruption_levels": levels,
+    }
+    config = tiny_config(**sgd, **noisy)
+    examples = data.curves(100, seed=0)
+    layers = pretrain.pretrain_layers(config, examples)
+    codes = layers[0].encode(examples).numpy()
+    for k, (inputs, loss) in enumerate([(examples, "bce"), (codes, "bce")]):
+        level = levels[k] if levels else 0.5
+        assert f"{loss}, masking {level:g}): loss" in caplog.text
+        sizes = layers[k].layer_sizes
+        by_hand = TiedAutoencoder(
+            sizes, activation=["sigmoid"], output_activation="sigmoid", seed=config.seed + 1 + k
+        )
+        optimizer = tf.keras.optimizers.SGD(config.train.learning_rate)
+        optimizer.build(by_hand.trainable_variables)
+        step = train.make_train_step(
+            by_hand,
+            optimizer,
+            loss,
+            32,
+            corruption_kind="masking",
+            corruption_level=level,
+            seed=config.seed + 1 + k,
+        )
+        tf.function(step)(next(iter(data.train_dataset(inputs, 32, config.seed + 1 + k))))
+        for ours, expected in zip(layers[k].trainable_variables, by_hand.trainable_variables):
+            np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)
+    clean = pretrain.pretrain_layers(tiny_config(**sgd), examples)[0]
+    assert not np.allclose(clean.kernels[0].numpy(), layers[0].kernels[0].numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_per_layer_corruption_levels_are_validated():
+    from rawtf_ae import config as config_lib
+
+    masking = {"train.corruption": "masking", "train.corruption_level": 0.2}
+    for overrides, message in [
+        ({**masking, "pretrain.corruption_levels": (0.1,)}, r"has 1 levels for the 2 encoder layers"),
+        (
+            {**masking, "pretrain.corruption_levels": (0.1, 1.5)},
+            r"`pretrain.corruption_levels` is a fraction",
+        ),
+        ({"pretrain.corruption_levels": (0.1, 0.2)}, r"needs a `train.corruption` kind"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            config_lib.validate(tiny_config(**DEEP, **overrides))
+
+
 def test_each_layer_learns_on_the_codes_of_the_layers_below_and_is_assembled():
     config = tiny_config(**DEEP)
     examples = data.curves(600, seed=0)
     layers = pretrain.pretrain_layers(config, examples)
     assert [layer.layer_sizes for layer in layers] == [(784, 64), (64, 16)]
-    assert [layer.output_activation_name for layer in layers] == ["sigmoid", "sigmoid"]
-    assert pretrain.layer_loss(config, 1) == "bce"  # logistic codes are probabilities
     codes = layers[0].encode(examples)
     for layer, inputs in ((layers[0], examples), (layers[1], codes)):
         untrained = type(layer)(
@@ -58,7 +128,14 @@ def test_pretraining_then_fine_tuning_runs_once_and_checkpoints_step_0(tmp_path,
     metrics = train.train_and_evaluate(config, str(tmp_path))
     assert "pretrained layer 1 (64-16, sigmoid, bce)" in caplog.text
     assert "saved the pretrained model as" in caplog.text and "ckpt-0" in caplog.text
+    # ckpt-0 holds exactly what pretraining the training split and assembling gives.
     splits = data.load(config.data, config.seed)
+    expected = train.create_model(config)
+    pretrain.assemble(expected, pretrain.pretrain_layers(config, splits.train))
+    step_0 = state.create_train_state(config)
+    tf.train.Checkpoint(model=step_0.model).read(str(tmp_path / "checkpoints" / "ckpt-0")).expect_partial()
+    for saved, direct in zip(step_0.model.trainable_variables, expected.trainable_variables):
+        np.testing.assert_array_equal(saved.numpy(), direct.numpy())
     untrained = train.make_evaluate(train.create_model(config), "bce")(
         data.eval_dataset(splits.validation, 100)
     )

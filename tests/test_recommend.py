@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import export, ratings, train
+from rawtf_ae import corruption, export, ratings, train
 from rawtf_ae.model import TiedAutoencoder
 from rawtf_ae.recommend import Recommender, top_k_unrated
 from rawtf_ae.synthetic_ratings import synthetic_ratings
@@ -96,23 +96,57 @@ def test_dense_refeeding_is_a_second_update_on_the_first_output(weight_decay):
     assert int(optimizer.iterations) == 2
 
 
-def test_code_dropout_is_seeded_and_only_in_training():
+def test_code_dropout_drops_the_seeded_units_and_rescales_the_kept_ones():
+    # The old test compared `model(x)` with itself: it passed whatever the step did. This one
+    # rebuilds the step's loss from TensorFlow's own stateless uniforms, independently.
     batch = _batch(seed=2, batch=32, width=10, density=0.6)
+    rate, seed = 0.5, 7
 
-    def one_step(seed, dropout):
+    def first_loss(dropout, step_seed=seed):
         model = _model()
         optimizer = tf.keras.optimizers.SGD(0.1)
         optimizer.build(model.trainable_variables)
-        step = train.make_train_step(model, optimizer, "masked_mse", 32, code_dropout=dropout, seed=seed)
-        return float(tf.function(step)(batch)), model
+        step = train.make_train_step(model, optimizer, "masked_mse", 32, code_dropout=dropout, seed=step_seed)
+        return float(tf.function(step)(batch))
 
-    same_a, model = one_step(0, 0.5)
-    same_b, _ = one_step(0, 0.5)
-    other, _ = one_step(1, 0.5)
-    plain, _ = one_step(0, 0.0)
-    assert same_a == same_b
-    assert len({same_a, other, plain}) == 3
-    np.testing.assert_array_equal(model(batch["inputs"]).numpy(), model(batch["inputs"]).numpy())
+    model = _model()
+    codes = model.encode(batch["inputs"]).numpy()
+    stream_seed = tf.random.experimental.stateless_fold_in(corruption.noise_seed(seed, 0), 0)
+    kept = tf.random.stateless_uniform(codes.shape, stream_seed).numpy() >= rate
+    assert 0 < kept.sum() < kept.size
+    outputs = model.decode(tf.constant(codes * kept / (1 - rate))).numpy()
+    mask, targets = batch["mask"].numpy(), batch["inputs"].numpy()
+    expected = np.sum(mask * (outputs - targets) ** 2) / mask.sum()
+    assert first_loss(rate) == pytest.approx(expected, rel=1e-5)
+    assert first_loss(rate) != first_loss(rate, step_seed=seed + 1)
+    assert first_loss(0.0) == pytest.approx(
+        np.sum(mask * (model(batch["inputs"]).numpy() - targets) ** 2) / mask.sum(), rel=1e-5
+    )
+
+    dropped = corruption.dropout(tf.ones([200, 500]), 0.3, corruption.noise_seed(1, 2)).numpy()
+    assert abs((dropped == 0).mean() - 0.3) < 0.01
+    np.testing.assert_allclose(dropped[dropped != 0], 1 / 0.7, rtol=1e-6)
+
+
+def test_evaluation_never_drops_codes(tmp_path, ratings_file):
+    # Every variable frozen (multiplier 0): only dropout could make the two evaluations differ.
+    metrics = [
+        train.train_and_evaluate(
+            tiny_ratings_config(
+                ratings_file,
+                **{
+                    "train.code_dropout": dropout,
+                    "train.learning_rate_multipliers": ".=0",
+                    "train.num_steps": 2,
+                    "train.export": False,
+                },
+            ),
+            str(tmp_path / str(dropout)),
+        )
+        for dropout in (0.0, 0.8)
+    ]
+    assert metrics[0]["val_rmse"] == metrics[1]["val_rmse"]
+    assert metrics[0]["train_loss"] != metrics[1]["train_loss"]  # training did drop
 
 
 def test_refeeding_needs_the_masked_loss():
