@@ -101,6 +101,9 @@ def default_config() -> ml_collections.ConfigDict:
     # masked_mse: after each update, this many dense re-feeding updates (Kuchaiev & Ginsburg
     # 2017, section 2.3): f(x) becomes an example of its own, input and target.
     config.train.dense_refeeding = 0
+    # Clip each update's gradient to this global norm (0 = off; the re-fed updates too). It
+    # stops the loss spikes of untied recommenders with re-feeding (docs/recommender.md).
+    config.train.clip_norm = 0.0
     config.train.optimizer = "adam"  # adam | sgd | rmsprop
     config.train.learning_rate = 1e-3  # the peak rate of any schedule
     # Per-variable learning-rate multipliers (Caffe's lr_mult): "PATTERN=MULTIPLIER,...", each
@@ -277,6 +280,11 @@ def _check_optimizer(train, config) -> None:
         optimizers.check_patterns(multipliers, variable_names(config))
     if not 0 <= train.momentum < 1:
         raise ValueError(f"`train.momentum` must be in [0, 1), got {train.momentum!r}.")
+    if not train.clip_norm >= 0:
+        raise ValueError(f"`train.clip_norm` must be >= 0 (0: off), got {train.clip_norm!r}.")
+    if train.clip_norm and train.precision == "mixed_float16":
+        # Its gradients are loss-scaled (and overflow on purpose): the norm would be meaningless.
+        raise ValueError("`train.clip_norm` does not work with precision 'mixed_float16'.")
     if not 0 < train.decay_rate <= 1:
         raise ValueError(f"`train.decay_rate` must be in (0, 1], got {train.decay_rate!r}.")
     if train.warmup_steps < 0 or train.warmup_steps >= train.num_steps:

@@ -59,6 +59,9 @@ class StepOptions:
         The original ratings are the target of the first update only, as in the paper and
         NVIDIA's code. Needs `loss="masked_mse"`. A learning-rate schedule must follow the
         training step, not the update count (`optimizers.create_optimizer(..., step_counter)`).
+      clip_norm: clip each update's gradient to this global norm (0: off), the norm of the
+        global batch's gradient (all-reduced across replicas first, so N replicas clip as one
+        device does). Every update is clipped, the re-fed ones included.
     """
 
     loss: str
@@ -73,6 +76,7 @@ class StepOptions:
     contractive_weight: float = 0.0
     code_dropout: float = 0.0
     dense_refeeding: int = 0
+    clip_norm: float = 0.0
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, **changes) -> "StepOptions":
@@ -95,6 +99,7 @@ class StepOptions:
             contractive_weight=train.contractive_weight,
             code_dropout=train.code_dropout,
             dense_refeeding=train.dense_refeeding,
+            clip_norm=train.clip_norm,
         )
         return dataclasses.replace(options, **changes)
 
@@ -230,6 +235,22 @@ class Objective:
             objective += self.weight_decay()
         return objective, outputs
 
+    def clipped(self, gradients):
+        """`gradients` scaled so that the global batch's gradient has at most `clip_norm` norm.
+
+        Each replica holds its share of the global gradient (the shares sum to it): the norm is
+        taken of their all-reduced sum, and every share is scaled by the same factor.
+        """
+        if not self.options.clip_norm:
+            return gradients
+        present = [g for g in gradients if g is not None]
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            present = context.all_reduce(tf.distribute.ReduceOp.SUM, present)
+        norm = tf.linalg.global_norm(present)
+        scale = self.options.clip_norm / tf.maximum(norm, self.options.clip_norm)
+        return [None if g is None else g * tf.cast(scale, g.dtype) for g in gradients]
+
     def scaled(self, objective):
         # float16 gradients underflow: differentiate the scaled loss; the optimizer unscales.
         return self.optimizer.scale_loss(objective) if self.scales_loss else objective
@@ -273,10 +294,10 @@ def make_step(model, optimizer, options: StepOptions):
 
     def run_step(batch, gradients_fn, refeed_fn):
         loss, gradients, outputs = gradients_fn(batch, objective.normalizer(unpack(batch)[2]))
-        optimizer.apply_gradients(zip(gradients, variables))
+        optimizer.apply_gradients(zip(objective.clipped(gradients), variables))
         for stream in range(1, options.dense_refeeding + 1):
             gradients, outputs = refeed_fn(outputs, stream)
-            optimizer.apply_gradients(zip(gradients, variables))
+            optimizer.apply_gradients(zip(objective.clipped(gradients), variables))
         return loss
 
     if not options.jit_compile:

@@ -78,3 +78,33 @@ def test_bad_multipliers_fail_before_the_workdir_exists(tmp_path, value, message
         config_lib.validate(
             tiny_config(**{"train.learning_rate_multipliers": "bias=2", "train.precision": "mixed_float16"})
         )
+
+
+@pytest.mark.parametrize("clip_norm", [0.05, 1e6])
+def test_clip_norm_scales_each_update_to_the_global_norm(clip_norm):
+    # Independently: the tape's gradient of the batch loss, scaled to norm clip_norm by hand.
+    from rawtf_ae import TiedAutoencoder, losses
+
+    model = TiedAutoencoder([20, 6], activation="selu", output_activation="linear", seed=0, tied=False)
+    batch = tf.random.stateless_uniform([8, 20], seed=[1, 2])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(losses.reconstruction_loss(model, batch, batch, "mse"))
+    gradients = tape.gradient(loss, model.trainable_variables)
+    norm = float(tf.linalg.global_norm(gradients))
+    assert norm > 0.05  # the small clip engages, the large one does not
+    expected = [
+        v.numpy() - 0.1 * g.numpy() * min(1.0, clip_norm / norm)
+        for v, g in zip(model.trainable_variables, gradients)
+    ]
+    optimizer = tf.keras.optimizers.SGD(0.1)
+    optimizer.build(model.trainable_variables)
+    tf.function(train.make_train_step(model, optimizer, "mse", 8, clip_norm=clip_norm))(batch)
+    for variable, value in zip(model.trainable_variables, expected):
+        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-5, atol=1e-7)
+
+
+def test_clip_norm_is_validated():
+    with pytest.raises(ValueError, match="`train.clip_norm` must be >= 0"):
+        config_lib.validate(tiny_config(**{"train.clip_norm": -1.0}))
+    with pytest.raises(ValueError, match="`train.clip_norm` does not work with precision 'mixed_float16'"):
+        config_lib.validate(tiny_config(**{"train.clip_norm": 1.0, "train.precision": "mixed_float16"}))
