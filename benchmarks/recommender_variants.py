@@ -29,8 +29,7 @@ from rawtf_ae import train  # noqa: E402
 VARIANTS = {
     "tied": {},
     "untied": {"model.tied": False},
-    "tied_clip": {"train.clip_norm": 5.0},
-    "untied_clip": {"model.tied": False, "train.clip_norm": 5.0},
+    "untied_no_clip": {"model.tied": False, "train.clip_norm": 0.0},
     "tied_no_refeeding": {"train.dense_refeeding": 0},
     "untied_no_refeeding": {"model.tied": False, "train.dense_refeeding": 0},
     "tied_no_dropout": {"train.code_dropout": 0.0},
