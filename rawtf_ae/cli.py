@@ -83,7 +83,12 @@ def define_flags(default_config_file: str):
         "list_config", False, "Print every config key with its default and doc, and the shipped configs."
     )
     flags.DEFINE_string("output", None, "--mode=encode: the .npy (codes) or .npz (codes, labels) to write.")
-    flags.DEFINE_enum("split", "validation", workdir.SPLITS, "--mode=encode: which examples to encode.")
+    flags.DEFINE_enum(
+        "split",
+        "validation",
+        workdir.SPLITS,
+        "--mode=eval and --mode=encode: which examples (test: the test files).",
+    )
     return config
 
 
@@ -203,7 +208,7 @@ def _main(argv, config_flag, default_config_file):
         if mode == "train":
             train.train_and_evaluate(config, run_dir)
         elif mode == "eval":
-            workdir.evaluate(config, run_dir)
+            workdir.evaluate(config, run_dir, flags.FLAGS.split)
         elif mode == "export":
             workdir.export_workdir(config, run_dir, tflite=flags.FLAGS.tflite, onnx=flags.FLAGS.onnx)
         elif mode == "encode":

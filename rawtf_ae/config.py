@@ -56,12 +56,18 @@ def default_config() -> ml_collections.ConfigDict:
     # held-out ratings whose user or item training never saw: "skip" (and count) or "error".
     config.data.validation_path = ""
     config.data.validation_fraction = 0.1
+    # Without validation_path: "random" (a seeded random fraction of all ratings) or "temporal"
+    # (each user's latest ratings by the 4th field, a timestamp: how a recommender is used).
+    config.data.ratings_split = "random"
     config.data.delimiter = ","
     config.data.ratings_by = "user"
     config.data.unseen_ids = "skip"
     # curves: how many to generate. Files: the first `num_train` training examples (0 = all).
     config.data.num_train = 20_000
-    # curves: how many to generate. Files without a validation split: how many to hold out.
+    # curves: how many to generate. Files: how many to hold out for validation; with test files
+    # too (MNIST's t10k-*, an .npz's x_test), the last `num_validation` training examples, and
+    # the test files stay untouched for `--mode=eval --split=test` (0: validate on the test
+    # files); with one pool of examples only, a seeded random `num_validation` of it.
     config.data.num_validation = 10_000
     # Seeds the permutation that splits a single pool of examples into train/validation.
     config.data.split_seed = 0
@@ -355,6 +361,7 @@ def _check_ratings(config) -> None:
     data_config = config.data
     if data_config.ratings_by not in ratings.ORIENTATIONS:
         raise ValueError(f"`data.ratings_by` is {data_config.ratings_by!r}; expected 'user' or 'item'.")
+    _one_of("data.ratings_split", data_config.ratings_split, ratings.SPLITS)
     if data_config.unseen_ids not in ratings.UNSEEN_POLICIES:
         raise ValueError(f"`data.unseen_ids` is {data_config.unseen_ids!r}; expected 'skip' or 'error'.")
     if not data_config.validation_path and not 0 < data_config.validation_fraction < 1:

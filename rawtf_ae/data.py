@@ -9,15 +9,12 @@ raises `ValueError`/`FileNotFoundError` naming the file and the problem.
 from __future__ import annotations
 
 import dataclasses
-import os
-import zipfile
-import zlib
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
-from rawtf_ae import ratings
+from rawtf_ae import array_files, ratings
 from rawtf_ae.idx import read_idx, read_idx_pair  # noqa: F401 (read_idx: public here too)
 
 NAMES = ("curves", "mnist", "fashion_mnist", "array", "ratings")
@@ -35,6 +32,10 @@ class Splits:
     train_labels: Optional[np.ndarray] = None
     validation_labels: Optional[np.ndarray] = None
     image_shape: Optional[tuple[int, int]] = None
+    # The test files' examples, when the data has them besides a validation split carved from
+    # the training files: untouched by training, for `--mode=eval --split=test`.
+    test: Optional[np.ndarray] = None
+    test_labels: Optional[np.ndarray] = None
     # What the trainer asks of every data kind (`ratings.RatingSplits` answers the same).
     vocabulary = None  # no ids to map
 
@@ -47,10 +48,22 @@ class Splits:
         return eval_dataset(self.validation, batch_size)
 
     def describe(self, name: str) -> str:
+        test = f" ({len(self.test)} test examples kept aside)" if self.test is not None else ""
         return (
             f"{name}, {len(self.train)} training and {len(self.validation)} validation examples of "
-            f"width {self.width}"
+            f"width {self.width}{test}"
         )
+
+    def examples(self, split: str, source: str = "the data") -> tuple:
+        """`(examples, labels or None)` of `split`: "train", "validation" or "test"."""
+        if split == "test" and self.test is None:
+            raise ValueError(
+                f"{source} has no test split: it needs test files (t10k-*, x_test) besides a "
+                "validation split held out of the training files (data.num_validation > 0)."
+            )
+        if split not in ("train", "validation", "test"):
+            raise ValueError(f"Unknown split {split!r}; expected train, validation or test.")
+        return getattr(self, split), getattr(self, f"{split}_labels")
 
     def picture_examples(self, count: int):
         """The first `count` validation images for the reconstruction picture (None: no images)."""
@@ -94,113 +107,6 @@ def curves(num_examples: int, seed: int, image_size: int = 28) -> np.ndarray:
     return out
 
 
-def _read_keras_npz(path: str):
-    arrays = _read_npz(path)
-    if "x_train" not in arrays:
-        raise ValueError(
-            f"{path} has no `x_train` array (Keras's mnist.npz layout); it has {sorted(arrays)}."
-        )
-    train = (arrays["x_train"], arrays.get("y_train"))
-    test = (arrays["x_test"], arrays.get("y_test")) if "x_test" in arrays else None
-    return train, test
-
-
-def _load_images(name: str, path: str):
-    """Returns `((train_images, train_labels), test_pair or None)` as uint8 `[n, rows, cols]`."""
-    if not path:
-        loader = getattr(tf.keras.datasets, name)
-        try:
-            return loader.load_data()
-        except Exception as e:  # no internet, a proxy page, a broken cache ...
-            raise ValueError(
-                f"Could not download {name} through tf.keras.datasets ({e}); set `data.path` to a "
-                "Keras-format .npz or a folder holding the IDX .gz files."
-            ) from None
-    if os.path.isdir(path):
-        train = read_idx_pair(path, "train")
-        test = read_idx_pair(path, "t10k")
-        if train is None and test is None:
-            raise FileNotFoundError(
-                f"Folder {path} (data.path) holds neither train-images-idx3-ubyte(.gz) nor "
-                "t10k-images-idx3-ubyte(.gz)."
-            )
-        # A folder with only the t10k pair: those examples are all there is to split.
-        return (train, test) if train is not None else (test, None)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{name} file {path} (data.path) does not exist.")
-    return _read_keras_npz(path)
-
-
-# Arrays larger than this (uncompressed) are refused before loading: a corrupt or hostile
-# .npz could otherwise exhaust memory while decompressing.
-MAX_ARRAY_BYTES = 8 * 2**30
-
-
-def _read_npz(path: str) -> dict:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            total = sum(member.file_size for member in archive.infolist())
-        if total > MAX_ARRAY_BYTES:
-            raise ValueError(
-                f"Data file {path} decompresses to {total} bytes, over the {MAX_ARRAY_BYTES}-byte limit."
-            )
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Data file {path} does not exist.") from None
-    except (
-        OSError,
-        ValueError,
-        EOFError,
-        zipfile.BadZipFile,
-        zlib.error,
-        KeyError,
-        NotImplementedError,
-    ) as e:
-        if str(e).startswith(f"Data file {path}"):
-            raise
-        raise ValueError(f"Data file {path} is corrupt or not a NumPy .npz: {e}") from None
-
-
-def _read_array(path: str):
-    """`.npy` -> one matrix; `.npz` -> `x_train` (+ `x_validation`/`x_test`) or its only array."""
-    if path.endswith(".npz"):
-        arrays = _read_npz(path)
-        if "x_train" in arrays:
-            validation = arrays.get("x_validation", arrays.get("x_test"))
-            return arrays["x_train"], validation
-        if len(arrays) != 1:
-            raise ValueError(
-                f"{path} holds arrays {sorted(arrays)}; expected `x_train` (and optionally "
-                "`x_validation`) or exactly one array."
-            )
-        return next(iter(arrays.values())), None
-    try:
-        return np.load(path, allow_pickle=False), None
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Data file {path} (data.path) does not exist.") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"Data file {path} is corrupt or not a NumPy .npy: {e}") from None
-
-
-def _as_matrix(array, path: str, what: str) -> np.ndarray:
-    array = np.asarray(array)
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{what} in {path} has dtype {array.dtype}; expected numbers.")
-    if array.ndim < 2:
-        raise ValueError(f"{what} in {path} has shape {array.shape}; expected [num_examples, width].")
-    if array.shape[0] == 0 or array[0].size == 0:
-        raise ValueError(f"{what} in {path} is empty (shape {array.shape}).")
-    matrix = array.reshape(array.shape[0], -1).astype(np.float32)
-    if not np.all(np.isfinite(matrix)):
-        bad_rows = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
-        bad = int(np.count_nonzero(~np.isfinite(matrix)))
-        raise ValueError(
-            f"{what} in {path} has {bad} non-finite values (NaN or inf), first in example {bad_rows[0]}."
-        )
-    return matrix
-
-
 def _split(x, labels, num_validation: int, split_seed: int, source: str):
     """Splits one pool of examples into train/validation by a fixed, seeded permutation."""
     if not 0 < num_validation < len(x):
@@ -212,6 +118,30 @@ def _split(x, labels, num_validation: int, split_seed: int, source: str):
     train, validation = order[:-num_validation], order[-num_validation:]
     pick = lambda a, idx: None if a is None else a[idx]
     return x[train], x[validation], pick(labels, train), pick(labels, validation)
+
+
+def _hold_out(x, labels, test, test_labels, data_config, source: str):
+    """`(train, validation, test)` pairs of `(examples, labels)` from the files' examples.
+
+    Test files present: the last `num_validation` training examples become the validation
+    split (the 50,000 / 10,000 MNIST split of Vincent et al. 2010 and the DeepLearningTutorials)
+    and the test files stay untouched; `num_validation=0` validates on the test files instead.
+    Only one pool of examples: a seeded permutation splits it into train and validation.
+    """
+    count = data_config.num_validation
+    if test is None:
+        train_x, val_x, train_y, val_y = _split(x, labels, count, data_config.split_seed, source)
+        return (train_x, train_y), (val_x, val_y), (None, None)
+    if count == 0:
+        return (x, labels), (test, test_labels), (None, None)
+    if not 0 < count < len(x):
+        raise ValueError(
+            f"`data.num_validation` ({count}) must be between 1 and {len(x) - 1} to hold out the last "
+            f"training examples of {source} for validation, or 0 to validate on its test examples."
+        )
+    pick = lambda a, part: None if a is None else a[part]
+    head, tail = slice(0, len(x) - count), slice(len(x) - count, len(x))
+    return (x[head], pick(labels, head)), (x[tail], pick(labels, tail)), (test, test_labels)
 
 
 def _load_ratings(data_config) -> ratings.RatingSplits:
@@ -228,6 +158,7 @@ def _load_ratings(data_config) -> ratings.RatingSplits:
         unseen_ids=data_config.unseen_ids,
         validation_fraction=data_config.validation_fraction,
         split_seed=data_config.split_seed,
+        split=data_config.ratings_split,
     )
 
 
@@ -255,38 +186,41 @@ def load(data_config, seed: int):
             image_shape=(28, 28),
         )
     if name in ("mnist", "fashion_mnist"):
-        (train_x, train_y), test = _load_images(name, path)
+        (train_x, train_y), test = array_files.load_images(name, path)
         source = path or f"tf.keras.datasets.{name}"
         image_shape = tuple(int(d) for d in np.shape(train_x)[1:3])
-        train_x = _as_matrix(train_x, source, "the training images") / 255.0
-        if test is None:
-            train_x, val_x, train_y, val_y = _split(
-                train_x, train_y, data_config.num_validation, data_config.split_seed, source
-            )
-        else:
-            val_x, val_y = _as_matrix(test[0], source, "the test images") / 255.0, test[1]
-        splits = Splits(train_x, val_x, train_y, val_y, image_shape=image_shape)
+        train_x = array_files.as_matrix(train_x, source, "the training images") / 255.0
+        test_x, test_y = None, None
+        if test is not None:
+            test_x, test_y = array_files.as_matrix(test[0], source, "the test images") / 255.0, test[1]
+        (train_x, train_y), (val_x, val_y), (test_x, test_y) = _hold_out(
+            train_x, train_y, test_x, test_y, data_config, source
+        )
+        splits = Splits(train_x, val_x, train_y, val_y, image_shape, test_x, test_y)
     elif name == "array":
         if not path:
             raise ValueError("data.name='array' needs `data.path`: a .npy or .npz file.")
-        train_x, val_x = _read_array(path)
-        train_x = _as_matrix(train_x, path, "the training array")
+        train_x, val_x, test_x = array_files.read_array(path)
+        train_x = array_files.as_matrix(train_x, path, "the training array")
+        if test_x is not None:
+            test_x = array_files.as_matrix(test_x, path, "the test array")
         if val_x is None:
-            train_x, val_x, _, _ = _split(
-                train_x, None, data_config.num_validation, data_config.split_seed, path
-            )
+            (train_x, _), (val_x, _), (test_x, _) = _hold_out(train_x, None, test_x, None, data_config, path)
         else:
-            val_x = _as_matrix(val_x, path, "the validation array")
+            val_x = array_files.as_matrix(val_x, path, "the validation array")
         side = int(round(np.sqrt(train_x.shape[1])))
-        splits = Splits(train_x, val_x, image_shape=(side, side) if side * side == train_x.shape[1] else None)
+        shape = (side, side) if side * side == train_x.shape[1] else None
+        splits = Splits(train_x, val_x, image_shape=shape, test=test_x)
         source = path
     else:
         raise ValueError(f"Unknown `data.name` {name!r}; expected one of {', '.join(NAMES)}.")
-    if splits.validation.shape[1] != splits.width:
-        raise ValueError(
-            f"{source}: validation examples have width {splits.validation.shape[1]}, "
-            f"training examples {splits.width}."
-        )
+    for split in ("validation", "test"):
+        examples = getattr(splits, split)
+        if examples is not None and examples.shape[1] != splits.width:
+            raise ValueError(
+                f"{source}: {split} examples have width {examples.shape[1]}, "
+                f"training examples {splits.width}."
+            )
     if data_config.num_train:
         if data_config.num_train > len(splits.train):
             raise ValueError(

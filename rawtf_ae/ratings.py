@@ -26,6 +26,7 @@ from rawtf_ae.ratings_file import MAX_FILE_BYTES, Ratings, read_ratings, write_r
 
 UNSEEN_POLICIES = ("skip", "error")
 ORIENTATIONS = ("user", "item")
+SPLITS = ("random", "temporal")
 
 
 def _id_order(ids) -> list[str]:
@@ -226,6 +227,28 @@ def _indices(ratings: Ratings, vocabulary: Vocabulary, by: str, policy: str, wha
     return rows, columns, values, int(unseen.sum())
 
 
+def _latest_of_each_user(ratings: Ratings, users: np.ndarray, num_users: int, fraction: float) -> np.ndarray:
+    """Marks each user's latest `round(n * fraction)` ratings (at most n - 1), `[n]` bool.
+
+    Ties in time go by line: of two ratings with one timestamp, the later line is the later.
+    """
+    times = ratings.timestamps
+    missing = np.flatnonzero(np.isnan(times)) if times is not None else np.array([0])
+    if len(missing):
+        raise ValueError(
+            f"{ratings.path}, line {ratings.lines[missing[0]]}: `data.ratings_split='temporal'` needs a "
+            "numeric timestamp as the 4th field of every rating."
+        )
+    order = np.lexsort((ratings.lines, times, users))  # by user, then time, then line
+    counts = np.bincount(users, minlength=num_users)
+    held = np.minimum(np.rint(counts * fraction).astype(np.int64), np.maximum(counts - 1, 0))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(order)) - np.repeat(starts, counts)  # 0 = the user's earliest
+    mask = np.zeros(len(order), bool)
+    mask[order] = rank >= np.repeat(counts - held, counts)
+    return mask
+
+
 def build_splits(
     train_ratings: Ratings,
     validation_ratings: Optional[Ratings] = None,
@@ -234,17 +257,22 @@ def build_splits(
     unseen_ids: str = "skip",
     validation_fraction: float = 0.1,
     split_seed: int = 0,
+    split: str = "random",
 ) -> RatingSplits:
     """Vocabulary from `train_ratings`, rows per user (or item), and the evaluation rows.
 
     Args:
       train_ratings: the training file's ratings; they define the vocabularies.
-      validation_ratings: held-out ratings to evaluate on; None: hold out a random
-        `validation_fraction` of the training file's ratings (seeded by `split_seed`).
+      validation_ratings: held-out ratings to evaluate on; None: hold out `validation_fraction`
+        of the training file's ratings, as `split` says.
       by: `"user"`: one row per user over the items (the paper's setting, needed to
         recommend); `"item"`: one row per item over the users (I-AutoRec).
       unseen_ids: `"skip"` held-out ratings of ids training never saw (counted in `skipped`),
         or `"error"`.
+      split: `"random"`: a random `validation_fraction` of all ratings (seeded by
+        `split_seed`); `"temporal"`: each user's latest ratings by timestamp (the 4th field),
+        `round(n * validation_fraction)` of a user's n, keeping at least one in training (how a
+        recommender is used: it predicts what a user rates next).
     """
     if by not in ORIENTATIONS:
         raise ValueError(f"`data.ratings_by` is {by!r}; expected 'user' or 'item'.")
@@ -261,7 +289,13 @@ def build_splits(
                 f"`data.validation_fraction` ({validation_fraction}) must be in (0, 1) to hold out "
                 f"ratings of {train_ratings.path} for validation."
             )
-        held_out = np.random.default_rng(split_seed).random(len(values)) < validation_fraction
+        if split == "temporal":
+            users = rows if by == "user" else columns
+            held_out = _latest_of_each_user(train_ratings, users, num_users, validation_fraction)
+        elif split == "random":
+            held_out = np.random.default_rng(split_seed).random(len(values)) < validation_fraction
+        else:
+            raise ValueError(f"`data.ratings_split` is {split!r}; expected one of {', '.join(SPLITS)}.")
         if held_out.all() or not held_out.any():
             raise ValueError(
                 f"{train_ratings.path} has too few ratings ({len(values)}) to hold out a fraction "

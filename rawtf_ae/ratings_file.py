@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import math
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -30,6 +31,9 @@ class Ratings:
     values: np.ndarray  # [n] float32
     lines: np.ndarray  # [n] int64, 1-based line numbers in `path`
     path: str
+    # [n] float64: the 4th field as a number; NaN where a line has none or it is not a number
+    # (only the temporal split reads it, and names such a line).
+    timestamps: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -57,8 +61,8 @@ def _check_file(path: str, delimiter: str) -> None:
 
 
 def _parse_line(path: str, number: int, line: str, delimiter: str, first_row: bool):
-    """`(user, item, rating)` of one non-empty line; None for a header (a first row whose
-    rating is not a number)."""
+    """`(user, item, rating, timestamp or NaN)` of one non-empty line; None for a header (a
+    first row whose rating is not a number)."""
     try:
         fields = _fields(line, delimiter)
     except csv.Error as e:
@@ -70,6 +74,7 @@ def _parse_line(path: str, number: int, line: str, delimiter: str, first_row: bo
             f"{line[:80]!r}."
         )
     user, item, text = fields[0].strip(), fields[1].strip(), fields[2].strip()
+    timestamp = _number(fields[3]) if len(fields) == 4 else math.nan
     try:
         value = float(text)
     except ValueError:
@@ -80,7 +85,14 @@ def _parse_line(path: str, number: int, line: str, delimiter: str, first_row: bo
         raise ValueError(f"{path}, line {number}: the rating is {text!r}; expected a finite number.")
     if not user or not item:
         raise ValueError(f"{path}, line {number}: empty {'user' if not user else 'item'} id.")
-    return user, item, value
+    return user, item, value, timestamp
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def read_ratings(path: str, delimiter: str = ",") -> Ratings:
@@ -96,7 +108,7 @@ def read_ratings(path: str, delimiter: str = ",") -> Ratings:
         id, a rating that is not a finite number, a (user, item) pair rated twice, bad encoding.
     """
     _check_file(path, delimiter)
-    users, items, values, lines = [], [], [], []
+    users, items, values, lines, timestamps = [], [], [], [], []
     first_line_of, first_row = {}, True
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
@@ -108,7 +120,7 @@ def read_ratings(path: str, delimiter: str = ",") -> Ratings:
                 first_row = False
                 if parsed is None:
                     continue
-                user, item, value = parsed
+                user, item, value, timestamp = parsed
                 if (user, item) in first_line_of:
                     raise ValueError(
                         f"{path}, line {number}: user {user!r} rated item {item!r} already on line "
@@ -119,6 +131,7 @@ def read_ratings(path: str, delimiter: str = ",") -> Ratings:
                 items.append(item)
                 values.append(value)
                 lines.append(number)
+                timestamps.append(timestamp)
     except UnicodeDecodeError as e:
         raise ValueError(f"Ratings file {path} is not UTF-8 text ({e}).") from None
     if not values:
@@ -129,6 +142,7 @@ def read_ratings(path: str, delimiter: str = ",") -> Ratings:
         np.array(values, dtype=np.float32),
         np.array(lines, dtype=np.int64),
         path,
+        np.array(timestamps, dtype=np.float64),
     )
 
 

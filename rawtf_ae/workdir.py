@@ -15,7 +15,8 @@ from absl import logging
 
 from rawtf_ae import baselines, data, evaluation, export, files, images, ratings, state
 
-SPLITS = ("validation", "train")
+SPLITS = ("validation", "train", "test")
+_PREFIX = {"validation": "val", "train": "train", "test": "test"}
 
 
 def _atomic_numpy_save(path: str, arrays: dict) -> None:
@@ -32,57 +33,68 @@ def encode_examples(model, examples: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate([encode(batch).numpy() for batch in data.eval_dataset(examples, batch_size)])
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Validation loss of the newest checkpoint against PCA, plus the pictures.
+def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = "validation") -> dict:
+    """The loss of the newest checkpoint on `split` against PCA, plus the pictures.
 
-    Reports the training loss on the validation set and, comparable across losses, the mean
-    squared error per input of the autoencoder and of PCA with as many components as the code.
+    Reports the training loss on the split (validation by default; "test" for data with test
+    files kept aside, see `data.num_validation`) and, comparable across losses, the mean squared
+    error per input of the autoencoder and of PCA with as many components as the code (fit on
+    the training split). Metrics are named by split: `val_loss`, `test_loss`, ...
 
-    Writes `eval/reconstructions.png`, `eval/metrics.json`, the validation codes for
-    TensorBoard's Embedding Projector (`eval/projector/`, labels as metadata where the data has
-    them) and, with matplotlib installed (`pip install rawtf_ae[plots]`), `eval/codes.png`.
+    Writes into `eval/` (validation) or `eval/<split>/`: `reconstructions.png`, `metrics.json`,
+    the codes for TensorBoard's Embedding Projector (`projector/`, labels as metadata where the
+    data has them) and, with matplotlib installed (`pip install rawtf_ae[plots]`), `codes.png`.
     """
     workdir = files.workdir_path(workdir)
+    if split not in SPLITS:
+        raise ValueError(f"--split is {split!r}; expected one of {', '.join(SPLITS)}.")
     model, step, path = state.restore_model(config, workdir)
     splits = data.load(config.data, config.seed)
     if splits.width != model.input_width:
         raise ValueError(f"The data has width {splits.width}, the checkpoint's model {model.input_width}.")
     if splits.vocabulary is not None:  # ratings
+        if split != "validation":
+            raise ValueError(f"--split={split}: ratings are evaluated on their held-out ratings only.")
         return _evaluate_ratings(model, step, path, splits, config, workdir)
-    val_loss = evaluation.make_evaluate(model, config.train.loss)(
-        data.eval_dataset(splits.validation, config.train.eval_batch_size)
+    examples, labels = splits.examples(split, config.data.path or config.data.name)
+    prefix = _PREFIX[split]
+    loss = evaluation.make_evaluate(model, config.train.loss)(
+        data.eval_dataset(examples, config.train.eval_batch_size)
     )
-    reconstructions = np.concatenate([model(b).numpy() for b in data.eval_dataset(splits.validation, 1000)])
-    val_mse = float(np.mean((reconstructions - splits.validation) ** 2))
-    logging.info("%s (step %d): validation loss %.5f", path, step, val_loss)
+    reconstructions = np.concatenate([model(b).numpy() for b in data.eval_dataset(examples, 1000)])
+    mse = float(np.mean((reconstructions - examples) ** 2))
+    logging.info("%s (step %d): %s loss %.5f over %d examples", path, step, split, loss, len(examples))
     if model.code_width < min(splits.train.shape):
-        pca_val_mse = baselines.pca_mse(splits.train, splits.validation, model.code_width)
+        pca_mse = baselines.pca_mse(splits.train, examples, model.code_width)
         logging.info(
-            "validation MSE per input: autoencoder %.5f, PCA with %d components %.5f",
-            val_mse,
+            "%s MSE per input: autoencoder %.5f, PCA with %d components %.5f",
+            split,
+            mse,
             model.code_width,
-            pca_val_mse,
+            pca_mse,
         )
     else:  # an overcomplete code: PCA with as many components reconstructs exactly
-        pca_val_mse = None
-        logging.info("validation MSE per input: autoencoder %.5f (code wider than the data: no PCA)", val_mse)
-    out = os.path.join(workdir, "eval")
+        pca_mse = None
+        logging.info("%s MSE per input: autoencoder %.5f (code wider than the data: no PCA)", split, mse)
+    out = os.path.join(workdir, "eval") if split == "validation" else os.path.join(workdir, "eval", split)
     os.makedirs(out, exist_ok=True)
     metrics = {
         "step": step,
         "checkpoint": path,
-        "val_loss": val_loss,
+        "split": split,
+        "examples": len(examples),
+        f"{prefix}_loss": loss,
         "loss": config.train.loss,
-        "val_mse": val_mse,
-        "pca_val_mse": pca_val_mse,
+        f"{prefix}_mse": mse,
+        f"pca_{prefix}_mse": pca_mse,
     }
-    originals = splits.validation[: config.train.num_picture_examples]
+    originals = examples[: config.train.num_picture_examples]
     if splits.image_shape and len(originals):
         grid = images.reconstruction_grid(originals, model(originals).numpy(), splits.image_shape)
         images.write_png(os.path.join(out, "reconstructions.png"), grid)
-    codes = encode_examples(model, splits.validation, config.train.eval_batch_size)
-    write_projector(os.path.join(out, "projector"), codes, splits.validation_labels)
-    scatter = images.code_scatter(codes, splits.validation_labels, os.path.join(out, "codes.png"))
+    codes = encode_examples(model, examples, config.train.eval_batch_size)
+    write_projector(os.path.join(out, "projector"), codes, labels)
+    scatter = images.code_scatter(codes, labels, os.path.join(out, "codes.png"))
     if scatter is None:
         logging.info(
             "codes.png skipped: install matplotlib (pip install rawtf_ae[plots]) for the scatter plot"
@@ -187,8 +199,7 @@ def encode(config: ml_collections.ConfigDict, workdir: str, output: str, split: 
         )
     model, step, path = state.restore_model(config, workdir)
     splits = data.load(config.data, config.seed)
-    examples = splits.validation if split == "validation" else splits.train
-    labels = splits.validation_labels if split == "validation" else splits.train_labels
+    examples, labels = splits.examples(split, config.data.path or config.data.name)
     if examples.shape[1] != model.input_width:
         raise ValueError(
             f"The data has width {examples.shape[1]}, the checkpoint's model {model.input_width}."

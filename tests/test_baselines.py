@@ -57,3 +57,53 @@ def test_item_mean_rmse_against_a_hand_computation(tmp_path, by):
     )
     assert splits.skipped == 1
     assert baselines.item_mean_rmse(splits) == pytest.approx(np.sqrt(((3 - 5) ** 2 + (5 - 4) ** 2) / 2))
+
+
+def _mf_objective(model, rows, columns, values, regularization):
+    residual = values - baselines.biased_mf_predict(model, rows, columns)
+    penalty = sum(np.sum(model[k] ** 2) for k in ("row_bias", "column_bias", "row_factors", "column_factors"))
+    return np.sum(residual**2) + regularization * penalty
+
+
+def _observed_low_rank(seed=0, shape=(60, 40), density=0.3, noise=0.1):
+    rng = np.random.default_rng(seed)
+    truth = 3 + rng.normal(0, 0.5, (shape[0], 1)) + rng.normal(0, 0.5, (1, shape[1]))
+    truth = truth + rng.normal(0, 1, (shape[0], 3)) @ rng.normal(0, 0.5, (3, shape[1]))
+    rows, columns = np.nonzero(rng.random(shape) < density)
+    return rows, columns, truth[rows, columns] + noise * rng.normal(size=len(rows)), truth
+
+
+def test_biased_mf_half_steps_are_exact_ridge_solutions_and_lower_the_objective():
+    rows, columns, values, _ = _observed_low_rank()
+    objectives = []
+    for iterations in range(1, 6):
+        model = baselines.biased_mf(
+            rows, columns, values, (60, 40), rank=3, regularization=2.0, iterations=iterations
+        )
+        objectives.append(_mf_objective(model, rows, columns, values, 2.0))
+    assert all(later <= earlier + 1e-9 for earlier, later in zip(objectives, objectives[1:])), objectives
+    # The columns were solved last: the objective's gradient in their parameters is zero.
+    residual = values - baselines.biased_mf_predict(model, rows, columns)
+    design = np.concatenate([np.ones((len(rows), 1)), model["row_factors"][rows]], axis=1)
+    gradient = np.zeros((40, 4))
+    np.add.at(gradient, columns, -2 * residual[:, None] * design)
+    gradient += 2 * 2.0 * np.concatenate([model["column_bias"][:, None], model["column_factors"]], axis=1)
+    np.testing.assert_allclose(gradient, 0, atol=1e-8)
+
+
+def test_biased_mf_recovers_a_low_rank_matrix_and_beats_the_item_mean(tmp_path):
+    from rawtf_ae import ratings
+    from rawtf_ae.synthetic_ratings import synthetic_ratings
+
+    rows, columns, values, truth = _observed_low_rank(density=0.6, noise=0.0)
+    model = baselines.biased_mf(rows, columns, values, (60, 40), rank=3, regularization=1e-3, iterations=50)
+    all_rows, all_columns = np.indices(truth.shape).reshape(2, -1)
+    error = baselines.biased_mf_predict(model, all_rows, all_columns) - truth[all_rows, all_columns]
+    assert np.sqrt(np.mean(error**2)) < 0.05  # unobserved entries too
+    path = ratings.write_ratings(
+        str(tmp_path / "r.csv"), synthetic_ratings(num_users=400, num_items=100, density=0.1)
+    )
+    splits = ratings.build_splits(ratings.read_ratings(path))
+    assert baselines.biased_mf_rmse(splits, rank=5, regularization=1.0) < 0.8 * baselines.item_mean_rmse(
+        splits
+    )

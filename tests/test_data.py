@@ -69,13 +69,48 @@ def test_t10k_only_folder_is_split_into_train_and_validation(mnist_dir):
     np.testing.assert_array_equal(capped.train, splits.train[:500])
 
 
-def test_folder_with_train_and_test_pairs_uses_test_as_validation(tmp_path):
+def _train_and_test_folder(folder):
     rng = np.random.default_rng(0)
+    written = {}
     for prefix, n in (("train", 30), ("t10k", 10)):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+        written[prefix] = rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, (n,))
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", written[prefix][0])
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", written[prefix][1])
+    return written
+
+
+def test_train_and_test_files_give_a_validation_split_of_the_last_training_examples(tmp_path):
+    # The t10k files used to become the validation split: no test set was left untouched.
+    written = _train_and_test_folder(tmp_path)
+    splits = data.load(_data_config(name="fashion_mnist", path=str(tmp_path), num_validation=7), seed=0)
+    train_images, train_labels = written["train"]
+    np.testing.assert_allclose(splits.train, train_images[:23].reshape(23, -1) / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(splits.validation, train_images[23:].reshape(7, -1) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(splits.validation_labels, train_labels[23:])
+    np.testing.assert_allclose(splits.test, written["t10k"][0].reshape(10, -1) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(splits.examples("test")[1], written["t10k"][1])
+    assert (
+        "23 training and 7 validation examples of width 784 (10 test examples kept aside)"
+        in splits.describe("fashion_mnist")
+    )
+    # num_validation=0: validate on the test files (all 30 training examples train).
     splits = data.load(_data_config(name="fashion_mnist", path=str(tmp_path)), seed=0)
-    assert len(splits.train) == 30 and len(splits.validation) == 10
+    assert len(splits.train) == 30 and len(splits.validation) == 10 and splits.test is None
+    with pytest.raises(ValueError, match=f"{tmp_path} has no test split"):
+        splits.examples("test", str(tmp_path))
+    with pytest.raises(ValueError, match=r"`data.num_validation` \(30\) must be between 1 and 29 .* or 0 to"):
+        data.load(_data_config(name="mnist", path=str(tmp_path), num_validation=30), seed=0)
+
+
+def test_npz_test_arrays_are_kept_aside_like_test_files(tmp_path):
+    x = np.random.default_rng(0).normal(size=(20, 6)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x_train=x, x_test=x[:4] + 1)
+    splits = data.load(_data_config(name="array", path=str(tmp_path / "x.npz"), num_validation=5), seed=0)
+    np.testing.assert_array_equal(splits.validation, x[15:])
+    np.testing.assert_array_equal(splits.test, x[:4] + 1)
+    np.savez(tmp_path / "y.npz", x_train=x, x_validation=x[:2], x_test=x[:4] + 1)
+    splits = data.load(_data_config(name="array", path=str(tmp_path / "y.npz"), num_validation=5), seed=0)
+    assert len(splits.train) == 20 and len(splits.validation) == 2 and len(splits.test) == 4
 
 
 def test_keras_format_npz_loads(tmp_path):

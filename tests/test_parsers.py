@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rawtf_ae import data, ratings
+from rawtf_ae import array_files, data, ratings
 
 pytestmark = pytest.mark.fault
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -62,7 +62,7 @@ def test_trailing_bytes_wrong_kinds_and_bad_labels_are_refused(tmp_path):
 
 def test_npz_that_decompresses_past_the_limit_is_refused(tmp_path, monkeypatch):
     np.savez_compressed(tmp_path / "big.npz", x_train=np.zeros((1000, 100), np.float32))
-    monkeypatch.setattr(data, "MAX_ARRAY_BYTES", 10_000)
+    monkeypatch.setattr(array_files, "MAX_ARRAY_BYTES", 10_000)
     config = ml_collections.ConfigDict(
         dict(name="array", path=str(tmp_path / "big.npz"), num_train=0, num_validation=1, split_seed=0)
     )

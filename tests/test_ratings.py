@@ -163,3 +163,41 @@ def test_synthetic_ratings_are_half_stars_covering_every_user_and_item():
     np.testing.assert_array_equal(triples[:, 2] * 2, np.round(triples[:, 2] * 2))
     with pytest.raises(ValueError, match="density"):
         synthetic_ratings(density=0)
+
+
+def _held_out_pairs(splits):
+    """The held-out (user id, item id, rating) triples of `splits`, whatever the orientation."""
+    vocabulary, targets = splits.vocabulary, splits.validation_targets
+    rows = np.repeat(splits.evaluated_rows, np.diff(targets.indptr))
+    pairs = zip(rows, targets.columns, targets.values)
+    if splits.by == "user":
+        return sorted((vocabulary.users[r], vocabulary.items[c], float(v)) for r, c, v in pairs)
+    return sorted((vocabulary.users[c], vocabulary.items[r], float(v)) for r, c, v in pairs)
+
+
+@pytest.mark.parametrize("by", ["user", "item"])
+def test_the_temporal_split_holds_out_each_users_latest_ratings(tmp_path, by):
+    path = tmp_path / "ratings.csv"
+    path.write_text(
+        "userId,movieId,rating,timestamp\n"
+        # user 1: five ratings, the latest two (times 50 and 40) are held out at fraction 0.4
+        "1,10,1,50\n1,11,2,10\n1,12,3,40\n1,13,4,20\n1,14,5,30\n"
+        # user 2: one rating, kept for training whatever the fraction
+        "2,10,3,99\n"
+        # user 3: three ratings, round(1.2) = 1 held out; a tie in time goes to the later line
+        "3,11,4,7\n3,12,5,7\n3,10,2,1\n"
+    )
+    splits = ratings.build_splits(
+        ratings.read_ratings(str(path)), by=by, validation_fraction=0.4, split="temporal"
+    )
+    assert _held_out_pairs(splits) == [("1", "10", 1.0), ("1", "12", 3.0), ("3", "12", 5.0)]
+    assert splits.train.nnz == 6
+
+
+def test_the_temporal_split_names_a_rating_without_a_timestamp(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_text("1,10,1,50\n1,11,2\n2,10,3,soon\n")
+    with pytest.raises(ValueError, match=r"ratings.csv, line 2: .*needs a numeric timestamp"):
+        ratings.build_splits(ratings.read_ratings(str(path)), split="temporal")
+    with pytest.raises(ValueError, match="`data.ratings_split` is 'latest'"):
+        ratings.build_splits(ratings.read_ratings(str(path)), split="latest")

@@ -161,6 +161,7 @@ def test_config_rejects_ratings_without_masked_loss_and_bad_values(ratings_file)
     for overrides, message in [
         ({"train.loss": "mse"}, "ratings data needs loss 'masked_mse'"),
         ({"data.unseen_ids": "ignore"}, "data.unseen_ids"),
+        ({"data.ratings_split": "latest"}, "data.ratings_split"),
         ({"data.ratings_by": "movie"}, "data.ratings_by"),
         ({"train.code_dropout": 1.0}, "train.code_dropout"),
         ({"train.dense_refeeding": -1}, "train.dense_refeeding"),

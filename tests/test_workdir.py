@@ -152,6 +152,9 @@ def test_command_line_modes_end_to_end(trained, tmp_path):
     evaluated = run_mode("--mode=eval", *flags)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "validation loss" in evaluated.stderr
+    no_test = run_mode("--mode=eval", "--split=test", *flags)  # the t10k files are all there is
+    assert no_test.returncode == 1 and "has no test split" in no_test.stderr, no_test.stderr[-2000:]
+    assert len(no_test.stderr.strip().splitlines()[-1]) < 300
     missing = run_mode("--mode=eval", f"--workdir={tmp_path / 'nothing'}")
     assert (
         missing.returncode == 1
@@ -189,3 +192,32 @@ def test_modes_use_the_workdirs_saved_config_and_refuse_another_architecture(tra
     last = other.stderr.strip().splitlines()[-1]
     assert "--config.model.layer_sizes=(784, 32, 8) changes the architecture" in last
     assert _tree(run) == before  # nothing written
+
+
+def test_eval_on_the_test_split_leaves_the_validation_outputs(tmp_path):
+    from tests.test_data import _train_and_test_folder
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    written = _train_and_test_folder(folder)
+    overrides = {
+        "data.path": str(folder),
+        "data.num_train": 0,
+        "data.num_validation": 7,
+        "train.num_steps": 4,
+    }
+    config = tiny_config(**{**MNIST, **overrides, "train.batch_size": 8})
+    run = str(tmp_path / "run")
+    metrics = train.train_and_evaluate(config, run)
+    validation = workdir.evaluate(config, run)
+    test = workdir.evaluate(config, run, "test")
+    assert (
+        validation["val_loss"] == pytest.approx(metrics["val_loss"], rel=1e-5) and validation["examples"] == 7
+    )
+    assert test["split"] == "test" and test["examples"] == 10 and test["test_loss"] != validation["val_loss"]
+    model, _, _ = train.restore_model(config, run)
+    images = written["t10k"][0].reshape(10, -1).astype(np.float32) / 255.0
+    assert test["test_mse"] == pytest.approx(float(np.mean((model(images).numpy() - images) ** 2)), rel=1e-5)
+    with open(os.path.join(run, "eval", "test", "projector", "metadata.tsv")) as f:
+        assert [int(line) for line in f] == list(written["t10k"][1])
+    assert os.path.exists(os.path.join(run, "eval", "metrics.json"))  # validation's, kept
