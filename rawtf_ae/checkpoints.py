@@ -172,8 +172,16 @@ def restore_latest(
             continue
         if problems:
             check_fits(path, checkpoint.model)
+        restoring = checkpoint
+        if hasattr(checkpoint, "best") and not any(
+            n.startswith("best/") for n in reader.get_variable_to_shape_map()
+        ):
+            # train.keep_best switched on for a run begun without it: its record starts afresh.
+            restoring = tf.train.Checkpoint(
+                model=checkpoint.model, optimizer=checkpoint.optimizer, step=checkpoint.step
+            )
         try:
-            status = checkpoint.restore(path)
+            status = restoring.restore(path)
             status.assert_existing_objects_matched()
             status.expect_partial()  # e.g. an eval restores the model without the optimizer
         except (ValueError, AssertionError, tf.errors.OpError) as e:

@@ -127,6 +127,11 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.decay_steps = 1_000
     config.train.log_every_steps = 500  # a progress line (and summaries)
     config.train.eval_every_steps = 2_000  # the validation loss
+    # Keep the weights of the evaluation with the lowest validation loss (checkpoints/best.npz):
+    # the run ends with them (metrics, picture, export), and --mode=eval/export/encode use them.
+    config.train.keep_best = False
+    # With keep_best: stop after this many evaluations in a row without a new best (0: never).
+    config.train.early_stopping_evals = 0
     config.train.checkpoint_every_steps = 2_000  # a checkpoint (also at the end and on SIGTERM)
     config.train.keep_checkpoints = 3  # the newest this many are kept
     config.train.eval_batch_size = 1_000  # batches of the evaluation (none dropped)
@@ -351,6 +356,9 @@ def _check_runtime(train) -> None:
         raise ValueError(f"`train.jit_compile` must be 'auto', True or False, got {train.jit_compile!r}.")
     _one_of("train.precision", train.precision, PRECISIONS)
     _non_negative_int("train.logical_cpus", train.logical_cpus)
+    _non_negative_int("train.early_stopping_evals", train.early_stopping_evals)
+    if train.early_stopping_evals and not train.keep_best:
+        raise ValueError("`train.early_stopping_evals` needs `train.keep_best=True` (it stops at the best).")
     if train.num_picture_examples < 0:
         raise ValueError(f"`train.num_picture_examples` must be >= 0, got {train.num_picture_examples}.")
 

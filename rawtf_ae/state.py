@@ -16,7 +16,7 @@ from typing import Optional
 import ml_collections
 import tensorflow as tf
 
-from rawtf_ae import architectures, checkpoints, files, optimizers, ratings
+from rawtf_ae import architectures, checkpoints, early_stopping, files, optimizers, ratings
 from rawtf_ae import config as config_lib
 
 
@@ -27,10 +27,13 @@ class TrainState:
     model: tf.Module
     optimizer: object
     step: tf.Variable
+    best: Optional[tf.Module] = None  # `early_stopping.BestSoFar` with train.keep_best
 
     def checkpoint(self) -> tf.train.Checkpoint:
-        """A `tf.train.Checkpoint` of the three (the layout every rawtf_ae checkpoint has)."""
-        return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+        """A `tf.train.Checkpoint` of the three (the layout every rawtf_ae checkpoint has), and
+        of the best-so-far record when there is one."""
+        extra = {"best": self.best} if self.best is not None else {}
+        return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step, **extra)
 
 
 def create_train_state(
@@ -63,11 +66,15 @@ def create_train_state(
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         optimizer = optimizers.create_optimizer(config.train, variables if multipliers else None, step)
         optimizer.build(variables)
-    return TrainState(model=model, optimizer=optimizer, step=step)
+        best = early_stopping.BestSoFar() if config.train.keep_best else None
+    return TrainState(model=model, optimizer=optimizer, step=step, best=best)
 
 
 def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple:
     """The config's model with the weights of the newest checkpoint in `workdir`.
+
+    With `train.keep_best` and `checkpoints/best.npz` there, the model gets the best
+    evaluation's weights instead (`rawtf_ae.early_stopping`), and `step` is that evaluation's.
 
     Returns:
       `(model, step, checkpoint_path)`.
@@ -91,6 +98,12 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple:
     # The model and the step only: evaluating, exporting and encoding need no optimizer slots.
     checkpoint = tf.train.Checkpoint(model=restored.model, step=restored.step)
     path = checkpoints.restore_latest(checkpoint, directory, move_aside=False)
+    best = early_stopping.weights_path(workdir)
+    if config.train.keep_best and os.path.exists(best):
+        restored.best = early_stopping.BestSoFar()
+        tf.train.Checkpoint(best=restored.best).read(path).expect_partial()
+        step = early_stopping.Tracker(restored.best, restored.model, workdir, 0, True).restore_best()
+        return restored.model, step, f"{best} (the best evaluation, step {step})"
     return restored.model, int(restored.step.numpy()), path
 
 

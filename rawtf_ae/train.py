@@ -12,7 +12,6 @@ non-finite check, and the end-of-run outputs (picture, `metrics.json`, export).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import time
@@ -26,11 +25,13 @@ from rawtf_ae import (
     checkpoints,
     data,
     distribute,
+    early_stopping,
     files,
     optimizers,
     outputs,
     preemption,
     pretrain,
+    progress,
     state,
 )
 from rawtf_ae import config as config_lib
@@ -117,21 +118,6 @@ def _load_data(config, workdir: str):
     return config, splits
 
 
-@dataclasses.dataclass
-class _Throughput:
-    """Examples per second over the calls after the first (which traces and compiles)."""
-
-    examples: int = 0
-    seconds: float = 0.0
-    calls: int = 0
-
-    def add(self, examples: int, seconds: float, last: bool) -> None:
-        if self.calls or (last and not self.seconds):
-            self.examples += examples
-            self.seconds += seconds
-        self.calls += 1
-
-
 class _Run:
     """One run of `train_and_evaluate` while it holds the workdir: start, train, finish."""
 
@@ -157,6 +143,11 @@ class _Run:
             # Keras checkpoints a constant learning rate as a variable; on resume the config decides.
             optimizers.reset_constant_rate(self.state.optimizer, train_config)
         self.start_step = int(self.state.step.numpy())
+        self.tracker = None
+        if self.state.best is not None:
+            self.tracker = early_stopping.Tracker(
+                self.state.best, model, workdir, train_config.early_stopping_evals, chief
+            )
         if chief and self.splits.vocabulary is not None:
             os.makedirs(directory, exist_ok=True)
             self.splits.vocabulary.save(state.vocabulary_path(workdir))
@@ -208,10 +199,11 @@ class _Run:
     def train(self) -> None:
         """The outer loop: calls of the N-step loop, ended by log, eval and checkpoint steps."""
         train_config = self.train_config
-        previous = _read_previous_metrics(self.metrics_path)
+        previous = progress.read_previous_metrics(self.metrics_path)
         self.train_loss = previous.get("train_loss", float("nan"))
         self.examples_per_sec = previous.get("examples_per_sec", float("nan"))
         self.current, num_steps = self.start_step, train_config.num_steps
+        self.last_evaluation = None  # (step, validation loss)
         if self.current >= num_steps:
             logging.info(
                 "already trained to step %d (train.num_steps=%d): evaluating only; raise "
@@ -219,8 +211,10 @@ class _Run:
                 self.current,
                 num_steps,
             )
-        throughput = _Throughput()
-        while self.current < num_steps:
+        if self._stopped_early():
+            logging.info("stopped early already, at step %d: evaluating only", self.current)
+        throughput = progress.Throughput()
+        while self.current < num_steps and not self._stopped_early():
             stop = min(
                 num_steps,
                 self.current + train_config.steps_per_loop,
@@ -243,6 +237,9 @@ class _Run:
                 self.examples_per_sec = throughput.examples / throughput.seconds
             self._after_call(chunk_rate, throughput)
 
+    def _stopped_early(self) -> bool:
+        return self.tracker is not None and self.tracker.stopped
+
     def _call_loop(self, stop: int) -> float:
         """Runs the steps up to `stop`; the mean loss, checked to be finite."""
         try:
@@ -262,7 +259,7 @@ class _Run:
             )
         return chunk_loss
 
-    def _after_call(self, chunk_rate: float, throughput: _Throughput) -> None:
+    def _after_call(self, chunk_rate: float, throughput: progress.Throughput) -> None:
         """Summaries, the progress line, evaluation, checkpoints and signals at `self.current`."""
         train_config, current, num_steps = self.train_config, self.current, self.train_config.num_steps
         with self.train_writer.as_default(step=current):
@@ -279,15 +276,21 @@ class _Run:
                 num_steps,
                 self.train_loss,
                 chunk_rate,
-                _format_duration(eta),
+                progress.format_duration(eta),
             )
-        if current % train_config.eval_every_steps == 0 and current != num_steps:
+        if current % train_config.eval_every_steps == 0 or current == num_steps:
+            # The last step's too, for the checkpoint's best-so-far record (`finish` logs it).
             val_loss = self.evaluate(self.validation)
-            logging.info("step %d: validation loss %.5f", current, val_loss)
-            with self.validation_writer.as_default(step=current):
-                tf.summary.scalar("loss", val_loss)
+            self.last_evaluation = (current, val_loss)
+            if current != num_steps:
+                logging.info("step %d: validation loss %.5f", current, val_loss)
+                with self.validation_writer.as_default(step=current):
+                    tf.summary.scalar("loss", val_loss)
+            if self.tracker is not None:
+                self.tracker.update(current, val_loss)
         stopping = self.stop_signal.received is not None
-        if current % train_config.checkpoint_every_steps == 0 or current == num_steps or stopping:
+        ends = current == num_steps or self._stopped_early()
+        if current % train_config.checkpoint_every_steps == 0 or ends or stopping:
             saved = self.checkpointer.save(current)
             if saved:
                 logging.info("saved %s", saved)
@@ -305,8 +308,21 @@ class _Run:
     def finish(self) -> dict:
         """The final evaluation, metrics and (on the chief) the end-of-run outputs."""
         model, train_config = self.state.model, self.train_config
-        val_loss = self.evaluate(self.validation)
+        step, val_loss = self.last_evaluation or (None, None)
+        if step != self.current:
+            val_loss = self.evaluate(self.validation)
         logging.info("step %d: validation loss %.5f", self.current, val_loss)
+        best = {}
+        if self.tracker is not None:
+            self.tracker.update(self.current, val_loss)
+            if self.chief:  # the weights file is the chief's; other workers write nothing
+                best = {"best_step": self.tracker.restore_best(), "early_stopped": self._stopped_early()}
+                val_loss = self.evaluate(self.validation)
+                logging.info(
+                    "the best evaluation's weights, of step %d: validation loss %.5f",
+                    best["best_step"],
+                    val_loss,
+                )
         metrics = {
             "step": self.current,
             "train_loss": self.train_loss,
@@ -321,6 +337,7 @@ class _Run:
             "strategy": train_config.strategy,
             "replicas": self.strategy.num_replicas_in_sync,
             "precision": train_config.precision,
+            **best,
         }
         if self.splits.vocabulary is not None:
             metrics.update(ratings_metrics(self.splits, val_loss))
@@ -331,16 +348,3 @@ class _Run:
             logging.info("checkpoints: %s", self.checkpointer.directory)
         self.train_writer.flush()
         return metrics
-
-
-def _format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-
-
-def _read_previous_metrics(path: str) -> dict:
-    try:
-        return files.read_json(path, "metrics file")
-    except (OSError, ValueError):
-        return {}
