@@ -9,7 +9,8 @@ Each variant is the config with a few keys changed (`--variants` picks them by n
 logging the training loss every `--log_every` steps. A spike is the largest ratio of a logged
 loss to the lowest one logged before it (after the first 10% of the steps): about 1.1 for a run
 that only wanders, 5-20 for one whose loss jumped. Prints a markdown table: mean and standard
-deviation of the held-out RMSE, the runs per seed, and the worst spike.
+deviation of the held-out RMSE, the runs per seed, and the worst spike; `--baselines` adds the
+global mean, the per-item mean and a biased matrix factorisation on the same split.
 """
 
 import glob
@@ -24,7 +25,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from rawtf_ae import train  # noqa: E402
+from rawtf_ae import baselines, data, train  # noqa: E402
 
 VARIANTS = {
     "tied": {},
@@ -33,12 +34,20 @@ VARIANTS = {
     "tied_no_refeeding": {"train.dense_refeeding": 0},
     "untied_no_refeeding": {"model.tied": False, "train.dense_refeeding": 0},
     "tied_no_dropout": {"train.code_dropout": 0.0},
+    "tied_no_corruption": {"train.corruption": "none"},
+    "untied_no_corruption": {"model.tied": False, "train.corruption": "none"},
+    "tied_by_user": {"data.ratings_by": "user"},
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/recommender_synthetic.py", "Config file.")
 _SEEDS = flags.DEFINE_integer("seeds", 10, "Seeds 0 .. seeds-1 per variant.")
 _NAMES = flags.DEFINE_list("variants", list(VARIANTS), f"Which of: {', '.join(VARIANTS)}.")
 _LOG_EVERY = flags.DEFINE_integer("log_every", 20, "Steps between logged training losses.")
+_BASELINES = flags.DEFINE_boolean(
+    "baselines", False, "Also the global mean, the per-item mean and biased matrix factorisation."
+)
+_MF_RANK = flags.DEFINE_integer("mf_rank", 10, "--baselines: the factorisation's rank.")
+_MF_REGULARIZATION = flags.DEFINE_float("mf_regularization", 10.0, "--baselines: its L2 weight.")
 
 
 def _logged_losses(workdir: str) -> np.ndarray:
@@ -96,6 +105,24 @@ def main(argv):
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         per_seed = ", ".join(f"{v:.3f}" for v in values)
         print(f"| {name} | {statistics.mean(values):.3f} ± {spread:.3f} | {per_seed} | {spike:.1f} |")
+    if _BASELINES.value:
+        for name, rmse in baseline_rmses(base).items():
+            print(f"| {name} | {rmse:.3f} | (deterministic) | |")
+
+
+def baseline_rmses(config) -> dict:
+    """Held-out RMSE of the global mean, the per-item mean and biased MF on the config's split."""
+    splits = data.load(config.data, config.seed)
+    targets = splits.validation_targets.values
+    global_mean = float(np.sqrt(np.mean((splits.train.values.mean() - targets) ** 2)))
+    rank, regularization = _MF_RANK.value, _MF_REGULARIZATION.value
+    return {
+        "global mean": global_mean,
+        "per-item mean": baselines.item_mean_rmse(splits),
+        f"biased MF (ALS, rank {rank}, regularization {regularization:g})": baselines.biased_mf_rmse(
+            splits, rank=rank, regularization=regularization
+        ),
+    }
 
 
 if __name__ == "__main__":
