@@ -17,7 +17,9 @@ def get_config():
     config.model.tied = True
     config.data.name = "mnist"
     config.data.num_train = 0  # all training examples
-    config.data.num_validation = 2_000  # held out only when the files have no separate test split
+    # Validation: 2,000 of a t10k-only folder at random; with train and test files, the last
+    # 2,000 training images (the test files are then kept for --mode=eval --split=test).
+    config.data.num_validation = 2_000
     config.train.loss = "bce"
     config.train.batch_size = 128
     config.train.num_steps = 2_000
