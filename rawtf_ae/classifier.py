@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from rawtf_ae import data, initializers, loops, state
 from rawtf_ae.config import default_config
@@ -49,8 +50,16 @@ def fine_tune(
     learning_rate: float = 1e-3,
     seed: int = 0,
     strategy: tf.distribute.Strategy = None,
+    validation: tuple = None,
+    eval_every: int = 500,
+    patience: int = 0,
 ) -> float:
     """Trains `classifier` on `(examples [n, width], labels [n])` with Adam; returns the mean loss.
+
+    With `validation=(examples, labels)`, the error rate on it is measured every `eval_every`
+    steps and at the end; the classifier ends with the weights of the lowest one (model
+    selection as in Vincent et al. 2010 and the DeepLearningTutorials), and with `patience`
+    > 0 training stops after that many measurements in a row without a new lowest.
 
     The steps run through the library's N-step loop (`loops.make_train_loop`) on a
     `state.create_train_state` of the classifier, like every other training in rawtf_ae; the
@@ -96,7 +105,37 @@ def fine_tune(
         return loss
 
     loop = loops.make_train_loop(step, trained.step, strategy)
-    return float(loop(iter(dataset), tf.constant(steps, tf.int64)))
+    iterator = iter(dataset)
+    if validation is None:
+        return float(loop(iterator, tf.constant(steps, tf.int64)))
+    return _fine_tune_selecting(classifier, loop, iterator, steps, validation, eval_every, patience)
+
+
+def _fine_tune_selecting(classifier, loop, iterator, steps, validation, eval_every, patience) -> float:
+    """`fine_tune`'s loop with model selection on the validation error; the mean loss."""
+    if eval_every < 1 or patience < 0:
+        raise ValueError(f"`eval_every` must be positive and `patience` >= 0, got {eval_every}, {patience}.")
+    variables = classifier.fine_tuned_variables
+    best_error, best_step, best_values, stale, done, losses = np.inf, 0, None, 0, 0, []
+    while done < steps and not (patience and stale >= patience):
+        chunk = min(eval_every, steps - done)
+        losses.append(float(loop(iterator, tf.constant(chunk, tf.int64))) * chunk)
+        done += chunk
+        error = error_rate(classifier, *validation)
+        if error < best_error:
+            best_error, best_step, stale = error, done, 0
+            best_values = [v.numpy() for v in variables]
+        else:
+            stale += 1
+    for variable, value in zip(variables, best_values):
+        variable.assign(value)
+    logging.info(
+        "fine-tuned %d steps; the lowest validation error %.2f%% was at step %d",
+        done,
+        100 * best_error,
+        best_step,
+    )
+    return sum(losses) / done
 
 
 def error_rate(

@@ -81,3 +81,32 @@ def test_the_first_fine_tuning_step_is_adam_on_the_cross_entropy_gradient_of_eve
         expected = start - 0.01 * g / (np.abs(g) + epsilon)
         np.testing.assert_allclose(variable.numpy(), expected, rtol=0, atol=1e-4)
         assert np.abs(variable.numpy() - start).max() > 0.009  # the encoder moves too
+
+
+def test_fine_tuning_selects_the_lowest_validation_error_and_stops_early(caplog):
+    import re
+
+    caplog.set_level("INFO", logger="absl")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(256, 20)).astype(np.float32)
+    y = (x[:, :10].sum(1) > x[:, 10:].sum(1)).astype(np.int64)
+    noisy = np.where(rng.random(256) < 0.3, 1 - y, y)  # a validation set the model cannot fit
+
+    def model():
+        return classifier.Classifier(TiedAutoencoder([20, 8], activation="selu", seed=1), 2, seed=1)
+
+    selected = model()
+    classifier.fine_tune(selected, x, y, steps=60, batch_size=32, seed=3, validation=(x, noisy), eval_every=5)
+    best_step = int(re.search(r"was at step (\d+)", caplog.text).group(1))
+    assert 5 <= best_step <= 60
+    # The same stream of batches, stopped at the selected step, gives the selected weights.
+    reference = model()
+    classifier.fine_tune(reference, x, y, steps=best_step, batch_size=32, seed=3)
+    for a, b in zip(selected.fine_tuned_variables, reference.fine_tuned_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+    caplog.clear()
+    easy = (x[:1], np.array([int(np.argmax(model()(x[:1]).numpy()))]))  # right before any step
+    classifier.fine_tune(
+        model(), x, y, steps=60, batch_size=32, seed=3, validation=easy, eval_every=5, patience=2
+    )
+    assert "fine-tuned 15 steps" in caplog.text  # error 0 at step 5, then 2 evaluations without a new lowest
