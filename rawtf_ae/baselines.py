@@ -58,8 +58,8 @@ def item_mean_rmse(splits) -> float:
         item_of_target = targets.columns
     else:
         num_items = len(train)
-        item_of_train = np.repeat(np.arange(num_items), np.diff(train.indptr))
-        item_of_target = np.repeat(splits.evaluated_rows, np.diff(targets.indptr))
+        item_of_train = train.entry_rows()
+        item_of_target = splits.evaluated_rows[targets.entry_rows()]
     sums = np.bincount(item_of_train, weights=train.values, minlength=num_items)
     counts = np.bincount(item_of_train, minlength=num_items)
     means = np.where(counts > 0, sums / np.maximum(counts, 1), global_mean)
@@ -140,8 +140,8 @@ def biased_mf_rmse(splits, **options) -> float:
     `splits` is a `ratings.RatingSplits` (by user or by item); `options` go to `biased_mf`.
     """
     train, targets = splits.train, splits.validation_targets
-    train_rows = np.repeat(np.arange(len(train)), np.diff(train.indptr))
+    train_rows = train.entry_rows()
     model = biased_mf(train_rows, train.columns, train.values, (len(train), train.width), **options)
-    target_rows = np.repeat(splits.evaluated_rows, np.diff(targets.indptr))
+    target_rows = splits.evaluated_rows[targets.entry_rows()]
     predicted = biased_mf_predict(model, target_rows, targets.columns)
     return float(np.sqrt(np.mean((predicted - targets.values) ** 2)))

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from rawtf_ae import files
+from rawtf_ae import export
 
 
 class BestSoFar(tf.Module):
@@ -60,9 +60,7 @@ class Tracker:
             record.stale.assign(0)
             if self.chief:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                arrays = {f"v{i}": v.numpy() for i, v in enumerate(self.model.trainable_variables)}
-                with files.atomic_path(self.path, suffix=".npz") as temporary:
-                    np.savez(temporary, **arrays)
+                export.save_weights(self.model, self.path)  # atomic, like the export's weights.npz
             return True
         record.stale.assign_add(1)
         if self.stopped:
@@ -79,16 +77,10 @@ class Tracker:
         """Assigns the best evaluation's weights to the model; returns its step."""
         step = int(self.record.step.numpy())
         try:
-            with np.load(self.path, allow_pickle=False) as saved:
-                values = [saved[f"v{i}"] for i in range(len(saved.files))]
-        except (OSError, ValueError, KeyError) as e:
+            export.load_weights(self.path, self.model)  # checks every key and shape first
+        except (OSError, ValueError) as e:
             raise ValueError(
-                f"{self.path} (the best weights, of step {step}) cannot be read: {e}. The run's "
-                "checkpoints are intact; set train.keep_best=False to finish with the last weights."
+                f"The best weights (of step {step}) cannot be restored: {e} The run's checkpoints "
+                "are intact; set train.keep_best=False to finish with the last weights."
             ) from None
-        variables = self.model.trainable_variables
-        if [v.shape for v in values] != [tuple(v.shape) for v in variables]:
-            raise ValueError(f"{self.path} holds weights of another model; remove it or use another workdir.")
-        for variable, value in zip(variables, values):
-            variable.assign(value)
         return step

@@ -110,6 +110,10 @@ class RatingMatrix:
     def nnz(self) -> int:
         return int(self.indptr[-1])
 
+    def entry_rows(self) -> np.ndarray:
+        """`[nnz]` int64: the row of each entry (COO row indices)."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.indptr))
+
     @classmethod
     def from_triples(cls, rows, columns, values, num_rows: int, width: int) -> "RatingMatrix":
         order = np.lexsort((columns, rows))
@@ -132,7 +136,7 @@ class RatingMatrix:
         """`(ratings, mask)`, both `[num_rows, width]` float32 (small matrices only)."""
         ratings = np.zeros((len(self), self.width), np.float32)
         mask = np.zeros_like(ratings)
-        rows = np.repeat(np.arange(len(self)), np.diff(self.indptr))
+        rows = self.entry_rows()
         ratings[rows, self.columns] = self.values
         mask[rows, self.columns] = 1.0
         return ratings, mask

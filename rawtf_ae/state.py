@@ -100,9 +100,9 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple:
     path = checkpoints.restore_latest(checkpoint, directory, move_aside=False)
     best = early_stopping.weights_path(workdir)
     if config.train.keep_best and os.path.exists(best):
-        restored.best = early_stopping.BestSoFar()
-        tf.train.Checkpoint(best=restored.best).read(path).expect_partial()
-        step = early_stopping.Tracker(restored.best, restored.model, workdir, 0, True).restore_best()
+        record = early_stopping.BestSoFar()
+        tf.train.Checkpoint(best=record).read(path).expect_partial()
+        step = early_stopping.Tracker(record, restored.model, workdir, 0, True).restore_best()
         return restored.model, step, f"{best} (the best evaluation, step {step})"
     return restored.model, int(restored.step.numpy()), path
 

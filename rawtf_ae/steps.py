@@ -243,13 +243,8 @@ class Objective:
         """
         if not self.options.clip_norm:
             return gradients
-        present = [g for g in gradients if g is not None]
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            present = context.all_reduce(tf.distribute.ReduceOp.SUM, present)
-        norm = tf.linalg.global_norm(present)
-        scale = self.options.clip_norm / tf.maximum(norm, self.options.clip_norm)
-        return [None if g is None else g * tf.cast(scale, g.dtype) for g in gradients]
+        norm = tf.linalg.global_norm(global_sum([g for g in gradients if g is not None]))
+        return tf.clip_by_global_norm(gradients, self.options.clip_norm, use_norm=norm)[0]
 
     def scaled(self, objective):
         # float16 gradients underflow: differentiate the scaled loss; the optimizer unscales.
