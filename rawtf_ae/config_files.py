@@ -1,19 +1,31 @@
 """The config outside Python: a run's saved `config.json` read back, and every key documented.
 
-`saved(path)` turns the JSON a run wrote into a typed `ConfigDict` again (the workdir modes and
-resumed runs use it); `key_docs()` lists every key with its default and the comment that
-documents it in `config.default_config` (what `--list_config` prints).
+`to_json(config)` is what a run writes (its data paths made absolute); `saved(path)` turns the
+JSON a run wrote into a typed `ConfigDict` again (the workdir modes and resumed runs use it);
+`key_docs()` lists every key with its default and the comment that documents it in
+`config.default_config` (what `--list_config` prints).
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import re
 
 import ml_collections
 
 from rawtf_ae import config as config_lib
 from rawtf_ae import files
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    """The JSON a run saves as its `config.json`, with `data.path` and `data.validation_path`
+    made absolute: the workdir modes read them from wherever they are run."""
+    config = config.copy_and_resolve_references()
+    for key in ("path", "validation_path"):
+        if config.data.get(key):
+            config.data[key] = os.path.abspath(config.data[key])
+    return config.to_json_best_effort(indent=2) + "\n"
 
 
 def saved(path: str) -> ml_collections.ConfigDict:

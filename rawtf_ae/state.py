@@ -103,7 +103,7 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple:
         record = early_stopping.BestSoFar()
         tf.train.Checkpoint(best=record).read(path).expect_partial()
         step = early_stopping.Tracker(record, restored.model, workdir, 0, True).restore_best()
-        return restored.model, step, f"{best} (the best evaluation, step {step})"
+        return restored.model, step, best
     return restored.model, int(restored.step.numpy()), path
 
 

@@ -23,6 +23,7 @@ from absl import logging
 from rawtf_ae import (
     architectures,
     checkpoints,
+    config_files,
     data,
     distribute,
     early_stopping,
@@ -174,9 +175,7 @@ class _Run:
                 leftovers += files.remove_leftovers(folder)
             for leftover in leftovers:
                 logging.info("removed %s, left by an interrupted write", leftover)
-            files.write_text(
-                os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n"
-            )
+            files.write_text(os.path.join(workdir, "config.json"), config_files.to_json(config))
         self._make_loop()
 
     def _make_loop(self) -> None:

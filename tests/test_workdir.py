@@ -221,3 +221,21 @@ def test_eval_on_the_test_split_leaves_the_validation_outputs(tmp_path):
     with open(os.path.join(run, "eval", "test", "projector", "metadata.tsv")) as f:
         assert [int(line) for line in f] == list(written["t10k"][1])
     assert os.path.exists(os.path.join(run, "eval", "metrics.json"))  # validation's, kept
+
+
+def test_a_relative_data_path_is_saved_absolute_so_the_modes_run_from_anywhere(tmp_path, monkeypatch):
+    # A run given data.path=ratings.csv from its folder saved the relative path: --mode=eval
+    # from another folder then failed with "Ratings file ratings.csv does not exist".
+    from rawtf_ae import config_files, ratings
+    from rawtf_ae.synthetic_ratings import synthetic_ratings
+    from tests.conftest import tiny_ratings_config
+
+    (tmp_path / "project").mkdir()
+    ratings.write_ratings(str(tmp_path / "project" / "r.csv"), synthetic_ratings(num_users=60, num_items=20))
+    monkeypatch.chdir(tmp_path / "project")
+    trained = train.train_and_evaluate(tiny_ratings_config("r.csv", **{"train.num_steps": 4}), "run")
+    monkeypatch.chdir(tmp_path)
+    saved = config_files.saved(str(tmp_path / "project" / "run" / "config.json"))
+    assert saved.data.path == str(tmp_path / "project" / "r.csv")
+    evaluated = workdir.evaluate(saved, str(tmp_path / "project" / "run"))
+    assert evaluated["val_rmse"] == pytest.approx(trained["val_rmse"], rel=1e-5)
