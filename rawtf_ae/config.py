@@ -110,7 +110,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Clip each update's gradient to this global norm (0 = off; the re-fed updates too). It
     # stops the loss spikes of untied recommenders with re-feeding (docs/recommender.md).
     config.train.clip_norm = 0.0
-    config.train.optimizer = "adam"  # adam | sgd | rmsprop
+    # adam | sgd | rmsprop | lazy_adam | lazy_adagrad (row-wise updates of sparse gradients, for
+    # the sparse ratings step: rawtf_ae.lazy_optimizers)
+    config.train.optimizer = "adam"
     config.train.learning_rate = 1e-3  # the peak rate of any schedule
     # Per-variable learning-rate multipliers (Caffe's lr_mult): "PATTERN=MULTIPLIER,...", each
     # pattern a regular expression searched in the variable names (encoder/layer_0/kernel,

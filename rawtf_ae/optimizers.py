@@ -18,7 +18,9 @@ from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
+from rawtf_ae import lazy_optimizers
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "lazy_adam", "lazy_adagrad")
 SCHEDULES = ("constant", "cosine", "exponential")
 
 
@@ -239,6 +241,10 @@ def create_optimizer(train_config, variables=None, step_counter: Optional[tf.Var
             )
         if name == "rmsprop":
             return tf.keras.optimizers.RMSprop(rate, momentum=train_config.momentum)
+        if name == "lazy_adam":
+            return lazy_optimizers.LazyAdam(rate)
+        if name == "lazy_adagrad":
+            return lazy_optimizers.LazyAdagrad(rate)
         raise ValueError(f"Unknown `train.optimizer` {name!r}; expected one of {', '.join(OPTIMIZERS)}.")
 
     pairs = parse_multipliers(train_config.get("learning_rate_multipliers", ""))

@@ -1,0 +1,146 @@
+"""Row-wise ("lazy") Adam and Adagrad: a sparse gradient updates only the rows it touches.
+
+A tied ratings kernel `[items, units]` read by row (`tf.gather`, the sparse step) gets an
+`IndexedSlices` gradient: the rows of the items a batch rated. Keras 3 optimizers turn it into a
+dense update of the whole kernel and all its slots (measured: 175 ms per step for a
+200,000 x 256 kernel and a 100-row gradient on this project's CPU), so the step's cost follows
+the catalog. These two follow the touched rows instead, with TensorFlow's sparse update ops
+(`tf.gather` + `scatter_update` for Adam, the `ResourceSparseApplyAdagradV2` kernel for Adagrad).
+They are Keras optimizers: schedules, checkpoints (`tf.train.Checkpoint` saves the slots),
+`tf.distribute` (mirrored replicas' sparse gradients are gathered, not densified) and
+`LossScaleOptimizer` work as with `tf.keras.optimizers.Adam`.
+
+How they differ from the dense optimizers, for a sparse gradient (a dense gradient gets exactly
+the dense update, so every other variable trains as with Adam / Adagrad):
+
+- `LazyAdam` (the semantics of TF Addons' `LazyAdam`): the moments `m`, `v` of a row decay only
+  on the steps that touch the row, and only touched rows move. Dense Adam would keep moving an
+  untouched row by its decaying momentum `m / sqrt(v)`; the bias correction still uses the
+  global step. Both agree while every row is touched at every step.
+- `LazyAdagrad`: identical to dense Adagrad of the same formula (an untouched row's gradient is
+  0, so neither its accumulator nor its value would change). The formula is TensorFlow's
+  kernel's: `accum += g^2; var -= lr * g / (sqrt(accum) + epsilon)`; Keras 3's `Adagrad` puts
+  epsilon inside the square root (`sqrt(accum + epsilon)`), a difference of order epsilon.
+
+Duplicate indices in a sparse gradient (an item rated by two users of a batch, or the encoder
+and decoder paths of a tied kernel) are summed first, so the update is that of the dense
+gradient the slices stand for.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def deduplicated(gradient: tf.IndexedSlices) -> tf.IndexedSlices:
+    """`gradient` with each row index once, the values of repeated indices summed."""
+    rows, positions = tf.unique(gradient.indices)
+    values = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(rows)[0])
+    return tf.IndexedSlices(values, rows, gradient.dense_shape)
+
+
+def _tensor(variable):
+    """The `tf.Variable` behind a Keras variable (Keras 3 wraps slots in its own class)."""
+    return getattr(variable, "value", variable) if not isinstance(variable, tf.Variable) else variable
+
+
+class LazyAdam(tf.keras.optimizers.Optimizer):
+    """Adam whose sparse updates touch only the gradient's rows (see the module docstring).
+
+    Args:
+      learning_rate: a float or a `LearningRateSchedule`.
+      beta_1, beta_2, epsilon: as in `tf.keras.optimizers.Adam` (epsilon outside the square
+        root, added to `sqrt(v)`).
+      name, **kwargs: as for any Keras optimizer.
+    """
+
+    def __init__(
+        self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, name="lazy_adam", **kwargs
+    ):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        m, v = _tensor(self._momentums[index]), _tensor(self._velocities[index])
+        dtype = variable.dtype
+        lr = tf.cast(learning_rate, dtype)
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+        if not isinstance(gradient, tf.IndexedSlices):
+            gradient = tf.cast(gradient, dtype)
+            m.assign_add((gradient - m) * (1 - beta_1))
+            v.assign_add((tf.square(gradient) - v) * (1 - beta_2))
+            variable.assign_sub(alpha * m / (tf.sqrt(v) + self.epsilon))
+            return
+        gradient = deduplicated(gradient)
+        rows, values = gradient.indices, tf.cast(gradient.values, dtype)
+        m_rows = tf.gather(m, rows) * beta_1 + values * (1 - beta_1)
+        v_rows = tf.gather(v, rows) * beta_2 + tf.square(values) * (1 - beta_2)
+        m.scatter_update(tf.IndexedSlices(m_rows, rows))
+        v.scatter_update(tf.IndexedSlices(v_rows, rows))
+        variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return config
+
+
+class LazyAdagrad(tf.keras.optimizers.Optimizer):
+    """Adagrad on TensorFlow's `(Sparse)ApplyAdagradV2` kernels (see the module docstring).
+
+    Args:
+      learning_rate: a float or a `LearningRateSchedule`.
+      initial_accumulator_value: the accumulators' start (Keras's and TF 1's default, 0.1).
+      epsilon: added to `sqrt(accum)`.
+      name, **kwargs: as for any Keras optimizer.
+    """
+
+    def __init__(
+        self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, name="lazy_adagrad", **kwargs
+    ):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.initial_accumulator_value, self.epsilon = initial_accumulator_value, epsilon
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        initializer = tf.keras.initializers.Constant(self.initial_accumulator_value)
+        self._accumulators = self.add_optimizer_variables(var_list, "accumulator", initializer=initializer)
+
+    def update_step(self, gradient, variable, learning_rate):
+        accumulator = _tensor(self._accumulators[self._get_variable_index(variable)])
+        dtype = variable.dtype
+        lr, epsilon = tf.cast(learning_rate, dtype), tf.constant(self.epsilon, dtype)
+        if not isinstance(gradient, tf.IndexedSlices):
+            tf.raw_ops.ResourceApplyAdagradV2(
+                var=variable.handle,
+                accum=accumulator.handle,
+                lr=lr,
+                epsilon=epsilon,
+                grad=tf.cast(gradient, dtype),
+            )
+            return
+        gradient = deduplicated(gradient)
+        tf.raw_ops.ResourceSparseApplyAdagradV2(
+            var=variable.handle,
+            accum=accumulator.handle,
+            lr=lr,
+            epsilon=epsilon,
+            grad=tf.cast(gradient.values, dtype),
+            indices=gradient.indices,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(initial_accumulator_value=self.initial_accumulator_value, epsilon=self.epsilon)
+        return config
