@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import ml_collections
 
-from rawtf_ae import activations, architectures, corruption, data, distribute, losses, optimizers
+from rawtf_ae import (
+    activations,
+    architectures,
+    corruption,
+    data,
+    distribute,
+    losses,
+    optimizers,
+    ratings_batches,
+)
 from rawtf_ae.optimizers import OPTIMIZERS, SCHEDULES
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -62,6 +71,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.delimiter = ","
     config.data.ratings_by = "user"
     config.data.unseen_ids = "skip"
+    # dense: [batch, items] batches (fastest for small catalogs); sparse: the step reads the tied
+    # first kernel as rows, its cost follows the ratings (large catalogs; use lazy_adam);
+    # auto: sparse for wide, sparse rows (rawtf_ae.ratings_batches, docs/large-catalogs.md).
+    config.data.ratings_batches = "auto"
     # curves: how many to generate. Files: the first `num_train` training examples (0 = all).
     config.data.num_train = 20_000
     # curves: how many to generate. Files: how many to hold out for validation; with test files
@@ -269,7 +282,7 @@ def _check_loss(config) -> None:
             "loss 'masked_mse' (only the observed ratings count), and only ratings data has a mask."
         )
     if config.data.name == "ratings":
-        _check_ratings(config)
+        ratings_batches.check_config(config)
     if not 0 <= train.code_dropout < 1:
         raise ValueError(f"`train.code_dropout` must be in [0, 1), got {train.code_dropout!r}.")
     _non_negative_int("train.dense_refeeding", train.dense_refeeding)
@@ -363,30 +376,6 @@ def _check_runtime(train) -> None:
         raise ValueError("`train.early_stopping_evals` needs `train.keep_best=True` (it stops at the best).")
     if train.num_picture_examples < 0:
         raise ValueError(f"`train.num_picture_examples` must be >= 0, got {train.num_picture_examples}.")
-
-
-def _check_ratings(config) -> None:
-    from rawtf_ae import ratings  # noqa: PLC0415
-
-    data_config = config.data
-    if data_config.ratings_by not in ratings.ORIENTATIONS:
-        raise ValueError(f"`data.ratings_by` is {data_config.ratings_by!r}; expected 'user' or 'item'.")
-    _one_of("data.ratings_split", data_config.ratings_split, ratings.SPLITS)
-    if data_config.unseen_ids not in ratings.UNSEEN_POLICIES:
-        raise ValueError(f"`data.unseen_ids` is {data_config.unseen_ids!r}; expected 'skip' or 'error'.")
-    if not data_config.validation_path and not 0 < data_config.validation_fraction < 1:
-        raise ValueError(
-            f"`data.validation_fraction` must be in (0, 1) without data.validation_path, got "
-            f"{data_config.validation_fraction!r}."
-        )
-    if not data_config.delimiter or data_config.delimiter in "\r\n":
-        raise ValueError(f"`data.delimiter` ({data_config.delimiter!r}) must be a non-empty field separator.")
-    if config.model.kind != "dense":
-        raise ValueError("data.name='ratings' needs model.kind='dense'.")
-    if config.pretrain.steps_per_layer:
-        raise ValueError(
-            "`pretrain.steps_per_layer` does not work with data.name='ratings' (it has no mask)."
-        )
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -43,8 +43,10 @@ class Splits:
     def width(self) -> int:
         return int(self.train.shape[1])
 
-    def evaluation_dataset(self, batch_size: int) -> tf.data.Dataset:
-        """The validation examples in batches, none dropped (`eval_dataset`)."""
+    def evaluation_dataset(self, batch_size: int, sparse: bool = False) -> tf.data.Dataset:
+        """The validation examples in batches, none dropped (`eval_dataset`); never `sparse`."""
+        if sparse:
+            raise ValueError("Sparse batches are for ratings data only.")
         return eval_dataset(self.validation, batch_size)
 
     def describe(self, name: str) -> str:
@@ -243,6 +245,7 @@ def train_dataset(
     seed: int,
     start_step: int = 0,
     input_context: Optional[tf.distribute.InputContext] = None,
+    sparse: bool = False,
 ) -> tf.data.Dataset:
     """An endless dataset of shuffled batches, resumable at any step and shardable by replica.
 
@@ -254,7 +257,8 @@ def train_dataset(
 
     Args:
       examples: `[n, width]`, or a `ratings.RatingMatrix` of `n` sparse rows (then batches are
-        dicts `{"inputs": ratings, "mask": observed}`, both `[batch, width]`, made dense per batch).
+        dicts `{"inputs": ratings, "mask": observed}`, both `[batch, width]`, made dense per batch,
+        or with `sparse` `{"inputs": tf.SparseTensor [batch, width]}`: `rawtf_ae.ratings_batches`).
       batch_size: the global batch size.
       seed: orders the epochs.
       start_step: the first global step to produce.
@@ -273,6 +277,8 @@ def train_dataset(
     if isinstance(examples, ratings.RatingMatrix):
 
         def gather(idx):
+            if sparse:
+                return {"inputs": examples.sparse_batch(idx)}
             inputs, mask = examples.dense_batch(idx)
             return {"inputs": inputs, "mask": mask}
 
@@ -303,12 +309,13 @@ def train_dataset(
     return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(examples, batch_size: int) -> tf.data.Dataset:
+def eval_dataset(examples, batch_size: int, sparse: bool = False) -> tf.data.Dataset:
     """One pass over `examples` in order, in batches of up to `batch_size` (none dropped).
 
     `examples`: `[n, width]`, or a `ratings.RatingSplits`, whose evaluated users come in
-    batches `{"inputs": training ratings, "targets": held-out ratings, "mask": held out}`.
+    batches `{"inputs": training ratings, "targets": held-out ratings, "mask": held out}`
+    (with `sparse`: `{"inputs", "targets"}`, `tf.SparseTensor`s).
     """
     if isinstance(examples, ratings.RatingSplits):
-        return examples.evaluation_dataset(batch_size)
+        return examples.evaluation_dataset(batch_size, sparse)
     return tf.data.Dataset.from_tensor_slices(examples).batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -15,7 +15,8 @@ def make_evaluate(model, loss: str):
 
     `"bce"`/`"mse"`: the mean per-example loss over batches `[b, width]`. `"masked_mse"`: the
     squared error per observed rating over batches `{"inputs", "targets", "mask"}` (its square
-    root is the RMSE recommender papers report).
+    root is the RMSE recommender papers report), or over sparse batches `{"inputs", "targets"}`
+    (`tf.SparseTensor`s: outputs at the held-out entries only, no `[b, width]` tensor).
     """
     width = model.input_width
     vector = tf.TensorSpec([None, width], tf.float32)
@@ -29,10 +30,23 @@ def make_evaluate(model, loss: str):
         squared = losses.masked_squared_error(batch["targets"], model(batch["inputs"]), batch["mask"])
         return tf.reduce_sum(squared), tf.reduce_sum(batch["mask"])
 
+    sparse = tf.SparseTensorSpec([None, width], tf.float32)
+
+    @tf.function(input_signature=[{"inputs": sparse, "targets": sparse}])
+    def sparse_sum(batch):
+        targets = batch["targets"]
+        outputs = model.decode_at(model.encode_sparse(batch["inputs"]), targets)
+        return tf.reduce_sum(tf.math.squared_difference(targets.values, outputs)), tf.size(targets.values)
+
+    def batch_sums(batch):
+        if not isinstance(batch, dict):
+            return batch_sum(batch)
+        return sparse_sum(batch) if isinstance(batch["inputs"], tf.SparseTensor) else masked_sum(batch)
+
     def evaluate(dataset) -> float:
         total, count = 0.0, 0.0
         for batch in dataset:
-            batch_total, batch_count = masked_sum(batch) if isinstance(batch, dict) else batch_sum(batch)
+            batch_total, batch_count = batch_sums(batch)
             total += float(batch_total)
             count += float(batch_count)
         if count == 0:

@@ -85,7 +85,13 @@ class _Serving(tf.Module):
             zeros = tf.zeros([num_items], tf.float32)
             vector = tf.tensor_scatter_nd_update(zeros, where, tf.boolean_mask(ratings, known))
             rated = tf.tensor_scatter_nd_update(zeros, where, tf.ones_like(where[:, 0], tf.float32))
-            scores, items = recommend.top_k_unrated(self.model(vector[None]), rated[None], tf.maximum(k, 0))
+            # The rated items as a sparse row: the encoder reads their kernel rows alone.
+            columns = tf.where(rated > 0)
+            ratings = tf.SparseTensor(
+                tf.pad(columns, [[0, 0], [1, 0]]), tf.gather_nd(vector, columns), [1, num_items]
+            )
+            predictions = recommend.predict_sparse(self.model, ratings)
+            scores, items = recommend.top_k_unrated_sparse(predictions, ratings, tf.maximum(k, 0))
             finite = tf.math.is_finite(scores[0])
             return {
                 "item_ids": tf.gather(item_ids, tf.boolean_mask(items[0], finite)),

@@ -144,3 +144,17 @@ class LazyAdagrad(tf.keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(initial_accumulator_value=self.initial_accumulator_value, epsilon=self.epsilon)
         return config
+
+
+def applies_rows(optimizer) -> bool:
+    """Whether `optimizer` applies a `tf.IndexedSlices` gradient to its rows alone *and* as
+    its dense update would (the lazy optimizers by design; plain SGD, whose update of an
+    untouched row is zero anyway). Keras `Adam`, `RMSprop` and momentum `SGD` given
+    `IndexedSlices` neither match their dense update nor save work: give them dense gradients.
+    """
+    optimizers = getattr(optimizer, "optimizers", [optimizer])  # one per multiplier group
+    return all(
+        isinstance(o, (LazyAdam, LazyAdagrad))
+        or (isinstance(o, tf.keras.optimizers.SGD) and not float(o.momentum))
+        for o in optimizers
+    )

@@ -237,23 +237,73 @@ class TiedAutoencoder(Autoencoder):
         shapes = [(self.layer_sizes[i], self.layer_sizes[i + 1]) for i in range(num_layers)]
         self._create_variables(shapes, self.layer_sizes, "layer", kernel_initializer, dtype)
 
-    def _encode(self, h, kernels) -> tf.Tensor:
-        for kernel, bias, activation in zip(kernels, self._cast(self.encoder_biases), self._activations):
+    def _encode(self, h, kernels, first: int = 0) -> tf.Tensor:
+        """Encoder layers `first, first + 1, ...` on `h`; `kernels[i]` is layer i's (cast) kernel."""
+        biases = self._cast(self.encoder_biases[first:])
+        for kernel, bias, activation in zip(kernels[first:], biases, self._activations[first:]):
             h = activation(tf.matmul(h, kernel) + bias)
         return h
 
-    def _decode_logits(self, h, kernels) -> tf.Tensor:
-        # The tie: for a tied layer the decoder uses the encoder's own kernel, transposed here.
-        decoder_kernels = [
-            kernels[i] if tied else tf.cast(self.decoder_kernels[i], self.compute_dtype)
-            for i, tied in enumerate(self.tied_layers)
-        ]
-        biases = self._cast(self.decoder_biases)
-        for i in reversed(range(self.num_layers)):
-            h = tf.matmul(h, decoder_kernels[i], transpose_b=True) + biases[i]
+    def _decode_logits(self, h, kernels, stop: int = 0) -> tf.Tensor:
+        """Decoder layers from the code down to layer `stop`: the logits (`stop=0`), or with
+        `stop=1` the activated reconstruction of encoder layer 0's output."""
+        for i in reversed(range(stop, self.num_layers)):
+            # The tie: for a tied layer the decoder uses the encoder's own kernel, transposed here.
+            kernel = (
+                kernels[i] if self.tied_layers[i] else tf.cast(self.decoder_kernels[i], self.compute_dtype)
+            )
+            h = tf.matmul(h, kernel, transpose_b=True) + tf.cast(self.decoder_biases[i], self.compute_dtype)
             if i > 0:
                 h = self._activations[i - 1](h)
         return h
+
+    # Sparse inputs (ratings at catalog scale): the first kernel is read as rows, both ways.
+
+    def _check_sparse(self, x, what: str) -> tf.SparseTensor:
+        if not isinstance(x, tf.SparseTensor):
+            raise TypeError(
+                f"{what} must be a `tf.SparseTensor` `[batch_size, {self.input_width}]`, got {type(x)}."
+            )
+        shape = x.shape  # what is known statically of `dense_shape`
+        if shape.rank not in (None, 2) or (shape.rank == 2 and shape[1] not in (None, self.input_width)):
+            raise ValueError(
+                f"{what} has dense shape {shape}, expected [batch_size, {self.input_width}] "
+                f"(layer_sizes={list(self.layer_sizes)})."
+            )
+        return x
+
+    def _first_rows(self, columns, decoder: bool = False) -> tf.Tensor:
+        """Rows `columns` of the first (decoder) kernel, cast: a gather, so its gradient is
+        `tf.IndexedSlices` of those rows only."""
+        kernel = self.decoder_kernels[0] if decoder and not self.tied_layers[0] else self.kernels[0]
+        return tf.cast(tf.gather(kernel, columns), self.compute_dtype)
+
+    def encode_sparse(self, x: tf.SparseTensor) -> tf.Tensor:
+        """`encode(tf.sparse.to_dense(x))` for a `tf.SparseTensor` `[batch_size, layer_sizes[0]]`,
+        without the dense input: layer 0 sums the kernel rows of each row's observed columns,
+        weighted by the values (`tf.math.unsorted_segment_sum`), so its cost follows the
+        number of entries, not the width. The other layers are dense.
+        """
+        x = self._check_sparse(x, "The sparse input")
+        weighted = self._first_rows(x.indices[:, 1]) * tf.cast(x.values, self.compute_dtype)[:, None]
+        h = tf.math.unsorted_segment_sum(weighted, x.indices[:, 0], num_segments=x.dense_shape[0])
+        bias = tf.cast(self.encoder_biases[0], self.compute_dtype)
+        h = self._activations[0](h + bias)
+        return tf.cast(self._encode(h, [None] + self._cast(self.kernels[1:]), first=1), self.dtype)
+
+    def decode_at(self, z, at: tf.SparseTensor) -> tf.Tensor:
+        """The reconstructions of codes `z` `[batch_size, code_width]` at the entries of `at`
+        only: `[nnz]`, entry k being `decode(z)[at.indices[k, 0], at.indices[k, 1]]` (`at`'s
+        values are not read). The last layer multiplies the reconstruction of layer 0's output
+        by the (tied) kernel rows of `at`'s columns alone.
+        """
+        at = self._check_sparse(at, "The sparse positions")
+        h = self._check_input(z, self.code_width, "The code")
+        hidden = self._decode_logits(h, [None] + self._cast(self.kernels[1:]), stop=1)
+        rows, columns = at.indices[:, 0], at.indices[:, 1]
+        logits = tf.reduce_sum(tf.gather(hidden, rows) * self._first_rows(columns, decoder=True), axis=1)
+        logits += tf.cast(tf.gather(self.decoder_biases[0], columns), self.compute_dtype)
+        return self._output_activation(tf.cast(logits, self.dtype))
 
     def architecture(self) -> dict:
         """The constructor's arguments as plain values (for exports)."""

@@ -141,28 +141,35 @@ class RatingMatrix:
         mask[rows, self.columns] = 1.0
         return ratings, mask
 
+    def _batch_entries(self, row_indices: tf.Tensor):
+        """Rows `[b]` -> `(indices [nnz, 2], values [nnz], dense shape [2])` of the batch, in TF."""
+        indptr = tf.constant(self.indptr)
+        starts = tf.gather(indptr, row_indices)
+        positions = tf.ragged.range(starts, tf.gather(indptr, row_indices + 1))
+        columns = tf.gather(tf.constant(self.columns), positions.flat_values)
+        values = tf.gather(tf.constant(self.values), positions.flat_values)
+        size = tf.shape(row_indices, tf.int64)[0]
+        indices = tf.stack([positions.value_rowids(), columns], axis=1)
+        return indices, values, tf.stack([size, tf.constant(self.width, tf.int64)])
+
+    def sparse_batch(self, row_indices: tf.Tensor) -> tf.SparseTensor:
+        """Rows `[b]` -> a `tf.SparseTensor` `[b, width]` of their ratings (row-major order).
+
+        Call it inside a `tf.data` map; nothing `[b, width]` is ever allocated.
+        """
+        return tf.SparseTensor(*self._batch_entries(row_indices))
+
     def dense_batch(self, row_indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Rows `[b]` -> `(ratings, mask)`, each `[b, width]` float32, built in TensorFlow.
 
         Call it inside a `tf.data` map: only the batch is ever dense.
         """
-        indptr = tf.constant(self.indptr)
-        starts = tf.gather(indptr, row_indices)
-        ends = tf.gather(indptr, row_indices + 1)
-        positions = tf.ragged.range(starts, ends)
-        batch_rows = positions.value_rowids()
-        columns = tf.gather(tf.constant(self.columns), positions.flat_values)
-        values = tf.gather(tf.constant(self.values), positions.flat_values)
-        size = (
-            row_indices.shape[0] if row_indices.shape[0] is not None else tf.shape(row_indices, tf.int64)[0]
-        )
-        shape = tf.stack([tf.cast(size, tf.int64), tf.constant(self.width, tf.int64)])
-        where = tf.stack([batch_rows, columns], axis=1)
-        ratings = tf.scatter_nd(where, values, shape)
-        mask = tf.scatter_nd(where, tf.ones_like(values), shape)
-        if isinstance(size, int):
-            ratings.set_shape([size, self.width])
-            mask.set_shape([size, self.width])
+        indices, values, shape = self._batch_entries(row_indices)
+        ratings = tf.scatter_nd(indices, values, shape)
+        mask = tf.scatter_nd(indices, tf.ones_like(values), shape)
+        if row_indices.shape[0] is not None:
+            ratings.set_shape([row_indices.shape[0], self.width])
+            mask.set_shape([row_indices.shape[0], self.width])
         return ratings, mask
 
 
@@ -187,11 +194,14 @@ class RatingSplits:
     def width(self) -> int:
         return self.train.width
 
-    def evaluation_dataset(self, batch_size: int) -> tf.data.Dataset:
-        """The evaluated users in batches `{"inputs", "targets", "mask"}`, none dropped."""
+    def evaluation_dataset(self, batch_size: int, sparse: bool = False) -> tf.data.Dataset:
+        """The evaluated users in batches, none dropped: `{"inputs", "targets", "mask"}`, each
+        `[b, width]`, or with `sparse` `{"inputs", "targets"}`, each a `tf.SparseTensor`."""
         inputs, targets = self.validation_inputs, self.validation_targets
 
         def gather(idx):
+            if sparse:
+                return {"inputs": inputs.sparse_batch(idx), "targets": targets.sparse_batch(idx)}
             held_out, mask = targets.dense_batch(idx)
             return {"inputs": inputs.dense_batch(idx)[0], "targets": held_out, "mask": mask}
 
@@ -322,3 +332,29 @@ def build_splits(
     position[evaluated] = np.arange(len(evaluated))
     targets = RatingMatrix.from_triples(position[val_rows], val_columns, val_values, len(evaluated), width)
     return RatingSplits(train, train.rows(evaluated), targets, evaluated, vocabulary, by, skipped)
+
+
+def check_config(config) -> None:
+    """Raises `ValueError` for ratings settings of `config` that cannot work."""
+    data_config = config.data
+    if data_config.ratings_by not in ORIENTATIONS:
+        raise ValueError(f"`data.ratings_by` is {data_config.ratings_by!r}; expected 'user' or 'item'.")
+    if data_config.ratings_split not in SPLITS:
+        raise ValueError(
+            f"`data.ratings_split` is {data_config.ratings_split!r}; expected one of {', '.join(SPLITS)}."
+        )
+    if data_config.unseen_ids not in UNSEEN_POLICIES:
+        raise ValueError(f"`data.unseen_ids` is {data_config.unseen_ids!r}; expected 'skip' or 'error'.")
+    if not data_config.validation_path and not 0 < data_config.validation_fraction < 1:
+        raise ValueError(
+            f"`data.validation_fraction` must be in (0, 1) without data.validation_path, got "
+            f"{data_config.validation_fraction!r}."
+        )
+    if not data_config.delimiter or data_config.delimiter in "\r\n":
+        raise ValueError(f"`data.delimiter` ({data_config.delimiter!r}) must be a non-empty field separator.")
+    if config.model.kind != "dense":
+        raise ValueError("data.name='ratings' needs model.kind='dense'.")
+    if config.pretrain.steps_per_layer:
+        raise ValueError(
+            "`pretrain.steps_per_layer` does not work with data.name='ratings' (it has no mask)."
+        )

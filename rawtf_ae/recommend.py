@@ -3,6 +3,9 @@
 The model maps a user's rating vector over the items to a dense vector of predicted ratings
 (Kuchaiev & Ginsburg 2017); the recommendations are the K highest predictions among the items
 the user has not rated. A new user needs no retraining: their few ratings are the input.
+Inputs stay sparse: a `TiedAutoencoder` encodes the rated items' kernel rows alone
+(`encode_sparse`) and only the predictions over the catalog are dense, one batch of users at a
+time, so a million-item catalog costs one `[batch, items]` output per batch.
 """
 
 from __future__ import annotations
@@ -13,6 +16,25 @@ import numpy as np
 import tensorflow as tf
 
 from rawtf_ae.ratings import RatingMatrix, Vocabulary
+
+
+def predict_sparse(model, ratings: tf.SparseTensor) -> tf.Tensor:
+    """`[batch, items]` predictions of `model` for sparse rating rows `[batch, items]`.
+
+    `model.encode_sparse` when the model has it (no dense input), else `model(dense input)`
+    (e.g. a loaded export).
+    """
+    if hasattr(model, "encode_sparse"):
+        return model.decode(model.encode_sparse(ratings))
+    return model(tf.sparse.to_dense(ratings))
+
+
+def top_k_unrated_sparse(predictions, rated: tf.SparseTensor, k):
+    """`top_k_unrated` with the rated items given as the entries of a `tf.SparseTensor`."""
+    predictions = tf.convert_to_tensor(predictions, tf.float32)
+    minus_inf = tf.fill(tf.shape(rated.values), tf.constant(-np.inf, tf.float32))
+    excluded = tf.tensor_scatter_nd_update(predictions, rated.indices, minus_inf)
+    return tf.math.top_k(excluded, tf.minimum(tf.cast(k, tf.int32), tf.shape(predictions)[-1]))
 
 
 def top_k_unrated(predictions, rated, k):
@@ -71,10 +93,10 @@ class Recommender:
             )
         self.model, self.vocabulary, self.train = model, vocabulary, train
 
-    def _top(self, vectors: np.ndarray, rated: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+    def _top(self, ratings: tf.SparseTensor, k: int) -> list[list[tuple[str, float]]]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"`k` must be a positive number of items, got {k!r}.")
-        scores, items = top_k_unrated(self.model(vectors), rated, k)
+        scores, items = top_k_unrated_sparse(predict_sparse(self.model, ratings), ratings, k)
         return [
             [(self.vocabulary.items[i], float(s)) for s, i in zip(row_scores, row_items) if np.isfinite(s)]
             for row_scores, row_items in zip(scores.numpy(), items.numpy())
@@ -95,10 +117,15 @@ class Recommender:
             raise ValueError(
                 f"Items {unknown[:5]} are not in the model's vocabulary ({len(unknown)} unknown)."
             )
-        return self._top(vector[None], rated[None], k)[0]
+        columns = np.flatnonzero(rated)
+        indices = np.stack([np.zeros_like(columns), columns], axis=1)
+        return self._top(tf.SparseTensor(indices, vector[columns], [1, len(vector)]), k)[0]
 
-    def recommend_for_users(self, user_ids, k: int = 10) -> list[list[tuple[str, float]]]:
-        """Top-`k` unrated items for known users, from their training ratings."""
+    def recommend_for_users(
+        self, user_ids, k: int = 10, batch_size: int = 256
+    ) -> list[list[tuple[str, float]]]:
+        """Top-`k` unrated items for known users, from their training ratings, `batch_size`
+        users at a time (one `[batch_size, items]` prediction in memory)."""
         if self.train is None:
             raise ValueError("This Recommender has no training rows; pass `train=` or use `recommend`.")
         rows = []
@@ -108,5 +135,9 @@ class Recommender:
                     f"User {user!r} is not in the training data; use `recommend` with their ratings."
                 )
             rows.append(self.vocabulary.user_index[str(user)])
-        vectors, rated = self.train.rows(rows).to_dense()
-        return self._top(vectors, rated, k)
+        top = []
+        for start in range(0, len(rows), batch_size):
+            top += self._top(
+                self.train.sparse_batch(tf.constant(rows[start : start + batch_size], tf.int64)), k
+            )
+        return top

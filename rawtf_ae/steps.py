@@ -21,7 +21,7 @@ import dataclasses
 import ml_collections
 import tensorflow as tf
 
-from rawtf_ae import corruption, losses, optimizers
+from rawtf_ae import corruption, lazy_optimizers, losses, optimizers, ratings_batches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +31,9 @@ class StepOptions:
     Attributes:
       loss: `"bce"` or `"mse"` for batches `[per_replica_batch, width]`; `"masked_mse"` for
         ratings batches `{"inputs", "mask"}` (Kuchaiev & Ginsburg 2017: the squared error over
-        the observed ratings, divided by their number in the global batch).
+        the observed ratings, divided by their number in the global batch), or sparse ones
+        `{"inputs": tf.SparseTensor}` (`rawtf_ae.ratings_batches`: the same loss, at a cost
+        that follows the ratings; never XLA-compiled).
       global_batch_size: the batch size summed over all replicas.
       jit_compile: compile with XLA: the whole step on one replica; across replicas only the
         loss and gradients, because the optimizer's all-reduce (`merge_call`) cannot be compiled.
@@ -62,6 +64,9 @@ class StepOptions:
       clip_norm: clip each update's gradient to this global norm (0: off), the norm of the
         global batch's gradient (all-reduced across replicas first, so N replicas clip as one
         device does). Every update is clipped, the re-fed ones included.
+      sparse_capacity: sparse ratings batches on several replicas: the most rows one
+        replica's sparse gradient can touch (`ratings_batches.gradient_capacity`); each
+        replica sends that many (`ratings_batches.padded_for_replicas`).
     """
 
     loss: str
@@ -77,6 +82,7 @@ class StepOptions:
     code_dropout: float = 0.0
     dense_refeeding: int = 0
     clip_norm: float = 0.0
+    sparse_capacity: int = 0
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, **changes) -> "StepOptions":
@@ -127,11 +133,17 @@ def unpack(batch):
     """A batch -> `(inputs, targets, mask)`.
 
     A tensor `[b, width]` is its own target (mask None); a ratings batch is a dict with
-    `inputs` and `mask` (the observed entries) and, for evaluation, `targets`.
+    `inputs` and `mask` (the observed entries) and, for evaluation, `targets`. A sparse
+    ratings batch has `tf.SparseTensor` inputs (and targets), whose entries are the mask.
     """
     if isinstance(batch, dict):
-        return batch["inputs"], batch.get("targets", batch["inputs"]), batch["mask"]
+        return batch["inputs"], batch.get("targets", batch["inputs"]), batch.get("mask")
     return batch, batch, None
+
+
+def is_sparse(batch) -> bool:
+    """Whether `batch` is a sparse ratings batch (`{"inputs": tf.SparseTensor, ...}`)."""
+    return isinstance(batch, dict) and isinstance(batch["inputs"], tf.SparseTensor)
 
 
 def global_sum(value):
@@ -163,6 +175,8 @@ class Objective:
         if self.options.corruption_kind == "none":
             return clean
         options = self.options
+        if isinstance(clean, tf.SparseTensor):  # `masking`: config checks refuse other kinds
+            return ratings_batches.mask_entries(clean, options.corruption_level, self.noise_seed())
         return corruption.corrupt(clean, options.corruption_kind, options.corruption_level, self.noise_seed())
 
     def drop_codes(self, codes, stream: int):
@@ -172,9 +186,12 @@ class Objective:
         seed = tf.random.experimental.stateless_fold_in(self.noise_seed(), stream, alg="philox")
         return corruption.dropout(codes, self.options.code_dropout, seed)
 
-    def normalizer(self, mask):
+    def normalizer(self, batch):
         """What the reconstruction's sum is divided by: the global batch, or its observed count."""
-        if mask is None:
+        _, targets, mask = unpack(batch)
+        if isinstance(targets, tf.SparseTensor):
+            mask = tf.ones_like(targets.values)
+        elif mask is None:
             return tf.constant(float(self.options.global_batch_size))
         # The masked loss is a mean over the global batch's observed ratings: count them all.
         return tf.maximum(global_sum(tf.reduce_sum(mask)), 1.0)
@@ -182,6 +199,11 @@ class Objective:
     def reconstruction(self, inputs, targets, mask, normalizer):
         """`(loss, codes, outputs)`: this replica's share of the global mean reconstruction loss."""
         model, options = self.model, self.options
+        if isinstance(inputs, tf.SparseTensor):  # outputs at the observed entries only
+            codes = model.encode_sparse(inputs)
+            outputs = model.decode_at(self.drop_codes(codes, 0), targets)
+            loss = tf.reduce_sum(tf.math.squared_difference(targets.values, outputs)) / normalizer
+            return loss, codes, None
         if mask is not None:
             codes = model.encode(inputs)
             outputs = model.decode(self.drop_codes(codes, 0))
@@ -243,7 +265,11 @@ class Objective:
         """
         if not self.options.clip_norm:
             return gradients
-        norm = tf.linalg.global_norm(global_sum([g for g in gradients if g is not None]))
+        summed = global_sum([g for g in gradients if g is not None])
+        # A sparse gradient's rows may repeat (one per rating): sum them before the norm.
+        norm = tf.linalg.global_norm(
+            [lazy_optimizers.deduplicated(g) if isinstance(g, tf.IndexedSlices) else g for g in summed]
+        )
         return tf.clip_by_global_norm(gradients, self.options.clip_norm, use_norm=norm)[0]
 
     def scaled(self, objective):
@@ -288,7 +314,9 @@ def make_step(model, optimizer, options: StepOptions):
         return tape.gradient(total, variables), outputs
 
     def run_step(batch, gradients_fn, refeed_fn):
-        loss, gradients, outputs = gradients_fn(batch, objective.normalizer(unpack(batch)[2]))
+        loss, gradients, outputs = gradients_fn(batch, objective.normalizer(batch))
+        if is_sparse(batch):
+            gradients = ratings_batches.gradients_to_apply(gradients, optimizer, options.sparse_capacity)
         optimizer.apply_gradients(zip(objective.clipped(gradients), variables))
         for stream in range(1, options.dense_refeeding + 1):
             gradients, outputs = refeed_fn(outputs, stream)
@@ -305,6 +333,8 @@ def make_step(model, optimizer, options: StepOptions):
 
     def train_step(batch):
         context = tf.distribute.get_replica_context()
+        if is_sparse(batch):  # a varying number of ratings per batch: no static shapes for XLA
+            return run_step(batch, loss_and_gradients, refeed_gradients)
         if context is None or context.num_replicas_in_sync == 1:
             return compiled_step(batch)
         if options.sparsity_weight:  # its all-reduce of the mean code cannot be compiled

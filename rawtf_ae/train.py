@@ -33,6 +33,7 @@ from rawtf_ae import (
     preemption,
     pretrain,
     progress,
+    ratings_batches,
     state,
 )
 from rawtf_ae import config as config_lib
@@ -85,14 +86,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     chief = distribute.is_chief(strategy)
     if chief:  # one prober: workers starting together must not remove each other's folder
         files.check_writable(workdir)
+    precision = train_config.precision + (", XLA" if uses_xla(train_config) else "")  # sparse batches: no XLA
     logging.info("workdir: %s", workdir)
-    logging.info(
-        "strategy: %s, %d replica(s), %s%s",
-        train_config.strategy,
-        replicas,
-        train_config.precision,
-        ", XLA" if uses_xla(train_config) else "",
-    )
+    logging.info("strategy: %s, %d replica(s), %s", train_config.strategy, replicas, precision)
     config, splits = _load_data(config, workdir)
     # One writer per workdir: the chief holds its lock from the first write to the last.
     with checkpoints.WorkdirLock(workdir) if chief else contextlib.nullcontext():
@@ -179,15 +175,19 @@ class _Run:
         self._make_loop()
 
     def _make_loop(self) -> None:
-        batch_size, splits, start = self.train_config.batch_size, self.splits, self.start_step
+        splits, start = self.splits, self.start_step
+        batch_size, replicas = self.train_config.batch_size, self.strategy.num_replicas_in_sync
+        capacity = ratings_batches.sparse_capacity(self.config, splits, batch_size // replicas)
+        sparse = capacity > 0  # sparse ratings batches (rawtf_ae.ratings_batches)
         dataset = self.strategy.distribute_datasets_from_function(
-            lambda context: data.train_dataset(splits.train, batch_size, self.config.seed, start, context)
+            lambda c: data.train_dataset(splits.train, batch_size, self.config.seed, start, c, sparse)
         )
         self.iterator = iter(dataset)
-        step = make_step(self.state.model, self.state.optimizer, StepOptions.from_config(self.config))
+        options = StepOptions.from_config(self.config, sparse_capacity=capacity)
+        step = make_step(self.state.model, self.state.optimizer, options)
         self.train_loop = make_train_loop(step, self.state.step, self.strategy)
         self.evaluate = make_evaluate(self.state.model, self.train_config.loss)
-        self.validation = splits.evaluation_dataset(self.train_config.eval_batch_size)
+        self.validation = splits.evaluation_dataset(self.train_config.eval_batch_size, sparse)
         self.train_writer, self.validation_writer = self._writer("train"), self._writer("validation")
 
     def _writer(self, name):

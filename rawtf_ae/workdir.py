@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from rawtf_ae import baselines, data, evaluation, export, files, images, ratings, state
+from rawtf_ae import baselines, data, evaluation, export, files, images, ratings, ratings_batches, state
 
 SPLITS = ("validation", "train", "test")
 _PREFIX = {"validation": "val", "train": "train", "test": "test"}
@@ -110,7 +110,7 @@ def _evaluate_ratings(model, step, path, splits, config, workdir) -> dict:
     """Held-out RMSE of a ratings model against the per-item mean, into `eval/metrics.json`."""
     state.check_vocabulary(splits, workdir)
     val_loss = evaluation.make_evaluate(model, config.train.loss)(
-        data.eval_dataset(splits, config.train.eval_batch_size)
+        data.eval_dataset(splits, config.train.eval_batch_size, ratings_batches.uses_sparse(config, splits))
     )
     logging.info("%s (step %d):", path, step)
     metrics = {

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import data, distribute, loops, ratings, state, train
+from rawtf_ae import data, distribute, loops, ratings, ratings_batches, state, train
 from rawtf_ae.steps import StepOptions, make_step
 from rawtf_ae.synthetic_ratings import synthetic_ratings
 from tests.conftest import NUM_LOGICAL_CPUS, REPO, WORKDIR_OUTPUTS, tiny_config, tiny_ratings_config
@@ -35,17 +35,21 @@ def _assert_weights_close(a, b, rtol=1e-5):
         assert np.abs(x - y).max() <= rtol * scale, np.abs(x - y).max() / scale
 
 
-def _train_pieces(strategy, config, steps, examples=None, **changes):
+def _train_pieces(strategy, config, steps, examples=None, sparse=False, **changes):
     """Trains `steps` steps with the library's pieces under `strategy`; returns the model.
 
-    The step is the config's (`StepOptions.from_config`), with `changes` to its options.
+    The step is the config's (`StepOptions.from_config`), with `changes` to its options;
+    `sparse`: ratings `examples` come in sparse batches.
     """
     trained = state.create_train_state(config, strategy)
     examples = data.curves(256, seed=0) if examples is None else examples
     batch = config.train.batch_size
     dataset = strategy.distribute_datasets_from_function(
-        lambda context: data.train_dataset(examples, batch, seed=0, input_context=context)
+        lambda context: data.train_dataset(examples, batch, seed=0, input_context=context, sparse=sparse)
     )
+    if sparse:
+        per_replica = batch // strategy.num_replicas_in_sync
+        changes.setdefault("sparse_capacity", ratings_batches.gradient_capacity(examples, per_replica))
     options = StepOptions.from_config(config, **changes)
     step = make_step(trained.model, trained.optimizer, options)
     loops.make_train_loop(step, trained.step, strategy)(iter(dataset), tf.constant(steps, tf.int64))
@@ -252,12 +256,37 @@ _MULTI_WORKER_FLAGS = [
 ]
 
 
+# Sparse ratings batches: each worker's sparse gradients are gathered (padded to one shape).
+_SPARSE_RATINGS_FLAGS = [
+    "--config.data.name=ratings",
+    "--config.model.layer_sizes=(0,16,8)",
+    "--config.model.activation=selu",
+    "--config.model.output_activation=linear",
+    "--config.train.loss=masked_mse",
+    "--config.data.ratings_batches=sparse",
+    "--config.train.optimizer=lazy_adam",
+    "--config.train.corruption=masking",
+    "--config.train.corruption_level=0.2",
+    "--config.train.batch_size=32",
+    "--config.train.num_steps=12",
+    "--config.train.log_every_steps=4",
+    "--config.train.eval_every_steps=100",
+    "--config.train.checkpoint_every_steps=6",
+]
+
+
 @pytest.mark.slow
-def test_two_workers_on_localhost_train_like_one_process(tmp_path):
+@pytest.mark.parametrize("kind", ["images", "sparse_ratings"])
+def test_two_workers_on_localhost_train_like_one_process(tmp_path, kind):
+    flags, config = _MULTI_WORKER_FLAGS, tiny_config(**{"model.layer_sizes": (784, 32, 8)})
+    if kind == "sparse_ratings":
+        path = ratings.write_ratings(
+            str(tmp_path / "r.csv"), synthetic_ratings(num_users=96, num_items=50, density=0.2)
+        )
+        flags = [*_SPARSE_RATINGS_FLAGS, f"--config.data.path={path}"]
+        config = tiny_ratings_config(path, **{"model.layer_sizes": (50, 16, 8)})
     workdir = tmp_path / "cluster"
-    processes = _start_workers(
-        workdir, _MULTI_WORKER_FLAGS, {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    )
+    processes = _start_workers(workdir, flags, {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]})
     try:  # never leave a worker behind, whatever happens
         outputs = [process.communicate(timeout=240)[1] for process in processes]
     finally:
@@ -266,18 +295,18 @@ def test_two_workers_on_localhost_train_like_one_process(tmp_path):
         assert process.returncode == 0, output[-3000:]
     assert "2 replica(s)" in outputs[0]
     # Only the chief (worker 0) keeps checkpoints and outputs; worker 1's temporary dir is gone.
-    assert sorted(os.listdir(workdir)) == WORKDIR_OUTPUTS
+    pictures = kind == "images"  # ratings rows are no pictures
+    assert sorted(os.listdir(workdir)) == [o for o in WORKDIR_OUTPUTS if pictures or not o.endswith(".png")]
     # The same global batches in one process give the same weights.
     single = tmp_path / "single"
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={single}", *_MULTI_WORKER_FLAGS],
+        [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={single}", *flags],
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO),
         capture_output=True,
         text=True,
         timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    config = tiny_config(**{"model.layer_sizes": (784, 32, 8)})
     cluster_step, cluster_weights = _checkpoint_weights(config, str(workdir))
     single_step, single_weights = _checkpoint_weights(config, str(single))
     assert cluster_step == single_step == 12

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import lazy_optimizers, optimizers, state, train
+from rawtf_ae import distribute, lazy_optimizers, optimizers, state, train
 from tests.conftest import tiny_config
 
 SHAPE = (7, 3)
@@ -144,7 +144,7 @@ def test_two_mirrored_replicas_sparse_gradients_match_one_device(cls):
         assert isinstance(gradient, tf.IndexedSlices)
         single_optimizer.apply_gradients([(gradient, single)])
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = distribute.mirrored_strategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         mirrored = tf.Variable(table0)
         mirrored_optimizer = cls(0.1)

@@ -1,0 +1,241 @@
+"""Sparse ratings batches: the same model, loss, weights and evaluation as dense batches, at a
+cost that follows the ratings; refused options, `auto`, replicas, and no `[batch, items]` tensor."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rawtf_ae import data, distribute, evaluation, ratings, ratings_batches, state, train
+from rawtf_ae.config import validate
+from rawtf_ae.model import TiedAutoencoder
+from rawtf_ae.synthetic_ratings import catalog_ratings, synthetic_ratings
+from tests.conftest import REPO, tiny_ratings_config
+from tests.test_distribute import _assert_weights_close, _small_ratings, _train_pieces
+
+_SGD = {"train.optimizer": "sgd", "train.momentum": 0.0, "train.learning_rate": 0.05}
+
+
+@pytest.mark.parametrize(
+    "sizes, tied", [((50, 8), True), ((50, 16, 8, 4), True), ((50, 16, 8), [False, True])]
+)
+def test_sparse_encode_and_decode_at_equal_the_dense_model(sizes, tied):
+    rng = np.random.default_rng(0)
+    model = TiedAutoencoder(sizes, activation="selu", output_activation="linear", tied=tied, seed=1)
+    for bias in model.encoder_biases + model.decoder_biases:
+        bias.assign(rng.normal(size=bias.shape))
+    dense = ((rng.random((6, 50)) < 0.2) * rng.integers(1, 6, (6, 50))).astype(np.float32)
+    dense[3] = 0  # a row without ratings
+    x = tf.sparse.from_dense(dense)
+    np.testing.assert_allclose(model.encode_sparse(x), model.encode(dense), atol=1e-5)
+    rows, columns = x.indices[:, 0].numpy(), x.indices[:, 1].numpy()
+    expected = model(dense).numpy()[rows, columns]
+    np.testing.assert_allclose(model.decode_at(model.encode_sparse(x), x), expected, atol=1e-5)
+
+    # The tie: the first kernel gets one sparse gradient holding both paths, equal to the
+    # dense masked loss's gradient, and only at the rated rows.
+    mask = (dense != 0).astype(np.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        sparse_loss = tf.reduce_sum(tf.square(model.decode_at(model.encode_sparse(x), x) - x.values))
+        dense_loss = tf.reduce_sum(mask * tf.square(model(dense) - dense))
+    sparse_grads = tape.gradient(sparse_loss, model.trainable_variables)
+    dense_grads = tape.gradient(dense_loss, model.trainable_variables)
+    assert isinstance(sparse_grads[0], tf.IndexedSlices)
+    assert set(sparse_grads[0].indices.numpy()) == set(columns)
+    for s, d in zip(sparse_grads, dense_grads):
+        np.testing.assert_allclose(tf.convert_to_tensor(s), d, atol=1e-4)
+
+
+def test_sparse_inputs_of_the_wrong_kind_or_width_are_clear_errors():
+    model = TiedAutoencoder((10, 4), seed=0)
+    with pytest.raises(TypeError, match="must be a `tf.SparseTensor`"):
+        model.encode_sparse(np.zeros((2, 10), np.float32))
+    with pytest.raises(ValueError, match=r"dense shape \(2, 11\), expected \[batch_size, 10\]"):
+        model.encode_sparse(tf.sparse.from_dense(np.ones((2, 11), np.float32)))
+
+
+def test_sparse_batches_hold_the_rows_ratings():
+    matrix = _small_ratings()
+    idx = tf.constant([5, 0, 63], tf.int64)
+    batch = matrix.sparse_batch(idx)
+    dense, mask = matrix.dense_batch(idx)
+    np.testing.assert_array_equal(tf.sparse.to_dense(batch), dense)
+    assert batch.indices.shape[0] == int(mask.numpy().sum())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"train.code_dropout": 0.5},  # code dropout draws the same noise on both paths
+        {"train.clip_norm": 0.05, "model.tied": False},
+        {"model.activation": "selu,sigmoid", "train.sparsity_weight": 0.5},
+    ],
+    ids=lambda o: ",".join(k.split(".")[1] for k in o) or "plain",
+)
+def test_sparse_and_dense_steps_take_the_same_sgd_steps(overrides):
+    config = tiny_ratings_config("unused.csv", **{"model.layer_sizes": (40, 16, 8), **_SGD})
+    config.train.dense_refeeding, config.train.code_dropout = 0, 0.0
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    strategy = tf.distribute.get_strategy()
+    sparse = _train_pieces(strategy, config, 6, _small_ratings(), sparse=True)
+    dense = _train_pieces(strategy, config, 6, _small_ratings())
+    for a, b in zip(sparse.trainable_variables, dense.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"train.optimizer": "lazy_adam"},
+        {"train.optimizer": "lazy_adagrad", "train.code_dropout": 0.5, "train.clip_norm": 0.1},
+        # Masking noise drawn per (step, example, item): the same on any number of replicas.
+        {"train.corruption": "masking", "train.corruption_level": 0.3},
+    ],
+    ids=lambda o: ",".join(str(v) for v in o.values()),
+)
+def test_sparse_step_on_two_mirrored_replicas_matches_one_device(overrides):
+    config = tiny_ratings_config("unused.csv", **{"model.layer_sizes": (40, 16, 8), "train.batch_size": 32})
+    config.train.dense_refeeding, config.train.code_dropout = 0, 0.0
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    mirrored = distribute.mirrored_strategy(devices)
+    two = _train_pieces(mirrored, config, 6, _small_ratings(), sparse=True)
+    one = _train_pieces(tf.distribute.get_strategy(), config, 6, _small_ratings(), sparse=True)
+    _assert_weights_close(
+        [v.numpy() for v in two.trainable_variables], [v.numpy() for v in one.trainable_variables]
+    )
+
+
+def test_masking_noise_is_uniform_per_entry_and_independent_of_the_batch():
+    seed = tf.constant([3, 7], tf.int64)
+    rows = tf.range(200, dtype=tf.int64)[:, None] * tf.ones([1, 500], tf.int64)
+    columns = tf.range(500, dtype=tf.int64)[None, :] * tf.ones([200, 1], tf.int64)
+    u = ratings_batches.entry_uniform(seed, tf.reshape(rows, [-1]), tf.reshape(columns, [-1])).numpy()
+    assert 0 <= u.min() and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.005 and abs((u < 0.3).mean() - 0.3) < 0.005
+    assert (
+        abs(np.corrcoef(u.reshape(200, 500)[:, :-1].ravel(), u.reshape(200, 500)[:, 1:].ravel())[0, 1]) < 0.01
+    )
+    some = ratings_batches.entry_uniform(
+        seed, tf.constant([7, 150], tf.int64), tf.constant([0, 499], tf.int64)
+    )
+    np.testing.assert_array_equal(some, [u[7 * 500], u[150 * 500 + 499]])
+    other_step = ratings_batches.entry_uniform(tf.constant([3, 8], tf.int64), rows[0], columns[0]).numpy()
+    assert not np.allclose(other_step, u[:500])
+
+
+def test_sparse_evaluation_equals_dense_evaluation(tmp_path):
+    path = ratings.write_ratings(str(tmp_path / "r.csv"), synthetic_ratings(num_users=60, num_items=40))
+    splits = ratings.build_splits(ratings.read_ratings(path))
+    model = TiedAutoencoder((40, 16), activation="selu", output_activation="linear", seed=0)
+    evaluate = evaluation.make_evaluate(model, "masked_mse")
+    dense = evaluate(data.eval_dataset(splits, 7))
+    sparse = evaluate(data.eval_dataset(splits, 7, sparse=True))
+    assert sparse == pytest.approx(dense, rel=1e-5)
+
+
+def test_options_that_need_dense_batches_are_refused_or_make_auto_dense(tmp_path):
+    config = tiny_ratings_config("r.csv", **{"data.ratings_batches": "sparse", "train.weight_decay": 0.01})
+    with pytest.raises(ValueError, match="ratings_batches='sparse'` does not work with train.weight_decay"):
+        validate(config)
+    config.data.ratings_batches = "sideways"
+    with pytest.raises(ValueError, match="`data.ratings_batches` is 'sideways'; expected one of"):
+        validate(config)
+    wide = ratings.RatingMatrix.from_triples(
+        np.arange(10), np.arange(10) * 100, np.ones(10), num_rows=10, width=1000
+    )
+    config.data.ratings_batches = "auto"
+    assert ratings_batches.choose(config, wide) == "dense"  # dense re-feeding and decay: dense
+    config.train.weight_decay, config.train.dense_refeeding = 0.0, 0
+    assert ratings_batches.choose(config, wide) == "sparse"
+    assert ratings_batches.choose(config, _small_ratings()) == "dense"  # 40 items
+
+
+def test_train_py_trains_resumes_and_evaluates_on_sparse_batches(tmp_path):
+    path = ratings.write_ratings(
+        str(tmp_path / "r.csv"), synthetic_ratings(num_users=80, num_items=30, density=0.2)
+    )
+    overrides = {"data.ratings_batches": "sparse", "train.dense_refeeding": 0, "train.optimizer": "lazy_adam"}
+    straight = str(tmp_path / "straight")
+    expected = train.train_and_evaluate(tiny_ratings_config(path, **overrides), straight)
+    resumed = str(tmp_path / "resumed")
+    train.train_and_evaluate(tiny_ratings_config(path, **overrides, **{"train.num_steps": 10}), resumed)
+    metrics = train.train_and_evaluate(tiny_ratings_config(path, **overrides), resumed)
+    assert metrics["val_rmse"] == pytest.approx(expected["val_rmse"], rel=1e-5)
+    # Keras Adam gets dense gradients from the sparse step: the very updates of dense batches.
+    runs = {
+        batches: train.train_and_evaluate(
+            tiny_ratings_config(
+                path, **{**overrides, "data.ratings_batches": batches, "train.optimizer": "adam"}
+            ),
+            str(tmp_path / batches),
+        )
+        for batches in ("sparse", "dense")
+    }
+    assert runs["sparse"]["val_rmse"] == pytest.approx(runs["dense"]["val_rmse"], rel=1e-5)
+    model, _, _ = state.restore_model(tiny_ratings_config(path, **overrides), resumed)
+    assert model.input_width == 30
+
+
+_NO_DENSE_BATCH = """
+import resource, numpy as np, tensorflow as tf
+from rawtf_ae import data, loops, ratings
+from rawtf_ae.lazy_optimizers import LazyAdam
+from rawtf_ae.model import TiedAutoencoder
+from rawtf_ae.steps import make_train_step
+width, users = 1 << 23, 64  # a dense batch of 32 rows: 32 x 8.4M x 4 bytes = 1 GiB, twice (mask)
+rng = np.random.default_rng(0)
+rows = np.repeat(np.arange(users), 50)
+columns, values = rng.integers(0, width, rows.size), rng.random(rows.size)
+matrix = ratings.RatingMatrix.from_triples(rows, columns, values, users, width)
+model = TiedAutoencoder((width, 4), activation="selu", output_activation="linear", seed=0)
+optimizer = LazyAdam(1e-3)
+optimizer.build(model.trainable_variables)
+step = make_train_step(model, optimizer, "masked_mse", 32)
+counter = tf.Variable(0, dtype=tf.int64)
+loop = loops.make_train_loop(step, counter)
+iterator = iter(data.train_dataset(matrix, 32, seed=0, sparse=True))
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = peak()
+loss = float(loop(iterator, tf.constant(4, tf.int64)))
+print(np.isfinite(loss), before, peak() - before)
+"""
+
+
+def test_no_dense_batch_exists_on_the_sparse_path():
+    # One dense [32, 8.4M] batch (and its mask) would take 2 GiB; the sparse step takes a
+    # sliver of one, beyond the model and optimizer built before the measurement.
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_DENSE_BATCH],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    finite, _, growth = out.stdout.split()
+    assert finite == "True" and int(growth) < 256 * 2**20, int(growth) / 2**20
+
+
+def test_catalog_ratings_draw_distinct_items_per_user_with_power_law_popularity():
+    triples = catalog_ratings(num_users=300, num_items=100_000, ratings_per_user=40, popularity_exponent=1.0)
+    users, items = triples[:, 0].astype(np.int64), triples[:, 1].astype(np.int64)
+    assert np.all(np.bincount(users, minlength=300) == 40)
+    assert len(np.unique(users * 100_000 + items)) == len(triples)  # no pair twice
+    assert set(np.unique(triples[:, 2] * 2)) <= set(range(2, 11))  # half stars 1..5
+    counts = np.bincount(items, minlength=100_000)
+    assert counts[:10].sum() > 20 * counts[-10_000:].sum() / 1000  # the head is far more popular
+    uniform = catalog_ratings(300, 100_000, 40, popularity_exponent=0.0)
+    assert np.bincount(uniform[:, 1].astype(np.int64), minlength=100_000)[:10].sum() < 5
+    with pytest.raises(ValueError, match="ratings_per_user <= items"):
+        catalog_ratings(10, 5, 6)
