@@ -50,7 +50,7 @@ class Vocabulary:
 
     @classmethod
     def build(cls, ratings: Ratings) -> "Vocabulary":
-        return cls(_id_order(ratings.users), _id_order(ratings.items))
+        return cls(_id_order(ratings.user_ids), _id_order(ratings.item_ids))
 
     def to_json(self) -> dict:
         return {"users": list(self.users), "items": list(self.items)}
@@ -222,14 +222,24 @@ class RatingSplits:
 
 def _indices(ratings: Ratings, vocabulary: Vocabulary, by: str, policy: str, what: str):
     """`(rows, columns, values, skipped)` of `ratings`; ratings of unseen ids as `policy` says."""
-    users = np.array([vocabulary.user_index.get(u, -1) for u in ratings.users], np.int64)
-    items = np.array([vocabulary.item_index.get(i, -1) for i in ratings.items], np.int64)
+    # One lookup per distinct id, then a gather per rating.
+    users = np.array([vocabulary.user_index.get(u, -1) for u in ratings.user_ids], np.int64)[
+        ratings.user_codes
+    ]
+    items = np.array([vocabulary.item_index.get(i, -1) for i in ratings.item_ids], np.int64)[
+        ratings.item_codes
+    ]
     unseen = (users < 0) | (items < 0)
     if unseen.any():
         if policy == "error":
             first = int(np.flatnonzero(unseen)[0])
             which = "user" if users[first] < 0 else "item"
-            name = ratings.users[first] if which == "user" else ratings.items[first]
+            codes, ids = (
+                (ratings.user_codes, ratings.user_ids)
+                if which == "user"
+                else (ratings.item_codes, ratings.item_ids)
+            )
+            name = ids[codes[first]]
             raise ValueError(
                 f"{ratings.path}, line {ratings.lines[first]}: {which} {name!r} of the {what} file never "
                 f"appears in the training file ({int(unseen.sum())} such ratings); set "

@@ -7,6 +7,7 @@ of every problem.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import math
@@ -14,6 +15,7 @@ import os
 from typing import Optional
 
 import numpy as np
+import tensorflow as tf
 
 from rawtf_ae import files
 
@@ -24,10 +26,16 @@ MAX_FILE_BYTES = 8 * 2**30
 
 @dataclasses.dataclass
 class Ratings:
-    """Parsed ratings: parallel arrays of string ids and float32 values, plus source lines."""
+    """Parsed ratings: integer codes of the ids, float32 values, source lines.
 
-    users: np.ndarray  # [n] str
-    items: np.ndarray  # [n] str
+    Rating `r` is by user `user_ids[user_codes[r]]` for item `item_ids[item_codes[r]]`: the
+    distinct ids are the only Python strings held, so ten million ratings are a few arrays.
+    """
+
+    user_codes: np.ndarray  # [n] int64
+    item_codes: np.ndarray  # [n] int64
+    user_ids: np.ndarray  # [distinct users] str (object)
+    item_ids: np.ndarray  # [distinct items] str (object)
     values: np.ndarray  # [n] float32
     lines: np.ndarray  # [n] int64, 1-based line numbers in `path`
     path: str
@@ -37,6 +45,32 @@ class Ratings:
 
     def __len__(self) -> int:
         return len(self.values)
+
+    @property
+    def users(self) -> np.ndarray:
+        """`[n]` the user id of each rating (an object array: for small files and tests)."""
+        return self.user_ids[self.user_codes]
+
+    @property
+    def items(self) -> np.ndarray:
+        """`[n]` the item id of each rating."""
+        return self.item_ids[self.item_codes]
+
+    @classmethod
+    def from_ids(cls, users, items, values, lines, path, timestamps=None) -> "Ratings":
+        """From per-rating id sequences (codes made by `np.unique`)."""
+        user_ids, user_codes = np.unique(np.asarray(users, dtype=object), return_inverse=True)
+        item_ids, item_codes = np.unique(np.asarray(items, dtype=object), return_inverse=True)
+        return cls(
+            user_codes.astype(np.int64),
+            item_codes.astype(np.int64),
+            user_ids,
+            item_ids,
+            np.asarray(values, np.float32),
+            np.asarray(lines, np.int64),
+            path,
+            timestamps,
+        )
 
 
 def _fields(line: str, delimiter: str) -> list[str]:
@@ -108,6 +142,11 @@ def read_ratings(path: str, delimiter: str = ",") -> Ratings:
         id, a rating that is not a finite number, a (user, item) pair rated twice, bad encoding.
     """
     _check_file(path, delimiter)
+    fast = _read_vectorized(path, delimiter)
+    if fast is not None:
+        return fast
+    # Anything the vectorized reader does not take for certain (quotes, a problem to name):
+    # line by line, naming the line of every problem.
     users, items, values, lines, timestamps = [], [], [], [], []
     first_line_of, first_row = {}, True
     try:
@@ -136,14 +175,100 @@ def read_ratings(path: str, delimiter: str = ",") -> Ratings:
         raise ValueError(f"Ratings file {path} is not UTF-8 text ({e}).") from None
     if not values:
         raise ValueError(f"Ratings file {path} holds no ratings.")
-    return Ratings(
-        np.array(users, dtype=object),
-        np.array(items, dtype=object),
-        np.array(values, dtype=np.float32),
-        np.array(lines, dtype=np.int64),
-        path,
-        np.array(timestamps, dtype=np.float64),
-    )
+    return Ratings.from_ids(users, items, values, lines, path, np.array(timestamps, dtype=np.float64))
+
+
+_BLOCK_BYTES = 1 << 25  # 32 MiB of text per chunk of TensorFlow string ops
+_NUMBER = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
+
+
+def _blocks(path: str):
+    """`(first line number - 1, bytes of whole lines)` of about `_BLOCK_BYTES` each; raises
+    `UnicodeDecodeError` on bytes that are not UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    carry, first = b"", 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(_BLOCK_BYTES)
+            decoder.decode(block, final=not block)
+            data = carry + block
+            cut = len(data) if not block else data.rfind(b"\n") + 1
+            if cut:
+                yield first, data[:cut]
+                first += data.count(b"\n", 0, cut) + (not block and not data.endswith(b"\n"))
+            carry = data[cut:]
+            if not block:
+                return
+
+
+def _parse_chunk(lines: tf.Tensor, first: int, delimiter: str, header_allowed: bool):
+    """One chunk of lines (TensorFlow string ops) -> its columns, or None if any line is not
+    plainly `user,item,rating[,timestamp]` (the line-by-line reader then names it)."""
+    lines = tf.strings.regex_replace(lines, "\r$", "")
+    numbers = tf.range(first, first + tf.shape(lines, tf.int64)[0]) + 1
+    kept = tf.strings.length(tf.strings.strip(lines)) > 0
+    lines, numbers = tf.boolean_mask(lines, kept), tf.boolean_mask(numbers, kept)
+    if tf.reduce_any(tf.strings.regex_full_match(lines, '.*".*')):
+        return None  # quoted fields: the csv module's rules
+    fields = tf.strings.split(lines, sep=delimiter)
+    counts = fields.row_lengths()
+    if not tf.reduce_all((counts == 3) | (counts == 4)):
+        return None
+    columns = tf.strings.strip(fields.to_tensor(default_value="", shape=[None, 4]))
+    is_number = tf.strings.regex_full_match(columns[:, 2], _NUMBER)
+    if header_allowed and tf.size(is_number) and not is_number[0]:  # a header line
+        columns, numbers, is_number = columns[1:], numbers[1:], is_number[1:]
+    if not tf.reduce_all(is_number) or tf.reduce_any(tf.strings.length(columns[:, :2]) == 0):
+        return None
+    values = tf.strings.to_number(columns[:, 2], tf.float32)
+    timed = tf.strings.regex_full_match(columns[:, 3], _NUMBER)
+    times = tf.strings.to_number(tf.where(timed, columns[:, 3], "0"), tf.float64)
+    times = tf.where(timed, times, float("nan"))
+    users, user_codes = tf.unique(columns[:, 0], out_idx=tf.int64)
+    items, item_codes = tf.unique(columns[:, 1], out_idx=tf.int64)
+    return users, user_codes, items, item_codes, values, numbers, times
+
+
+def _merge_codes(chunks: list) -> tuple:
+    """Per-chunk `(distinct ids, codes)` -> `(distinct ids as str, codes over all chunks)`."""
+    distinct, inverse = np.unique(np.concatenate([ids for ids, _ in chunks]), return_inverse=True)
+    codes, start = [], 0
+    for ids, chunk_codes in chunks:
+        codes.append(inverse[start : start + len(ids)][chunk_codes])
+        start += len(ids)
+    as_text = np.array([i.decode("utf-8") for i in distinct], dtype=object)
+    return as_text, np.concatenate(codes).astype(np.int64)
+
+
+def _read_vectorized(path: str, delimiter: str) -> Optional[Ratings]:
+    """The whole file with TensorFlow's string kernels, in chunks of a million lines: no Python
+    object per rating. None where the file needs the line-by-line reader."""
+    parts = []
+    try:
+        for first, block in _blocks(path):
+            lines = tf.strings.split(tf.constant(block), "\n")
+            if block.endswith(b"\n"):
+                lines = lines[:-1]  # what follows the last newline
+            if first == 0 and tf.size(lines):  # a byte-order mark
+                lines = tf.concat([tf.strings.regex_replace(lines[:1], "^\ufeff", ""), lines[1:]], 0)
+            parsed = _parse_chunk(lines, first, delimiter, header_allowed=not parts)
+            if parsed is None:
+                return None
+            if tf.size(parsed[4]):
+                parts.append([t.numpy() for t in parsed])
+    except UnicodeDecodeError:
+        return None
+    if not parts:
+        return None
+    user_ids, user_codes = _merge_codes([(p[0], p[1]) for p in parts])
+    item_ids, item_codes = _merge_codes([(p[2], p[3]) for p in parts])
+    values, lines, times = (np.concatenate([p[k] for p in parts]) for k in (4, 5, 6))
+    if not np.all(np.isfinite(values)):
+        return None
+    pairs = np.sort(user_codes * len(item_ids) + item_codes)
+    if np.any(pairs[1:] == pairs[:-1]):
+        return None  # a pair rated twice
+    return Ratings(user_codes, item_codes, user_ids, item_ids, values, lines, path, times)
 
 
 def write_ratings(path: str, triples: np.ndarray, header: bool = True) -> str:

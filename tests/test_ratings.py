@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import data, ratings
+from rawtf_ae import data, ratings, ratings_file
 from rawtf_ae.synthetic_ratings import synthetic_ratings
 
 
@@ -201,3 +201,30 @@ def test_the_temporal_split_names_a_rating_without_a_timestamp(tmp_path):
         ratings.build_splits(ratings.read_ratings(str(path)), split="temporal")
     with pytest.raises(ValueError, match="`data.ratings_split` is 'latest'"):
         ratings.build_splits(ratings.read_ratings(str(path)), split="latest")
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 25, 7])  # 7 bytes: chunks end mid-file, line by line
+def test_the_vectorized_reader_reads_what_the_line_by_line_reader_reads(tmp_path, monkeypatch, block_bytes):
+    text = (
+        "\ufeffuserId,movieId,rating,timestamp\r\n1,31,2.5,1260759144\r\n\r\n 1 , 1029 ,3.0,x\r\n"
+        "u7,31,5,2\n\n7,é,-1e-1\n7,31,.5"
+    )
+    path = _write(tmp_path, text)
+    monkeypatch.setattr(ratings_file, "_BLOCK_BYTES", block_bytes)
+    fast = ratings_file._read_vectorized(path, ",")
+    assert fast is not None
+    monkeypatch.setattr(ratings_file, "_read_vectorized", lambda path, delimiter: None)
+    slow = ratings.read_ratings(path)
+    for key in ("users", "items", "values", "lines"):
+        np.testing.assert_array_equal(getattr(fast, key), getattr(slow, key))
+    np.testing.assert_array_equal(fast.timestamps, slow.timestamps)  # NaN where not a number
+    assert list(fast.users) == ["1", "1", "u7", "7", "7"] and list(fast.lines) == [2, 4, 5, 7, 8]
+
+
+@pytest.mark.parametrize(
+    "text", ['1,"2,3",4\n', "1,2,3\n1,2,4\n", "1,2,inf\n", "1,2\n", b"1,\xff,3\n", "1,2,3\nx,y,z\n"]
+)
+def test_files_the_vectorized_reader_does_not_take_go_line_by_line(tmp_path, text):
+    path = tmp_path / "r.csv"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert ratings_file._read_vectorized(str(path), ",") is None
