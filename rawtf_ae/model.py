@@ -272,36 +272,43 @@ class TiedAutoencoder(Autoencoder):
             )
         return x
 
-    def _first_rows(self, columns, decoder: bool = False) -> tf.Tensor:
-        """Rows `columns` of the first (decoder) kernel, cast: a gather, so its gradient is
-        `tf.IndexedSlices` of those rows only."""
+    def first_kernel_rows(self, columns, decoder: bool = False) -> tf.Tensor:
+        """Rows `columns` of the first kernel (`decoder`: the one the decoder reads), cast: a
+        gather, so its gradient is `tf.IndexedSlices` of those rows only. A tied model's
+        training step reads them once for both directions (`kernel_rows=` below): one gather,
+        and one sparse gradient row per rating instead of two."""
         kernel = self.decoder_kernels[0] if decoder and not self.tied_layers[0] else self.kernels[0]
         return tf.cast(tf.gather(kernel, columns), self.compute_dtype)
 
-    def encode_sparse(self, x: tf.SparseTensor) -> tf.Tensor:
+    def encode_sparse(self, x: tf.SparseTensor, kernel_rows=None) -> tf.Tensor:
         """`encode(tf.sparse.to_dense(x))` for a `tf.SparseTensor` `[batch_size, layer_sizes[0]]`,
         without the dense input: layer 0 sums the kernel rows of each row's observed columns,
         weighted by the values (`tf.math.unsorted_segment_sum`), so its cost follows the
-        number of entries, not the width. The other layers are dense.
+        number of entries, not the width. The other layers are dense. `kernel_rows`:
+        `first_kernel_rows(x.indices[:, 1])` if the caller has them.
         """
         x = self._check_sparse(x, "The sparse input")
-        weighted = self._first_rows(x.indices[:, 1]) * tf.cast(x.values, self.compute_dtype)[:, None]
+        rows = self.first_kernel_rows(x.indices[:, 1]) if kernel_rows is None else kernel_rows
+        weighted = rows * tf.cast(x.values, self.compute_dtype)[:, None]
         h = tf.math.unsorted_segment_sum(weighted, x.indices[:, 0], num_segments=x.dense_shape[0])
         bias = tf.cast(self.encoder_biases[0], self.compute_dtype)
         h = self._activations[0](h + bias)
         return tf.cast(self._encode(h, [None] + self._cast(self.kernels[1:]), first=1), self.dtype)
 
-    def decode_at(self, z, at: tf.SparseTensor) -> tf.Tensor:
+    def decode_at(self, z, at: tf.SparseTensor, kernel_rows=None) -> tf.Tensor:
         """The reconstructions of codes `z` `[batch_size, code_width]` at the entries of `at`
         only: `[nnz]`, entry k being `decode(z)[at.indices[k, 0], at.indices[k, 1]]` (`at`'s
         values are not read). The last layer multiplies the reconstruction of layer 0's output
-        by the (tied) kernel rows of `at`'s columns alone.
+        by the (tied) kernel rows of `at`'s columns alone (`kernel_rows`, if given:
+        `first_kernel_rows(at.indices[:, 1], decoder=True)`).
         """
         at = self._check_sparse(at, "The sparse positions")
         h = self._check_input(z, self.code_width, "The code")
         hidden = self._decode_logits(h, [None] + self._cast(self.kernels[1:]), stop=1)
         rows, columns = at.indices[:, 0], at.indices[:, 1]
-        logits = tf.reduce_sum(tf.gather(hidden, rows) * self._first_rows(columns, decoder=True), axis=1)
+        if kernel_rows is None:
+            kernel_rows = self.first_kernel_rows(columns, decoder=True)
+        logits = tf.reduce_sum(tf.gather(hidden, rows) * kernel_rows, axis=1)
         logits += tf.cast(tf.gather(self.decoder_biases[0], columns), self.compute_dtype)
         return self._output_activation(tf.cast(logits, self.dtype))
 

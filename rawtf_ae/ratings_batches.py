@@ -134,6 +134,7 @@ def uses_sparse(config, splits) -> bool:
     """Whether training and evaluation on `splits` take sparse batches (never for images)."""
     if not isinstance(splits, ratings.RatingSplits) or choose(config, splits.train) != "sparse":
         return False
+    logging.info("sparse ratings batches: the first kernel is read by rows; the step is not XLA-compiled")
     train = config.train
     plain_sgd = train.optimizer == "sgd" and not train.momentum  # applies IndexedSlices row-wise
     if not (train.optimizer.startswith("lazy_") or plain_sgd):

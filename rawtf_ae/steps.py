@@ -200,8 +200,11 @@ class Objective:
         """`(loss, codes, outputs)`: this replica's share of the global mean reconstruction loss."""
         model, options = self.model, self.options
         if isinstance(inputs, tf.SparseTensor):  # outputs at the observed entries only
-            codes = model.encode_sparse(inputs)
-            outputs = model.decode_at(self.drop_codes(codes, 0), targets)
+            # Inputs and targets share their entries (the noise only zeroes values): a tied
+            # first kernel's rows are read once for both directions.
+            rows = model.first_kernel_rows(inputs.indices[:, 1]) if model.tied_layers[0] else None
+            codes = model.encode_sparse(inputs, rows)
+            outputs = model.decode_at(self.drop_codes(codes, 0), targets, rows)
             loss = tf.reduce_sum(tf.math.squared_difference(targets.values, outputs)) / normalizer
             return loss, codes, None
         if mask is not None:
