@@ -1,6 +1,6 @@
 """Dense vs sparse ratings batches as the catalog grows: training examples/s and peak memory.
 
-    python -m benchmarks.catalog_scale [--items=4096,32768,262144,1048576] [--memory]
+    python -m benchmarks.catalog_scale [--items=4096,32768,262144,1048576] [--memory] [--top_k_items=1048576]
 
 The recommender autoencoder of Kuchaiev & Ginsburg (2017), items-512-512-1024 SELU, tied,
 masked MSE, batch 128 users with `--ratings_per_user` ratings each, `train.optimizer`
@@ -8,12 +8,13 @@ masked MSE, batch 128 users with `--ratings_per_user` ratings each, `train.optim
 `[batch, items]` batches, the first kernel multiplied in full both ways) and the sparse step
 (gathers of the rated rows, outputs at the rated items only) are timed in interleaved windows
 (`benchmarks.common`), and the ratio sparse/dense is printed beside what `auto` would pick.
-With `--memory`, each (size, path) also runs alone in a subprocess for a few steps and its
-peak resident memory is reported (the interleaved run cannot separate the two paths' memory).
+With `--memory`, each (size, path) also runs alone in a subprocess and its peak resident memory
+(VmHWM) is reported; from `--alone_from` items on, the speeds come from those runs too (the
+dense and the sparse model of a million items do not fit in 24 GiB together). Last, the latency
+of top-10 recommending for one user over `--top_k_items` items (`--items=` alone runs just that).
 """
 
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,12 @@ _OPTIMIZER = flags.DEFINE_string("optimizer", "lazy_adam", "train.optimizer.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed windows per setting.")
 _WINDOW = flags.DEFINE_float("window_seconds", 3.0, "Minimum length of one window.")
 _MEMORY = flags.DEFINE_bool("memory", False, "Also measure each path's peak RSS in a subprocess.")
+_ALONE_FROM = flags.DEFINE_integer(
+    "alone_from", 1_000_000, "From this many items, time each path alone (two such models need > 24 GiB)."
+)
+_TOPK = flags.DEFINE_integer(
+    "top_k_items", 1_048_576, "Time top-10 recommending over this many items (0: skip)."
+)
 _ONLY = flags.DEFINE_string("only", "", "Internal: 'ITEMS:dense|sparse' runs that alone, prints peak RSS.")
 
 
@@ -83,15 +90,25 @@ def _runner(items: int, batches: str, matrix):
     return window
 
 
-def _peak_rss(items: int, batches: str) -> float:
-    """GiB of peak RSS of a process that builds the `batches` step at `items` and runs 5 steps."""
+def _peak_gib() -> float:
+    """This process's peak resident memory (VmHWM; `ru_maxrss` would count the parent's at fork)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 2**20 for line in f if line.startswith("VmHWM"))
+
+
+def _alone(items: int, batches: str) -> tuple[float, float]:
+    """`(median users/s, peak RSS GiB)` of a subprocess training the `batches` step alone;
+    NaNs if it was killed (out of memory: the dense step of a million items is, on 24 GiB)."""
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.catalog_scale", f"--only={items}:{batches}", *_passed_flags()],
         capture_output=True,
         text=True,
-        check=True,
     )
-    return float(out.stdout.split()[-1])
+    if out.returncode:
+        print(f"({batches} at {items:,} items failed: exit {out.returncode}, {out.stderr[-300:].strip()!r})")
+        return float("nan"), float("nan")
+    rate, peak = out.stdout.split()[-2:]
+    return float(rate), float(peak)
 
 
 def _passed_flags():
@@ -100,6 +117,8 @@ def _passed_flags():
         f"--batch_size={_BATCH.value}",
         f"--ratings_per_user={_PER_USER.value}",
         f"--optimizer={_OPTIMIZER.value}",
+        f"--rounds={_ROUNDS.value}",
+        f"--window_seconds={_WINDOW.value}",
     ]
 
 
@@ -110,34 +129,96 @@ def main(argv):
     if _ONLY.value:
         items, batches = _ONLY.value.split(":")
         window = _runner(int(items), batches, _rows(int(items), 8 * _BATCH.value))
-        window(0)  # 1 step: build and trace
-        window(0)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)  # KiB -> GiB
+        window(0)  # build, trace and warm up
+        rates = [window(_WINDOW.value) for _ in range(_ROUNDS.value)]
+        print(statistics.median(rates), _peak_gib())
         return
     widths = "-".join(_WIDTHS.value)
     print(
         f"\nitems-{widths} SELU tied, masked MSE, {_OPTIMIZER.value}, batch {_BATCH.value} users x "
-        f"{_PER_USER.value} ratings, 2 CPU threads, median of {_ROUNDS.value} interleaved windows\n"
+        f"{_PER_USER.value} ratings, 2 CPU threads, median of {_ROUNDS.value} windows (interleaved; "
+        f"from {int(_ALONE_FROM.value):,} items each path alone in its own process)\n"
     )
     memory = " dense peak RSS | sparse peak RSS |" if _MEMORY.value else ""
     print(f"| items | dense users/s | sparse users/s | sparse / dense | auto picks |{memory}")
     print(f"|---:|---:|---:|---:|---|{'---:|---:|' if memory else ''}")
     for items in map(int, _ITEMS.value):
         matrix = _rows(items, 8 * _BATCH.value)
-        windows = {b: _runner(items, b, matrix) for b in ("dense", "sparse")}
-        rates = {b: [] for b in windows}
-        for window in windows.values():
-            window(0)  # trace and warm up
-        for _ in range(_ROUNDS.value):
-            for name, window in windows.items():
-                rates[name].append(window(_WINDOW.value))
-        del windows
-        dense, sparse = (statistics.median(rates[b]) for b in ("dense", "sparse"))
+        alone = {b: _alone(items, b) for b in ("dense", "sparse")} if items >= _ALONE_FROM.value else None
+        if alone:
+            dense, sparse = alone["dense"][0], alone["sparse"][0]
+        else:
+            dense, sparse = _interleaved(items, matrix)
         auto = ratings_batches.choose(_config(items, "auto"), matrix)
         row = f"| {items:,} | {dense:,.0f} | {sparse:,.0f} | {sparse / dense:.2f}x | {auto} |"
         if _MEMORY.value:
-            row += f" {_peak_rss(items, 'dense'):.2f} GiB | {_peak_rss(items, 'sparse'):.2f} GiB |"
+            alone = alone or {b: _alone(items, b) for b in ("dense", "sparse")}
+            row += f" {alone['dense'][1]:.2f} GiB | {alone['sparse'][1]:.2f} GiB |"
         print(row, flush=True)
+    if _TOPK.value:
+        items = _TOPK.value
+        print(f"\ntop-10 over {items:,} items for one user with {_PER_USER.value} ratings, median of 20:\n")
+        for name, ms in _top_k_latency(items).items():
+            print(f"- {name}: {ms:.1f} ms")
+
+
+def _top_k_latency(items: int, k: int = 10, calls: int = 20) -> dict:
+    """Median ms per user of top-`k` over `items` for one user with `--ratings_per_user`
+    ratings: `Recommender.recommend` (eager, sparse input) and the export's `recommend`
+    signature (SavedModel, loaded). The weights are random: the latency does not depend on them."""
+    import tempfile  # noqa: PLC0415
+
+    from rawtf_ae import architectures, export  # noqa: PLC0415
+    from rawtf_ae.recommend import Recommender  # noqa: PLC0415
+
+    model = architectures.create_model(_config(items, "sparse"))
+    vocabulary = ratings.Vocabulary([str(u) for u in range(8)], [str(i) for i in range(items)])
+    rng = np.random.default_rng(1)
+    rated = rng.choice(items, min(_PER_USER.value, items), replace=False)
+    user = {str(i): float(rng.integers(1, 6)) for i in rated}
+    users = 256
+    rows = np.repeat(np.arange(users), len(rated))
+    columns = np.concatenate([rng.choice(items, len(rated), replace=False) for _ in range(users)])
+    train = ratings.RatingMatrix.from_triples(rows, columns, np.full(len(rows), 4.0), users, items)
+    vocabulary = ratings.Vocabulary([str(u) for u in range(users)], vocabulary.items)
+    recommender = Recommender(model, vocabulary, train)
+    kernel, hidden = model.kernels[0], tf.random.normal([1, model.layer_sizes[1]])
+    with tempfile.TemporaryDirectory() as folder:
+        loaded = tf.saved_model.load(export.save(model, os.path.join(folder, "saved_model"), vocabulary))
+        ids, values = tf.constant(list(user)), tf.constant(list(user.values()), tf.float32)
+        ways = {
+            "Recommender.recommend": lambda: recommender.recommend(user, k),
+            "export's recommend signature": lambda: loaded.signatures["recommend"](
+                item_ids=ids, ratings=values, k=tf.constant(k)
+            ),
+            # The floor: one user's last decoder layer reads the whole first kernel.
+            "one product with the first kernel alone": lambda: tf.matmul(hidden, kernel, transpose_b=True),
+            f"recommend_for_users, {users} users in one batch, per user": lambda: (
+                recommender.recommend_for_users(vocabulary.users, k)
+            ),
+        }
+        latency = {}
+        for name, way in ways.items():
+            way()
+            timings = []
+            for _ in range(calls):
+                started = time.perf_counter()
+                way()
+                timings.append((time.perf_counter() - started) * 1000)
+            latency[name] = statistics.median(timings) / (users if "per user" in name else 1)
+    return latency
+
+
+def _interleaved(items: int, matrix) -> tuple[float, float]:
+    """Median users/s of the dense and the sparse step, timed in turn in this process."""
+    windows = {b: _runner(items, b, matrix) for b in ("dense", "sparse")}
+    rates = {b: [] for b in windows}
+    for window in windows.values():
+        window(0)  # trace and warm up
+    for _ in range(_ROUNDS.value):
+        for name, window in windows.items():
+            rates[name].append(window(_WINDOW.value))
+    return statistics.median(rates["dense"]), statistics.median(rates["sparse"])
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ from rawtf_ae import lazy_optimizers, ratings
 
 CHOICES = ("auto", "dense", "sparse")
 
-# `auto` takes the sparse path when the first layer's dense work would exceed this multiple of
-# its sparse work: `width >= SPARSE_ABOVE * mean ratings per row` (benchmarks/catalog_scale.py).
-SPARSE_ABOVE = 64
+# `auto` takes the sparse path for rows this many times wider than their mean number of
+# ratings: the break-even of benchmarks/catalog_scale.py (items-512-512-1024, lazy_adam, 100
+# ratings per user: dense 1.6x faster at 8,192 items, sparse 1.06x at 16,384, 1.9x at 32,768).
+SPARSE_ABOVE = 160
 
 
 def sparse_blockers(config) -> list[str]:

@@ -230,14 +230,15 @@ def _parse_chunk(lines: tf.Tensor, first: int, delimiter: str, header_allowed: b
 
 
 def _merge_codes(chunks: list) -> tuple:
-    """Per-chunk `(distinct ids, codes)` -> `(distinct ids as str, codes over all chunks)`."""
-    distinct, inverse = np.unique(np.concatenate([ids for ids, _ in chunks]), return_inverse=True)
-    codes, start = [], 0
+    """Per-chunk `(distinct ids, codes)` -> `(distinct ids as str, codes over all chunks)`:
+    one dictionary lookup per distinct id of each chunk (no sort of the ids)."""
+    table: dict = {}
+    codes = []
     for ids, chunk_codes in chunks:
-        codes.append(inverse[start : start + len(ids)][chunk_codes])
-        start += len(ids)
-    as_text = np.array([i.decode("utf-8") for i in distinct], dtype=object)
-    return as_text, np.concatenate(codes).astype(np.int64)
+        global_codes = np.fromiter((table.setdefault(i, len(table)) for i in ids), np.int64, len(ids))
+        codes.append(global_codes[chunk_codes])
+    as_text = np.array([i.decode("utf-8") for i in table], dtype=object)
+    return as_text, np.concatenate(codes)
 
 
 def _read_vectorized(path: str, delimiter: str) -> Optional[Ratings]:
