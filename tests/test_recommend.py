@@ -229,6 +229,18 @@ def test_known_users_get_items_they_have_not_rated(tmp_path, ratings_file):
     assert {splits.vocabulary.item_index[item] for item, _ in top}.isdisjoint(rated)
     with pytest.raises(ValueError, match="not in the training data"):
         recommender.recommend_for_users(["nobody"])
+    # Users in batches (one [batch, items] prediction at a time) get what one big batch gets,
+    # and what a dense input gives each of them.
+    users = splits.vocabulary.users[:7]
+    batched = recommender.recommend_for_users(users, k=5, batch_size=3)
+    for a, b in zip(batched, recommender.recommend_for_users(users, k=5)):
+        assert [item for item, _ in a] == [item for item, _ in b]
+        np.testing.assert_allclose([s for _, s in a], [s for _, s in b], rtol=1e-5)
+    dense, rated = splits.train.rows([splits.vocabulary.user_index[u] for u in users]).to_dense()
+    scores, items = top_k_unrated(model(dense), rated, 5)
+    for row, (row_scores, row_items) in zip(batched, zip(scores.numpy(), items.numpy())):
+        assert [item for item, _ in row] == [splits.vocabulary.items[i] for i in row_items]
+        np.testing.assert_allclose([score for _, score in row], row_scores, rtol=1e-5)
 
 
 def test_top_k_unrated_clips_k_and_puts_rated_items_last():
