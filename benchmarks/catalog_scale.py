@@ -29,6 +29,7 @@ from absl import app, flags  # noqa: E402
 from rawtf_ae import data, loops, ratings, ratings_batches, state  # noqa: E402
 from rawtf_ae.config import default_config  # noqa: E402
 from rawtf_ae.steps import StepOptions, make_step  # noqa: E402
+from rawtf_ae.synthetic_ratings import catalog_ratings  # noqa: E402
 
 _ITEMS = flags.DEFINE_list("items", ["4096", "32768", "262144", "1048576"], "Catalog sizes.")
 _WIDTHS = flags.DEFINE_list("widths", ["512", "512", "1024"], "Encoder widths after the items.")
@@ -58,13 +59,12 @@ def _config(items: int, batches: str):
 
 
 def _rows(items: int, num_rows: int) -> ratings.RatingMatrix:
-    """`num_rows` users with `--ratings_per_user` distinct items each, uniformly drawn."""
-    rng = np.random.default_rng(0)
+    """`num_rows` users with `--ratings_per_user` distinct items each, uniformly drawn
+    (`synthetic_ratings.catalog_ratings` with a flat popularity)."""
     per_user = min(_PER_USER.value, items)
-    columns = np.concatenate([rng.choice(items, per_user, replace=False) for _ in range(num_rows)])
-    rows = np.repeat(np.arange(num_rows), per_user)
-    values = rng.integers(1, 6, len(rows)).astype(np.float32)
-    return ratings.RatingMatrix.from_triples(rows, columns, values, num_rows, items)
+    triples = catalog_ratings(num_rows, items, per_user, popularity_exponent=0.0)
+    rows, columns = triples[:, 0].astype(np.int64), triples[:, 1].astype(np.int64)
+    return ratings.RatingMatrix.from_triples(rows, columns, triples[:, 2], num_rows, items)
 
 
 def _runner(items: int, batches: str, matrix):
@@ -172,15 +172,11 @@ def _top_k_latency(items: int, k: int = 10, calls: int = 20) -> dict:
     from rawtf_ae.recommend import Recommender  # noqa: PLC0415
 
     model = architectures.create_model(_config(items, "sparse"))
-    vocabulary = ratings.Vocabulary([str(u) for u in range(8)], [str(i) for i in range(items)])
-    rng = np.random.default_rng(1)
-    rated = rng.choice(items, min(_PER_USER.value, items), replace=False)
-    user = {str(i): float(rng.integers(1, 6)) for i in rated}
     users = 256
-    rows = np.repeat(np.arange(users), len(rated))
-    columns = np.concatenate([rng.choice(items, len(rated), replace=False) for _ in range(users)])
-    train = ratings.RatingMatrix.from_triples(rows, columns, np.full(len(rows), 4.0), users, items)
-    vocabulary = ratings.Vocabulary([str(u) for u in range(users)], vocabulary.items)
+    train = _rows(items, users)
+    vocabulary = ratings.Vocabulary([str(u) for u in range(users)], [str(i) for i in range(items)])
+    first = slice(train.indptr[0], train.indptr[1])  # user 0's ratings, as a new user's
+    user = {str(i): float(r) for i, r in zip(train.columns[first], train.values[first])}
     recommender = Recommender(model, vocabulary, train)
     kernel, hidden = model.kernels[0], tf.random.normal([1, model.layer_sizes[1]])
     with tempfile.TemporaryDirectory() as folder:

@@ -91,7 +91,7 @@ class _Serving(tf.Module):
                 tf.pad(columns, [[0, 0], [1, 0]]), tf.gather_nd(vector, columns), [1, num_items]
             )
             predictions = recommend.predict_sparse(self.model, ratings)
-            scores, items = recommend.top_k_unrated_sparse(predictions, ratings, tf.maximum(k, 0))
+            scores, items = recommend.top_k_unrated(predictions, ratings, tf.maximum(k, 0))
             finite = tf.math.is_finite(scores[0])
             return {
                 "item_ids": tf.gather(item_ids, tf.boolean_mask(items[0], finite)),

@@ -136,15 +136,6 @@ def uses_sparse(config, splits) -> bool:
     if not isinstance(splits, ratings.RatingSplits) or choose(config, splits.train) != "sparse":
         return False
     logging.info("sparse ratings batches: the first kernel is read by rows; the step is not XLA-compiled")
-    train = config.train
-    plain_sgd = train.optimizer == "sgd" and not train.momentum  # applies IndexedSlices row-wise
-    if not (train.optimizer.startswith("lazy_") or plain_sgd):
-        logging.warning(
-            "sparse ratings batches with train.optimizer=%r: it gets dense gradients and updates "
-            "every row of the first kernel and its slots on every step; 'lazy_adam' updates the "
-            "rated rows only (docs/large-catalogs.md)",
-            train.optimizer,
-        )
     return True
 
 
@@ -166,6 +157,13 @@ def gradients_to_apply(gradients: list, optimizer, capacity: int) -> list:
     Keras `Adam` takes the update it takes on dense batches)."""
     if lazy_optimizers.applies_rows(optimizer):
         return padded_for_replicas(gradients, capacity)
+    # Logged while the step is traced: once per run, not per step.
+    logging.warning(
+        "sparse ratings batches with %s: it gets dense gradients and updates every row of the "
+        "first kernel and its slots on every step; train.optimizer='lazy_adam' updates the rated "
+        "rows only (docs/large-catalogs.md)",
+        type(getattr(optimizer, "optimizers", [optimizer])[0]).__name__,
+    )
     return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
 
 

@@ -242,7 +242,7 @@ def _merge_codes(chunks: list) -> tuple:
 
 
 def _read_vectorized(path: str, delimiter: str) -> Optional[Ratings]:
-    """The whole file with TensorFlow's string kernels, in chunks of a million lines: no Python
+    """The whole file with TensorFlow's string kernels, in chunks of `_BLOCK_BYTES`: no Python
     object per rating. None where the file needs the line-by-line reader."""
     parts = []
     try:

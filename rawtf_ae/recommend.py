@@ -29,20 +29,13 @@ def predict_sparse(model, ratings: tf.SparseTensor) -> tf.Tensor:
     return model(tf.sparse.to_dense(ratings))
 
 
-def top_k_unrated_sparse(predictions, rated: tf.SparseTensor, k):
-    """`top_k_unrated` with the rated items given as the entries of a `tf.SparseTensor`."""
-    predictions = tf.convert_to_tensor(predictions, tf.float32)
-    minus_inf = tf.fill(tf.shape(rated.values), tf.constant(-np.inf, tf.float32))
-    excluded = tf.tensor_scatter_nd_update(predictions, rated.indices, minus_inf)
-    return tf.math.top_k(excluded, tf.minimum(tf.cast(k, tf.int32), tf.shape(predictions)[-1]))
-
-
 def top_k_unrated(predictions, rated, k):
     """The `k` best unrated items per row.
 
     Args:
       predictions: `[batch, num_items]` predicted ratings.
-      rated: `[batch, num_items]`, nonzero where the user has rated (those are excluded).
+      rated: `[batch, num_items]`, nonzero where the user has rated (those are excluded), or a
+        `tf.SparseTensor` whose entries are the rated items (no dense mask is built).
       k: how many (a Python int or scalar tensor); clipped to `num_items`.
 
     Returns:
@@ -50,7 +43,11 @@ def top_k_unrated(predictions, rated, k):
       `k` unrated items gets `-inf` scores in the trailing places.
     """
     predictions = tf.convert_to_tensor(predictions, tf.float32)
-    excluded = tf.where(tf.not_equal(rated, 0), tf.constant(-np.inf, tf.float32), predictions)
+    if isinstance(rated, tf.SparseTensor):
+        minus_inf = tf.fill(tf.shape(rated.values), tf.constant(-np.inf, tf.float32))
+        excluded = tf.tensor_scatter_nd_update(predictions, rated.indices, minus_inf)
+    else:
+        excluded = tf.where(tf.not_equal(rated, 0), tf.constant(-np.inf, tf.float32), predictions)
     k = tf.minimum(tf.cast(k, tf.int32), tf.shape(predictions)[-1])
     return tf.math.top_k(excluded, k)
 
@@ -96,7 +93,7 @@ class Recommender:
     def _top(self, ratings: tf.SparseTensor, k: int) -> list[list[tuple[str, float]]]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"`k` must be a positive number of items, got {k!r}.")
-        scores, items = top_k_unrated_sparse(predict_sparse(self.model, ratings), ratings, k)
+        scores, items = top_k_unrated(predict_sparse(self.model, ratings), ratings, k)
         return [
             [(self.vocabulary.items[i], float(s)) for s, i in zip(row_scores, row_items) if np.isfinite(s)]
             for row_scores, row_items in zip(scores.numpy(), items.numpy())

@@ -189,12 +189,14 @@ class Objective:
     def normalizer(self, batch):
         """What the reconstruction's sum is divided by: the global batch, or its observed count."""
         _, targets, mask = unpack(batch)
-        if isinstance(targets, tf.SparseTensor):
-            mask = tf.ones_like(targets.values)
+        if isinstance(targets, tf.SparseTensor):  # its entries are the observed ratings
+            count = tf.cast(tf.size(targets.values), tf.float32)
         elif mask is None:
             return tf.constant(float(self.options.global_batch_size))
+        else:
+            count = tf.reduce_sum(mask)
         # The masked loss is a mean over the global batch's observed ratings: count them all.
-        return tf.maximum(global_sum(tf.reduce_sum(mask)), 1.0)
+        return tf.maximum(global_sum(count), 1.0)
 
     def reconstruction(self, inputs, targets, mask, normalizer):
         """`(loss, codes, outputs)`: this replica's share of the global mean reconstruction loss."""

@@ -110,17 +110,17 @@ def catalog_ratings(
     return np.stack([users, items, values], axis=1)
 
 
-_USERS = flags.DEFINE_integer("users", 2000, "Users.")
-_ITEMS = flags.DEFINE_integer("items", 500, "Items.")
-_PER_USER = flags.DEFINE_integer(
-    "ratings_per_user",
-    0,
-    "Ratings of each user, with power-law item popularity (0: a random 5% of all pairs).",
-)
-_EXPONENT = flags.DEFINE_float(
-    "popularity_exponent", 1.0, "Item i is drawn with weight (i + 1) ** -exponent."
-)
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+def _define_flags() -> None:
+    """The script's flags: defined only when it runs, so importing the module defines none."""
+    flags.DEFINE_integer("users", 2000, "Users.")
+    flags.DEFINE_integer("items", 500, "Items.")
+    flags.DEFINE_integer(
+        "ratings_per_user",
+        0,
+        "Ratings of each user, with power-law item popularity (0: a random 5% of all pairs).",
+    )
+    flags.DEFINE_float("popularity_exponent", 1.0, "Item i is drawn with weight (i + 1) ** -exponent.")
+    flags.DEFINE_integer("seed", 0, "Random seed.")
 
 
 def main(argv) -> None:
@@ -128,14 +128,21 @@ def main(argv) -> None:
         sys.exit(
             "usage: python -m rawtf_ae.synthetic_ratings OUT.csv [--users --items --ratings_per_user ...]"
         )
-    if _PER_USER.value:
-        triples = catalog_ratings(
-            _USERS.value, _ITEMS.value, _PER_USER.value, _EXPONENT.value, seed=_SEED.value
-        )
-    else:
-        triples = synthetic_ratings(_USERS.value, _ITEMS.value, seed=_SEED.value)
-    print(f"wrote {len(triples):,} ratings to {write_ratings(argv[1], triples)}")
+    given = flags.FLAGS
+    try:
+        if given.ratings_per_user:
+            triples = catalog_ratings(
+                given.users, given.items, given.ratings_per_user, given.popularity_exponent, seed=given.seed
+            )
+        else:
+            triples = synthetic_ratings(given.users, given.items, seed=given.seed)
+        print(f"wrote {len(triples):,} ratings to {write_ratings(argv[1], triples)}")
+    except ValueError as e:  # one line naming the flags
+        sys.exit(f"synthetic_ratings: {e}")
+    except OSError as e:
+        sys.exit(f"synthetic_ratings: cannot write {argv[1]}: {e.strerror}")
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
