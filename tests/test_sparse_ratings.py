@@ -240,3 +240,26 @@ def test_catalog_ratings_draw_distinct_items_per_user_with_power_law_popularity(
     assert np.bincount(uniform[:, 1].astype(np.int64), minlength=100_000)[:10].sum() < 5
     with pytest.raises(ValueError, match="ratings_per_user <= items"):
         catalog_ratings(10, 5, 6)
+
+
+def test_the_synthetic_ratings_script_names_bad_flags_and_paths_in_one_line(tmp_path):
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "rawtf_ae.synthetic_ratings", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            timeout=120,
+        )
+
+    bad = run("out.csv", "--items=50", "--ratings_per_user=60")
+    assert bad.returncode != 0 and "ratings_per_user <= items" in bad.stderr.splitlines()[-1]
+    missing = run("nowhere/out.csv", "--ratings_per_user=5")
+    assert (
+        missing.stderr.splitlines()[-1]
+        == "synthetic_ratings: cannot write nowhere/out.csv: No such file or directory"
+    )
+    good = run("out.csv", "--users=20", "--items=1000", "--ratings_per_user=7")
+    assert good.returncode == 0 and "wrote 140 ratings to out.csv" in good.stdout
+    assert len((tmp_path / "out.csv").read_text().splitlines()) == 141  # and the header
