@@ -21,11 +21,11 @@ from rawtf_ae.ratings import RatingMatrix, Vocabulary
 def predict_sparse(model, ratings: tf.SparseTensor) -> tf.Tensor:
     """`[batch, items]` predictions of `model` for sparse rating rows `[batch, items]`.
 
-    `model.encode_sparse` when the model has it (no dense input), else `model(dense input)`
-    (e.g. a loaded export).
+    `model.reconstruct_sparse` when the model has it (no dense input), else
+    `model(dense input)` (e.g. a loaded export).
     """
-    if hasattr(model, "encode_sparse"):
-        return model.decode(model.encode_sparse(ratings))
+    if hasattr(model, "reconstruct_sparse"):
+        return model.reconstruct_sparse(ratings)
     return model(tf.sparse.to_dense(ratings))
 
 

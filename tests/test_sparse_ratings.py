@@ -212,11 +212,10 @@ print(np.isfinite(loss), before, peak() - before)
 """
 
 
-def test_no_dense_batch_exists_on_the_sparse_path():
-    # One dense [32, 8.4M] batch (and its mask) would take 2 GiB; the sparse step takes a
-    # sliver of one, beyond the model and optimizer built before the measurement.
+def _printed_by(script: str) -> list:
+    """The words `script` prints, run in a fresh Python (its own peak memory, VmHWM)."""
     out = subprocess.run(
-        [sys.executable, "-c", _NO_DENSE_BATCH],
+        [sys.executable, "-c", script],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -224,8 +223,49 @@ def test_no_dense_batch_exists_on_the_sparse_path():
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    finite, _, growth = out.stdout.split()
+    return out.stdout.split()
+
+
+def test_no_dense_batch_exists_on_the_sparse_path():
+    # One dense [32, 8.4M] batch (and its mask) would take 2 GiB; the sparse step takes a
+    # sliver of one, beyond the model and optimizer built before the measurement.
+    finite, _, growth = _printed_by(_NO_DENSE_BATCH)
     assert finite == "True" and int(growth) < 256 * 2**20, int(growth) / 2**20
+
+
+_NO_KERNEL_COPY = """
+import numpy as np, tensorflow as tf
+from rawtf_ae import checkpoints
+from rawtf_ae.lazy_optimizers import LazyAdam
+from rawtf_ae.model import TiedAutoencoder
+width = 1 << 22  # a first kernel of 4.2M x 32 floats: 512 MiB
+model = TiedAutoencoder((width, 32, 8), activation="selu", output_activation="linear", seed=0)
+optimizer = LazyAdam(1e-3)
+optimizer.build(model.trainable_variables)
+x = tf.SparseTensor([[0, 5], [0, 70_000], [1, 3_000_000]], [4.0, 2.0, 5.0], [2, width])
+with tf.GradientTape() as tape:  # a sparse training step: the kernel is read and updated by rows
+    loss = tf.reduce_sum(model.decode_at(model.encode_sparse(x), x))
+optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+def peak():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+before = peak()
+predictions = model.reconstruct_sparse(x)  # one [2, width] output: 32 MiB
+finite = checkpoints.all_finite(model.trainable_variables)
+served = peak() - before
+expected = model.decode(model.encode_sparse(x))  # the plain reads: a copy of the kernel
+print(finite, served, peak() - before - served, float(tf.reduce_max(tf.abs(predictions - expected))))
+"""
+
+
+def test_recommending_after_sparse_training_reads_the_kernel_without_copying_it():
+    # A variable read or updated by rows is in TensorFlow's copy-on-read mode: a plain read
+    # copies it whole. Serving predictions and the checkpoint's finite check must not (at a
+    # million items that copy is 2 GiB and took two thirds of one user's top-K).
+    finite, served, plain, difference = _printed_by(_NO_KERNEL_COPY)
+    assert finite == "True" and float(difference) < 1e-5
+    assert int(served) < 128 * 2**20, int(served) / 2**20
+    assert int(plain) > 400 * 2**20, int(plain) / 2**20  # what the test guards against
 
 
 def test_catalog_ratings_draw_distinct_items_per_user_with_power_law_popularity():
