@@ -25,7 +25,8 @@ import tensorflow as tf
 from absl import logging
 from google.protobuf import text_format
 
-from rawtf_ae.model import TiedAutoencoder, read_without_copy
+from rawtf_ae.model import TiedAutoencoder
+from rawtf_ae.row_ops import read_without_copy
 
 _NUMBERED = re.compile(r"^(.*-(\d+))\.index$")
 

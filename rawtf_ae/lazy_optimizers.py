@@ -5,7 +5,8 @@ A tied ratings kernel `[items, units]` read by row (`tf.gather`, the sparse step
 dense update of the whole kernel and all its slots (measured: 175 ms per step for a
 200,000 x 256 kernel and a 100-row gradient on this project's CPU), so the step's cost follows
 the catalog. These two follow the touched rows instead, with TensorFlow's sparse update ops
-(`tf.gather` + `scatter_update` for Adam, the `ResourceSparseApplyAdagradV2` kernel for Adagrad).
+(for Adam the touched rows gathered, updated by the fused `ResourceApplyAdam` kernel and
+`scatter_update`d back; the `ResourceSparseApplyAdagradV2` kernel for Adagrad).
 They are Keras optimizers: schedules, checkpoints (`tf.train.Checkpoint` saves the slots),
 `tf.distribute` (mirrored replicas' sparse gradients are gathered, not densified) and
 `LossScaleOptimizer` work as with `tf.keras.optimizers.Adam`.
@@ -35,15 +36,26 @@ import tensorflow as tf
 def deduplicated(gradient: tf.IndexedSlices) -> tf.IndexedSlices:
     """`gradient` with each row index once, the values of repeated indices summed."""
     rows, positions = tf.unique(gradient.indices)
-    # A scatter-add: faster on CPU than `unsorted_segment_sum` (11.8 vs 18.2 ms for 12,800 x 512).
-    shape = tf.concat([tf.shape(rows), tf.shape(gradient.values)[1:]], axis=0)
-    values = tf.scatter_nd(positions[:, None], gradient.values, shape)
+    # Sorted by position, a sorted segment sum: faster on CPU than a scatter-add (9.2 vs 13.3 ms
+    # for 12,800 x 512), itself faster than `unsorted_segment_sum` (18.2 ms).
+    order = tf.argsort(positions, stable=True)
+    values = tf.math.segment_sum(tf.gather(gradient.values, order), tf.gather(positions, order))
     return tf.IndexedSlices(values, rows, gradient.dense_shape)
 
 
 def _tensor(variable):
     """The `tf.Variable` behind a Keras variable (Keras 3 wraps slots in its own class)."""
     return getattr(variable, "value", variable) if not isinstance(variable, tf.Variable) else variable
+
+
+class _Rows:
+    """Three variables of any number of rows, shaped like `variable`'s rows: one sparse
+    update's rows of `variable` and of its two moments (a plain object: not checkpointed)."""
+
+    def __init__(self, variable):
+        shape = tf.TensorShape([None]).concatenate(variable.shape[1:])
+        empty = tf.zeros([0, *variable.shape[1:]], variable.dtype)
+        self.var, self.m, self.v = (tf.Variable(empty, shape=shape, trainable=False) for _ in range(3))
 
 
 class LazyAdam(tf.keras.optimizers.Optimizer):
@@ -67,6 +79,7 @@ class LazyAdam(tf.keras.optimizers.Optimizer):
             return
         super().build(var_list)
         self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
+        self._rows = [_Rows(v) for v in var_list]  # plain objects: not checkpointed
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
@@ -75,20 +88,34 @@ class LazyAdam(tf.keras.optimizers.Optimizer):
         lr = tf.cast(learning_rate, dtype)
         step = tf.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
         if not isinstance(gradient, tf.IndexedSlices):
+            alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
             gradient = tf.cast(gradient, dtype)
             m.assign_add((gradient - m) * (1 - beta_1))
             v.assign_add((tf.square(gradient) - v) * (1 - beta_2))
             variable.assign_sub(alpha * m / (tf.sqrt(v) + self.epsilon))
             return
         gradient = deduplicated(gradient)
-        rows, values = gradient.indices, tf.cast(gradient.values, dtype)
-        m_rows = tf.gather(m, rows) * beta_1 + values * (1 - beta_1)
-        v_rows = tf.gather(v, rows) * beta_2 + tf.square(values) * (1 - beta_2)
-        m.scatter_update(tf.IndexedSlices(m_rows, rows))
-        v.scatter_update(tf.IndexedSlices(v_rows, rows))
-        variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+        rows, scratch = gradient.indices, self._rows[index]
+        # The touched rows of the variable and its moments, updated by TensorFlow's fused Adam
+        # kernel in one pass (eleven elementwise ops took a quarter of the sparse step), then
+        # written back: the same formula as the dense branch above.
+        for source, target in ((variable, scratch.var), (m, scratch.m), (v, scratch.v)):
+            target.assign(tf.gather(source, rows))
+        tf.raw_ops.ResourceApplyAdam(
+            var=scratch.var.handle,
+            m=scratch.m.handle,
+            v=scratch.v.handle,
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=lr,
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.constant(self.epsilon, dtype),
+            grad=tf.cast(gradient.values, dtype),
+        )
+        for source, target in ((scratch.var, variable), (scratch.m, m), (scratch.v, v)):
+            target.scatter_update(tf.IndexedSlices(tf.convert_to_tensor(source), rows))
 
     def get_config(self):
         config = super().get_config()

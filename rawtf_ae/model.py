@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Union
 import tensorflow as tf
 
 from rawtf_ae import activations, initializers
+from rawtf_ae.row_ops import check_row_major, gather_rows, read_without_copy, sum_by_row
 
 ActivationArg = Union[activations.ActivationSpec, Sequence[activations.ActivationSpec]]
 
@@ -177,21 +178,6 @@ class Autoencoder(tf.Module):
         return f"{tying} {'-'.join(map(str, self.layer_sizes))}, {self.num_parameters()} trainable parameters"
 
 
-def read_without_copy(variable):
-    """The value of `variable` for a dense read, never a copy of the whole variable.
-
-    TensorFlow puts a variable that was read or updated by rows (`tf.gather`, the scatter ops:
-    the sparse ratings path, the lazy optimizers) in copy-on-read mode, where every plain read
-    copies it: 2 GiB per call for a million-item kernel of 512 units, which made one user's
-    top-K 3x slower than the product it needs. This read switches such a variable back to
-    copy-on-write (TensorFlow's `read_value_no_copy`, as its checkpoints read); a
-    `tf.distribute` variable is read as usual. Not in XLA-compiled code (no XLA kernel).
-    """
-    if hasattr(type(variable), "read_value_no_copy"):  # a plain ResourceVariable
-        return variable.read_value_no_copy()
-    return tf.convert_to_tensor(variable)
-
-
 class TiedAutoencoder(Autoencoder):
     """A dense autoencoder whose decoder reuses the encoder's kernels, transposed.
 
@@ -285,6 +271,7 @@ class TiedAutoencoder(Autoencoder):
                 f"{what} has dense shape {shape}, expected [batch_size, {self.input_width}] "
                 f"(layer_sizes={list(self.layer_sizes)})."
             )
+        check_row_major(x, what)
         return x
 
     def first_kernel_rows(self, columns, decoder: bool = False) -> tf.Tensor:
@@ -298,14 +285,15 @@ class TiedAutoencoder(Autoencoder):
     def encode_sparse(self, x: tf.SparseTensor, kernel_rows=None) -> tf.Tensor:
         """`encode(tf.sparse.to_dense(x))` for a `tf.SparseTensor` `[batch_size, layer_sizes[0]]`,
         without the dense input: layer 0 sums the kernel rows of each row's observed columns,
-        weighted by the values (`tf.math.unsorted_segment_sum`), so its cost follows the
-        number of entries, not the width. The other layers are dense. `kernel_rows`:
+        weighted by the values (`row_ops.sum_by_row`), so its cost follows the
+        number of entries, not the width. The other layers are dense. `x`'s entries must be in
+        row-major order, a `tf.SparseTensor`'s canonical order (`tf.sparse.reorder`); `kernel_rows`:
         `first_kernel_rows(x.indices[:, 1])` if the caller has them.
         """
         x = self._check_sparse(x, "The sparse input")
         rows = self.first_kernel_rows(x.indices[:, 1]) if kernel_rows is None else kernel_rows
         weighted = rows * tf.cast(x.values, self.compute_dtype)[:, None]
-        h = tf.math.unsorted_segment_sum(weighted, x.indices[:, 0], num_segments=x.dense_shape[0])
+        h = sum_by_row(weighted, x.indices[:, 0], x.dense_shape[0])
         bias = tf.cast(self.encoder_biases[0], self.compute_dtype)
         h = self._activations[0](h + bias)
         return tf.cast(self._encode(h, [None] + self._cast(self.kernels[1:]), first=1), self.dtype)
@@ -336,7 +324,7 @@ class TiedAutoencoder(Autoencoder):
         rows, columns = at.indices[:, 0], at.indices[:, 1]
         if kernel_rows is None:
             kernel_rows = self.first_kernel_rows(columns, decoder=True)
-        logits = tf.reduce_sum(tf.gather(hidden, rows) * kernel_rows, axis=1)
+        logits = tf.reduce_sum(gather_rows(hidden, rows) * kernel_rows, axis=1)
         logits += tf.cast(tf.gather(self.decoder_biases[0], columns), self.compute_dtype)
         return self._output_activation(tf.cast(logits, self.dtype))
 

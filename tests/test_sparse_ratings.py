@@ -28,7 +28,7 @@ def test_sparse_encode_and_decode_at_equal_the_dense_model(sizes, tied):
     for bias in model.encoder_biases + model.decoder_biases:
         bias.assign(rng.normal(size=bias.shape))
     dense = ((rng.random((6, 50)) < 0.2) * rng.integers(1, 6, (6, 50))).astype(np.float32)
-    dense[3] = 0  # a row without ratings
+    dense[3] = dense[5] = 0  # rows without ratings, the last one among them
     x = tf.sparse.from_dense(dense)
     np.testing.assert_allclose(model.encode_sparse(x), model.encode(dense), atol=1e-5)
     rows, columns = x.indices[:, 0].numpy(), x.indices[:, 1].numpy()
@@ -55,6 +55,13 @@ def test_sparse_inputs_of_the_wrong_kind_or_width_are_clear_errors():
         model.encode_sparse(np.zeros((2, 10), np.float32))
     with pytest.raises(ValueError, match=r"dense shape \(2, 11\), expected \[batch_size, 10\]"):
         model.encode_sparse(tf.sparse.from_dense(np.ones((2, 11), np.float32)))
+    unordered = tf.SparseTensor([[1, 0], [0, 3]], [1.0, 2.0], [2, 10])  # rows are summed in order
+    with pytest.raises(tf.errors.InvalidArgumentError, match="row-major order"):
+        model.encode_sparse(unordered)
+    np.testing.assert_allclose(
+        model.encode_sparse(tf.sparse.reorder(unordered)),
+        model.encode(tf.sparse.to_dense(tf.sparse.reorder(unordered))),
+    )
 
 
 def test_sparse_batches_hold_the_rows_ratings():

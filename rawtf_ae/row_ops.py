@@ -1,0 +1,52 @@
+"""Row operations of the sparse ratings path, at a cost that follows the ratings.
+
+A sparse batch's entries come in row-major order (a `tf.SparseTensor`'s canonical order), so
+summing them per row is TensorFlow's sorted segment sum, about 5x faster on CPU than the
+unsorted one (2.2 vs 10.8 ms for 12,800 x 512 into 128 rows): `sum_by_row`, and `gather_rows`
+whose gradient sums the same way instead of densifying `IndexedSlices` with the unsorted sum.
+`read_without_copy` reads a variable that was accessed by rows without copying it.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def sum_by_row(values, rows, num_rows) -> tf.Tensor:
+    """`[num_rows, ...]`: `values[k]` added into row `rows[k]`; `rows` must not decrease."""
+    summed = tf.math.segment_sum(values, rows)
+    missing = tf.cast(num_rows, tf.int32) - tf.shape(summed)[0]  # trailing rows without entries
+    return tf.pad(summed, tf.concat([[[0, missing]], tf.zeros([tf.rank(values) - 1, 2], tf.int32)], 0))
+
+
+@tf.custom_gradient
+def gather_rows(params, rows):
+    """`tf.gather(params, rows)` for non-decreasing `rows`; its gradient is `sum_by_row`."""
+
+    def gradient(upstream):
+        return sum_by_row(upstream, rows, tf.shape(params)[0]), None
+
+    return tf.gather(params, rows), gradient
+
+
+def check_row_major(x: tf.SparseTensor, what: str) -> None:
+    """Raises `InvalidArgumentError` unless `x`'s entries are in row-major order."""
+    rows = x.indices[:, 0]
+    tf.debugging.assert_greater_equal(
+        rows[1:], rows[:-1], message=f"{what}'s entries must be in row-major order (`tf.sparse.reorder`)"
+    )
+
+
+def read_without_copy(variable):
+    """The value of `variable` for a dense read, never a copy of the whole variable.
+
+    TensorFlow puts a variable that was read or updated by rows (`tf.gather`, the scatter ops:
+    the sparse ratings path, the lazy optimizers) in copy-on-read mode, where every plain read
+    copies it: 2 GiB per call for a million-item kernel of 512 units, which made one user's
+    top-K 3x slower than the product it needs. This read switches such a variable back to
+    copy-on-write (TensorFlow's `read_value_no_copy`, as its checkpoints read); a
+    `tf.distribute` variable is read as usual. Not in XLA-compiled code (no XLA kernel).
+    """
+    if hasattr(type(variable), "read_value_no_copy"):  # a plain ResourceVariable
+        return variable.read_value_no_copy()
+    return tf.convert_to_tensor(variable)
