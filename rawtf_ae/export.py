@@ -27,6 +27,7 @@ from rawtf_ae import checkpoints, files, recommend
 from rawtf_ae.architectures import from_architecture
 from rawtf_ae.model import TiedAutoencoder
 from rawtf_ae.ratings import Vocabulary
+from rawtf_ae.row_ops import read_without_copy
 
 METADATA_FILE = os.path.join("assets.extra", "rawtf_ae.json")
 VOCABULARY_FILE = os.path.join("assets.extra", "vocabulary.json")
@@ -204,12 +205,12 @@ def save_weights(model: TiedAutoencoder, path: str) -> str:
         "tied": np.array(model.tied_layers),
         "architecture": np.array(json.dumps(model.architecture())),
     }
-    for i in range(model.num_layers):
-        arrays[f"kernel_{i}"] = model.kernels[i].numpy()
+    for i in range(model.num_layers):  # without a copy of a kernel the sparse path read by rows
+        arrays[f"kernel_{i}"] = np.asarray(read_without_copy(model.kernels[i]))
         arrays[f"encoder_bias_{i}"] = model.encoder_biases[i].numpy()
         arrays[f"decoder_bias_{i}"] = model.decoder_biases[i].numpy()
         if model.decoder_kernels[i] is not None:
-            arrays[f"decoder_kernel_{i}"] = model.decoder_kernels[i].numpy()
+            arrays[f"decoder_kernel_{i}"] = np.asarray(read_without_copy(model.decoder_kernels[i]))
     path = os.path.abspath(path)
     with files.atomic_path(path, suffix=".npz") as temporary:
         np.savez(temporary, **arrays)

@@ -33,8 +33,9 @@ CHOICES = ("auto", "dense", "sparse")
 
 # `auto` takes the sparse path for rows this many times wider than their mean number of
 # ratings: the break-even of benchmarks/catalog_scale.py (items-512-512-1024, lazy_adam, 100
-# ratings per user: dense 1.6x faster at 8,192 items, sparse 1.06x at 16,384, 1.9x at 32,768).
-SPARSE_ABOVE = 160
+# ratings per user: dense 1.16x faster at 8,192 items, sparse 1.41x at 16,384, 2.45x at
+# 32,768; dense users/s x items is about constant there, so they cross near 10,000 items).
+SPARSE_ABOVE = 100
 
 
 def sparse_blockers(config) -> list[str]:

@@ -241,8 +241,9 @@ def test_no_dense_batch_exists_on_the_sparse_path():
 
 
 _NO_KERNEL_COPY = """
+import os, tempfile
 import numpy as np, tensorflow as tf
-from rawtf_ae import checkpoints
+from rawtf_ae import checkpoints, export
 from rawtf_ae.lazy_optimizers import LazyAdam
 from rawtf_ae.model import TiedAutoencoder
 width = 1 << 22  # a first kernel of 4.2M x 32 floats: 512 MiB
@@ -259,6 +260,8 @@ def peak():
 before = peak()
 predictions = model.reconstruct_sparse(x)  # one [2, width] output: 32 MiB
 finite = checkpoints.all_finite(model.trainable_variables)
+with tempfile.TemporaryDirectory() as folder:
+    export.save_weights(model, os.path.join(folder, "weights.npz"))
 served = peak() - before
 expected = model.decode(model.encode_sparse(x))  # the plain reads: a copy of the kernel
 print(finite, served, peak() - before - served, float(tf.reduce_max(tf.abs(predictions - expected))))
@@ -267,8 +270,9 @@ print(finite, served, peak() - before - served, float(tf.reduce_max(tf.abs(predi
 
 def test_recommending_after_sparse_training_reads_the_kernel_without_copying_it():
     # A variable read or updated by rows is in TensorFlow's copy-on-read mode: a plain read
-    # copies it whole. Serving predictions and the checkpoint's finite check must not (at a
-    # million items that copy is 2 GiB and took two thirds of one user's top-K).
+    # copies it whole. Serving predictions, the checkpoint's finite check and the weights
+    # export must not (at a million items that copy is 2 GiB and took two thirds of one
+    # user's top-K).
     finite, served, plain, difference = _printed_by(_NO_KERNEL_COPY)
     assert finite == "True" and float(difference) < 1e-5
     assert int(served) < 128 * 2**20, int(served) / 2**20
