@@ -54,8 +54,9 @@ class _Rows:
 
     def __init__(self, variable):
         shape = tf.TensorShape([None]).concatenate(variable.shape[1:])
-        empty = tf.zeros([0, *variable.shape[1:]], variable.dtype)
-        self.var, self.m, self.v = (tf.Variable(empty, shape=shape, trainable=False) for _ in range(3))
+        with tf.init_scope():  # made eagerly even if the optimizer is built inside a tf.function
+            empty = tf.zeros([0, *variable.shape[1:]], variable.dtype)
+            self.var, self.m, self.v = (tf.Variable(empty, shape=shape, trainable=False) for _ in range(3))
 
 
 class LazyAdam(tf.keras.optimizers.Optimizer):
