@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Union
 import tensorflow as tf
 
 from rawtf_ae import activations, initializers
-from rawtf_ae.row_ops import check_row_major, gather_rows, read_without_copy, sum_by_row
+from rawtf_ae.row_ops import check_row_major, gather_rows, read_without_copy, row_dots, sum_by_row
 
 ActivationArg = Union[activations.ActivationSpec, Sequence[activations.ActivationSpec]]
 
@@ -324,7 +324,7 @@ class TiedAutoencoder(Autoencoder):
         rows, columns = at.indices[:, 0], at.indices[:, 1]
         if kernel_rows is None:
             kernel_rows = self.first_kernel_rows(columns, decoder=True)
-        logits = tf.reduce_sum(gather_rows(hidden, rows) * kernel_rows, axis=1)
+        logits = row_dots(gather_rows(hidden, rows), kernel_rows)
         logits += tf.cast(tf.gather(self.decoder_biases[0], columns), self.compute_dtype)
         return self._output_activation(tf.cast(logits, self.dtype))
 

@@ -29,6 +29,17 @@ def gather_rows(params, rows):
     return tf.gather(params, rows), gradient
 
 
+@tf.custom_gradient
+def row_dots(a, b):
+    """`tf.reduce_sum(a * b, axis=1)` whose gradient multiplies by the upstream column directly
+    (the default one first broadcasts it to `a`'s shape: one more pass over `[nnz, units]`)."""
+
+    def gradient(upstream):
+        return upstream[:, None] * b, upstream[:, None] * a
+
+    return tf.reduce_sum(a * b, axis=1), gradient
+
+
 def check_row_major(x: tf.SparseTensor, what: str) -> None:
     """Raises `InvalidArgumentError` unless `x`'s entries are in row-major order."""
     rows = x.indices[:, 0]
