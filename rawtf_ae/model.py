@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Union
 import tensorflow as tf
 
 from rawtf_ae import activations, initializers
-from rawtf_ae.row_ops import check_row_major, gather_rows, read_without_copy, row_dots, sum_by_row
+from rawtf_ae.row_ops import gather_rows, read_without_copy, row_dots, row_ids, sum_by_row
 
 ActivationArg = Union[activations.ActivationSpec, Sequence[activations.ActivationSpec]]
 
@@ -245,14 +245,17 @@ class TiedAutoencoder(Autoencoder):
             h = activation(tf.matmul(h, kernel) + bias)
         return h
 
-    def _decode_logits(self, h, kernels, stop: int = 0) -> tf.Tensor:
+    def _decode_logits(self, h, kernels, stop: int = 0, untied_first=None) -> tf.Tensor:
         """Decoder layers from the code down to layer `stop`: the logits (`stop=0`), or with
-        `stop=1` the activated reconstruction of encoder layer 0's output."""
+        `stop=1` the activated reconstruction of encoder layer 0's output. `untied_first`: the
+        untied layer 0's decoder kernel, if the caller has read it."""
         for i in reversed(range(stop, self.num_layers)):
             # The tie: for a tied layer the decoder uses the encoder's own kernel, transposed here.
-            kernel = (
-                kernels[i] if self.tied_layers[i] else tf.cast(self.decoder_kernels[i], self.compute_dtype)
-            )
+            if self.tied_layers[i]:
+                kernel = kernels[i]
+            else:
+                kernel = untied_first if i == 0 and untied_first is not None else self.decoder_kernels[i]
+                kernel = tf.cast(kernel, self.compute_dtype)
             h = tf.matmul(h, kernel, transpose_b=True) + tf.cast(self.decoder_biases[i], self.compute_dtype)
             if i > 0:
                 h = self._activations[i - 1](h)
@@ -271,7 +274,6 @@ class TiedAutoencoder(Autoencoder):
                 f"{what} has dense shape {shape}, expected [batch_size, {self.input_width}] "
                 f"(layer_sizes={list(self.layer_sizes)})."
             )
-        check_row_major(x, what)
         return x
 
     def first_kernel_rows(self, columns, decoder: bool = False) -> tf.Tensor:
@@ -293,23 +295,25 @@ class TiedAutoencoder(Autoencoder):
         x = self._check_sparse(x, "The sparse input")
         rows = self.first_kernel_rows(x.indices[:, 1]) if kernel_rows is None else kernel_rows
         weighted = rows * tf.cast(x.values, self.compute_dtype)[:, None]
-        h = sum_by_row(weighted, x.indices[:, 0], x.dense_shape[0])
+        h = sum_by_row(weighted, row_ids(x, "The sparse input"), x.dense_shape[0])
         bias = tf.cast(self.encoder_biases[0], self.compute_dtype)
         h = self._activations[0](h + bias)
         return tf.cast(self._encode(h, [None] + self._cast(self.kernels[1:]), first=1), self.dtype)
 
     def reconstruct_sparse(self, x: tf.SparseTensor) -> tf.Tensor:
         """`decode(encode_sparse(x))`, `[batch_size, layer_sizes[0]]`, for serving (predictions
-        over the whole catalog): the first kernel is read once, whole and without a copy
-        (`read_without_copy`), and both directions use that read, so recommending right after
-        sparse training costs one product with the kernel, not a copy of it as well.
+        over the whole catalog): the first kernel (and an untied layer 0's decoder kernel) is
+        read once, whole and without a copy (`read_without_copy`), and both directions use that
+        read, so recommending right after sparse training costs one product with the kernel,
+        not a copy of it as well.
         """
         x = self._check_sparse(x, "The sparse input")
         first = tf.cast(read_without_copy(self.kernels[0]), self.compute_dtype)
         codes = self.encode_sparse(x, tf.gather(first, x.indices[:, 1]))
         kernels = [first] + self._cast(self.kernels[1:])  # [0]: read by a tied decoder only
+        untied = None if self.tied_layers[0] else read_without_copy(self.decoder_kernels[0])
         h = self._check_input(codes, self.code_width, "The code")
-        return self._output_activation(tf.cast(self._decode_logits(h, kernels), self.dtype))
+        return self._output_activation(tf.cast(self._decode_logits(h, kernels, 0, untied), self.dtype))
 
     def decode_at(self, z, at: tf.SparseTensor, kernel_rows=None) -> tf.Tensor:
         """The reconstructions of codes `z` `[batch_size, code_width]` at the entries of `at`
@@ -321,7 +325,7 @@ class TiedAutoencoder(Autoencoder):
         at = self._check_sparse(at, "The sparse positions")
         h = self._check_input(z, self.code_width, "The code")
         hidden = self._decode_logits(h, [None] + self._cast(self.kernels[1:]), stop=1)
-        rows, columns = at.indices[:, 0], at.indices[:, 1]
+        rows, columns = row_ids(at, "The sparse positions"), at.indices[:, 1]
         if kernel_rows is None:
             kernel_rows = self.first_kernel_rows(columns, decoder=True)
         logits = row_dots(gather_rows(hidden, rows), kernel_rows)

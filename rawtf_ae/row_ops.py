@@ -16,7 +16,8 @@ def sum_by_row(values, rows, num_rows) -> tf.Tensor:
     """`[num_rows, ...]`: `values[k]` added into row `rows[k]`; `rows` must not decrease."""
     summed = tf.math.segment_sum(values, rows)
     missing = tf.cast(num_rows, tf.int32) - tf.shape(summed)[0]  # trailing rows without entries
-    return tf.pad(summed, tf.concat([[[0, missing]], tf.zeros([tf.rank(values) - 1, 2], tf.int32)], 0))
+    padded = tf.pad(summed, tf.concat([[[0, missing]], tf.zeros([tf.rank(values) - 1, 2], tf.int32)], 0))
+    return tf.ensure_shape(padded, tf.TensorShape([None]).concatenate(values.shape[1:]))
 
 
 @tf.custom_gradient
@@ -40,12 +41,15 @@ def row_dots(a, b):
     return tf.reduce_sum(a * b, axis=1), gradient
 
 
-def check_row_major(x: tf.SparseTensor, what: str) -> None:
-    """Raises `InvalidArgumentError` unless `x`'s entries are in row-major order."""
+def row_ids(x: tf.SparseTensor, what: str) -> tf.Tensor:
+    """`x`'s row ids, checked to be in row-major order (`InvalidArgumentError` naming `what`
+    otherwise). The sums by row depend on the check, so in a `tf.function` it runs first."""
     rows = x.indices[:, 0]
-    tf.debugging.assert_greater_equal(
+    check = tf.debugging.assert_greater_equal(
         rows[1:], rows[:-1], message=f"{what}'s entries must be in row-major order (`tf.sparse.reorder`)"
     )
+    with tf.control_dependencies([check]):
+        return tf.identity(rows)
 
 
 def read_without_copy(variable):
@@ -56,8 +60,13 @@ def read_without_copy(variable):
     copies it: 2 GiB per call for a million-item kernel of 512 units, which made one user's
     top-K 3x slower than the product it needs. This read switches such a variable back to
     copy-on-write (TensorFlow's `read_value_no_copy`, as its checkpoints read); a
-    `tf.distribute` variable is read as usual. Not in XLA-compiled code (no XLA kernel).
+    `tf.distribute` variable in cross-replica code is read from its first local copy (they are
+    equal), in replica code as usual. Not in XLA-compiled code (no XLA kernel).
     """
+    if not hasattr(type(variable), "read_value_no_copy") and tf.distribute.in_cross_replica_context():
+        local = getattr(variable, "values", None)  # a tf.distribute variable: its copies here
+        if local and hasattr(type(local[0]), "read_value_no_copy"):
+            variable = local[0]
     if hasattr(type(variable), "read_value_no_copy"):  # a plain ResourceVariable
         return variable.read_value_no_copy()
     return tf.convert_to_tensor(variable)

@@ -67,6 +67,27 @@ def test_sparse_updates_match_a_numpy_reference(name):
     assert not np.allclose(variable.numpy()[[0, 1, 2, 4, 6]], w0[[0, 1, 2, 4, 6]])
 
 
+@pytest.mark.parametrize("name", ["lazy_adam", "lazy_adagrad"])
+def test_a_vector_built_inside_a_tf_function_with_an_empty_step_matches_the_reference(name):
+    # A decoder bias read by rows gets rank-1 sparse gradients; a research loop may build the
+    # optimizer on its first apply inside its own tf.function; a batch may touch no row.
+    w0 = np.random.default_rng(2).normal(size=SHAPE[0]).astype(np.float32)
+    gradients = [(i, v[:, 0]) for i, v in _sparse_gradients(4)]
+    gradients.insert(2, (np.zeros(0, np.int64), np.zeros(0, np.float32)))
+    variable = tf.Variable(w0)
+    optimizer = lazy_optimizers.LazyAdam(0.05) if name == "lazy_adam" else lazy_optimizers.LazyAdagrad(0.05)
+
+    @tf.function
+    def apply(indices, values):
+        gradient = tf.IndexedSlices(values, indices, tf.constant([SHAPE[0]], tf.int64))
+        optimizer.apply_gradients([(gradient, variable)])
+
+    for indices, values in gradients:
+        apply(tf.constant(indices, tf.int64), tf.constant(values))
+    reference = (_numpy_lazy_adam if name == "lazy_adam" else _numpy_adagrad)(w0, gradients, 0.05)
+    np.testing.assert_allclose(variable.numpy(), reference, rtol=1e-5, atol=1e-6)
+
+
 def test_lazy_adam_differs_from_dense_adam_only_on_untouched_rows():
     """Dense Adam keeps moving a row its momentum remembers; lazy Adam leaves it alone."""
     w0 = np.random.default_rng(2).normal(size=SHAPE).astype(np.float32)

@@ -34,6 +34,7 @@ def test_sparse_encode_and_decode_at_equal_the_dense_model(sizes, tied):
     rows, columns = x.indices[:, 0].numpy(), x.indices[:, 1].numpy()
     expected = model(dense).numpy()[rows, columns]
     np.testing.assert_allclose(model.decode_at(model.encode_sparse(x), x), expected, atol=1e-5)
+    np.testing.assert_allclose(model.reconstruct_sparse(x), model(dense), atol=1e-5)  # serving
 
     # The tie: the first kernel gets one sparse gradient holding both paths, equal to the
     # dense masked loss's gradient, and only at the rated rows.
@@ -56,12 +57,20 @@ def test_sparse_inputs_of_the_wrong_kind_or_width_are_clear_errors():
     with pytest.raises(ValueError, match=r"dense shape \(2, 11\), expected \[batch_size, 10\]"):
         model.encode_sparse(tf.sparse.from_dense(np.ones((2, 11), np.float32)))
     unordered = tf.SparseTensor([[1, 0], [0, 3]], [1.0, 2.0], [2, 10])  # rows are summed in order
-    with pytest.raises(tf.errors.InvalidArgumentError, match="row-major order"):
-        model.encode_sparse(unordered)
+    for encode in (model.encode_sparse, tf.function(model.encode_sparse)):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="row-major order"):
+            encode(unordered)
     np.testing.assert_allclose(
         model.encode_sparse(tf.sparse.reorder(unordered)),
         model.encode(tf.sparse.to_dense(tf.sparse.reorder(unordered))),
     )
+
+
+def test_a_sparse_batch_without_ratings_encodes_as_zeros_and_decodes_nothing():
+    model = TiedAutoencoder((10, 4), activation="selu", output_activation="linear", seed=0)
+    empty = tf.SparseTensor(tf.zeros([0, 2], tf.int64), tf.zeros([0]), [3, 10])
+    np.testing.assert_allclose(model.encode_sparse(empty), model.encode(tf.zeros([3, 10])), atol=1e-6)
+    assert model.decode_at(model.encode_sparse(empty), empty).shape == [0]
 
 
 def test_sparse_batches_hold_the_rows_ratings():
@@ -276,7 +285,8 @@ def test_recommending_after_sparse_training_reads_the_kernel_without_copying_it(
     finite, served, plain, difference = _printed_by(_NO_KERNEL_COPY)
     assert finite == "True" and float(difference) < 1e-5
     assert int(served) < 128 * 2**20, int(served) / 2**20
-    assert int(plain) > 400 * 2**20, int(plain) / 2**20  # what the test guards against
+    if int(plain) < 400 * 2**20:  # what the test guards against, in TensorFlow 2.21
+        pytest.skip("This TensorFlow no longer copies a variable read by rows on plain reads.")
 
 
 def test_catalog_ratings_draw_distinct_items_per_user_with_power_law_popularity():
