@@ -4,7 +4,7 @@
         --ratings_per_user=100 --popularity_exponent=0
     python train.py --config=configs/catalog_synthetic.py --config.data.path=catalog.csv
 
-(`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` before `python`: huge pages, 1.15x on Linux; see
+(`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` before `python`: huge pages, 1.13x on Linux; see
 docs/large-catalogs.md.)
 
 `configs/recommender.py`'s network (items-512-512-1024 SELU, tied, dropout 0.8 on the code,
