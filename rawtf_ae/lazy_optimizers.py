@@ -33,14 +33,22 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def deduplicated(gradient: tf.IndexedSlices) -> tf.IndexedSlices:
+class UniqueRows(tf.IndexedSlices):
+    """A sparse gradient whose row indices are distinct: `deduplicated`'s result, which
+    `deduplicated` passes through (a step that sums the rows to clip them hands the sums on;
+    any other transformation gives back a plain `tf.IndexedSlices`, summed again)."""
+
+
+def deduplicated(gradient: tf.IndexedSlices) -> UniqueRows:
     """`gradient` with each row index once, the values of repeated indices summed."""
+    if isinstance(gradient, UniqueRows):
+        return gradient
     rows, positions = tf.unique(gradient.indices)
     # Sorted by position, a sorted segment sum: faster on CPU than a scatter-add (9.2 vs 13.3 ms
     # for 12,800 x 512), itself faster than `unsorted_segment_sum` (18.2 ms).
     order = tf.argsort(positions, stable=True)
     values = tf.math.segment_sum(tf.gather(gradient.values, order), tf.gather(positions, order))
-    return tf.IndexedSlices(values, rows, gradient.dense_shape)
+    return UniqueRows(values, rows, gradient.dense_shape)
 
 
 def _tensor(variable):

@@ -270,12 +270,21 @@ class Objective:
         """
         if not self.options.clip_norm:
             return gradients
+        # A sparse gradient's rows may repeat (one per rating): sum them before the norm. On
+        # one device the sums are what is clipped and applied: the optimizer does not sum again.
+        unique = lazy_optimizers.deduplicated
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            gradients = [unique(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
         summed = global_sum([g for g in gradients if g is not None])
-        # A sparse gradient's rows may repeat (one per rating): sum them before the norm.
-        norm = tf.linalg.global_norm(
-            [lazy_optimizers.deduplicated(g) if isinstance(g, tf.IndexedSlices) else g for g in summed]
-        )
-        return tf.clip_by_global_norm(gradients, self.options.clip_norm, use_norm=norm)[0]
+        norm = tf.linalg.global_norm([unique(g) if isinstance(g, tf.IndexedSlices) else g for g in summed])
+        clipped = tf.clip_by_global_norm(gradients, self.options.clip_norm, use_norm=norm)[0]
+        return [
+            lazy_optimizers.UniqueRows(c.values, c.indices, c.dense_shape)
+            if isinstance(g, lazy_optimizers.UniqueRows)
+            else c
+            for g, c in zip(gradients, clipped)
+        ]
 
     def scaled(self, objective):
         # float16 gradients underflow: differentiate the scaled loss; the optimizer unscales.

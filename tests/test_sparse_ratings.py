@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import data, distribute, evaluation, ratings, ratings_batches, state, train
+from rawtf_ae import (
+    data,
+    distribute,
+    evaluation,
+    lazy_optimizers,
+    ratings,
+    ratings_batches,
+    state,
+    steps,
+    train,
+)
 from rawtf_ae.config import validate
 from rawtf_ae.model import TiedAutoencoder
 from rawtf_ae.synthetic_ratings import catalog_ratings, synthetic_ratings
@@ -128,6 +138,42 @@ def test_sparse_step_on_two_mirrored_replicas_matches_one_device(overrides):
     _assert_weights_close(
         [v.numpy() for v in two.trainable_variables], [v.numpy() for v in one.trainable_variables]
     )
+
+
+def test_clipping_sums_a_sparse_gradients_rows_once_and_clips_the_sums():
+    model = TiedAutoencoder((6, 3), seed=0)
+    optimizer = lazy_optimizers.LazyAdam(0.01)
+    optimizer.build(model.trainable_variables)
+    objective = steps.Objective(model, optimizer, steps.StepOptions("masked_mse", 4, clip_norm=0.5))
+    rng = np.random.default_rng(0)
+    sparse = tf.IndexedSlices(
+        tf.constant(rng.normal(size=(5, 3)), tf.float32), tf.constant([4, 1, 4, 0, 1]), [6, 3]
+    )
+    dense = tf.constant(rng.normal(size=(3,)), tf.float32)
+    clipped_sparse, clipped_dense = objective.clipped([sparse, dense])
+    # Independently: the dense gradient the slices stand for, clipped by its global norm.
+    as_dense = [tf.convert_to_tensor(sparse).numpy(), dense.numpy()]
+    scale = 0.5 / np.sqrt(sum((g**2).sum() for g in as_dense))
+    assert scale < 1
+    assert isinstance(clipped_sparse, lazy_optimizers.UniqueRows)
+    assert sorted(clipped_sparse.indices.numpy()) == [0, 1, 4]  # each row once: summed
+    np.testing.assert_allclose(tf.convert_to_tensor(clipped_sparse), scale * as_dense[0], rtol=1e-6)
+    np.testing.assert_allclose(clipped_dense, scale * as_dense[1], rtol=1e-6)
+
+    # In a clipped sparse step on one device the rows are summed once (one `Unique` each), not again
+    # by the optimizer; on two replicas the shares are padded, so the optimizer sums again.
+    config = tiny_ratings_config("unused.csv", **{"model.layer_sizes": (40, 8), "train.clip_norm": 0.1})
+    config.train.optimizer, config.train.dense_refeeding, config.train.jit_compile = "lazy_adam", 0, False
+    trained = state.create_train_state(config)
+    step = tf.function(
+        steps.make_step(trained.model, trained.optimizer, steps.StepOptions.from_config(config))
+    )
+    batch = next(iter(data.train_dataset(_small_ratings(), 8, seed=0, sparse=True)))
+    graph_def = step.get_concrete_function(batch).graph.as_graph_def()
+    nodes = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
+    summed = [n.input[0] for n in nodes if n.op == "Unique"]
+    # The kernel's and the decoder bias's (read at the rated items) gradients, each summed once.
+    assert len(summed) == len(set(summed)) == 2
 
 
 def test_masking_noise_is_uniform_per_entry_and_independent_of_the_batch():
