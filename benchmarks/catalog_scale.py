@@ -165,7 +165,8 @@ def main(argv):
 def _top_k_latency(items: int, k: int = 10, calls: int = 20) -> dict:
     """Median ms per user of top-`k` over `items` for one user with `--ratings_per_user`
     ratings: `Recommender.recommend` (eager, sparse input) and the export's `recommend`
-    signature (SavedModel, loaded). The weights are random: the latency does not depend on them."""
+    signature (SavedModel, loaded), each with the int8 first pass (`item_index`) and with the
+    float32 product over the whole catalog. The weights are random: the latency does not depend on them."""
     import tempfile  # noqa: PLC0415
 
     from rawtf_ae import architectures, export  # noqa: PLC0415
@@ -177,18 +178,32 @@ def _top_k_latency(items: int, k: int = 10, calls: int = 20) -> dict:
     vocabulary = ratings.Vocabulary([str(u) for u in range(users)], [str(i) for i in range(items)])
     first = slice(train.indptr[0], train.indptr[1])  # user 0's ratings, as a new user's
     user = {str(i): float(r) for i, r in zip(train.columns[first], train.values[first])}
-    recommender = Recommender(model, vocabulary, train)
+    started = time.perf_counter()
+    recommender = Recommender(model, vocabulary, train, first_pass="int8")
+    built = time.perf_counter() - started
+    full = Recommender(model, vocabulary, train, first_pass="none")
     kernel, hidden = model.kernels[0], tf.random.normal([1, model.layer_sizes[1]])
     with tempfile.TemporaryDirectory() as folder:
-        loaded = tf.saved_model.load(export.save(model, os.path.join(folder, "saved_model"), vocabulary))
+        loaded = {
+            way: tf.saved_model.load(
+                export.save(model, os.path.join(folder, way), vocabulary, first_pass=way)
+            )
+            for way in ("int8", "none")
+        }
         ids, values = tf.constant(list(user)), tf.constant(list(user.values()), tf.float32)
         ways = {
-            "Recommender.recommend": lambda: recommender.recommend(user, k),
-            "export's recommend signature": lambda: loaded.signatures["recommend"](
-                item_ids=ids, ratings=values, k=tf.constant(k)
+            "Recommender.recommend, int8 first pass": lambda: recommender.recommend(user, k),
+            "Recommender.recommend, float32 product (first_pass='none')": lambda: full.recommend(user, k),
+            **{
+                f"export's recommend signature, {name}": lambda way=way: loaded[way].signatures["recommend"](
+                    item_ids=ids, ratings=values, k=tf.constant(k)
+                )
+                for way, name in (("int8", "int8 first pass"), ("none", "float32 product"))
+            },
+            # The floor of the float32 product: one user's last layer reads the whole kernel.
+            "one float32 product with the first kernel alone": lambda: tf.matmul(
+                hidden, kernel, transpose_b=True
             ),
-            # The floor: one user's last decoder layer reads the whole first kernel.
-            "one product with the first kernel alone": lambda: tf.matmul(hidden, kernel, transpose_b=True),
             f"recommend_for_users, {users} users in one batch, per user": lambda: (
                 recommender.recommend_for_users(vocabulary.users, k)
             ),
@@ -202,6 +217,7 @@ def _top_k_latency(items: int, k: int = 10, calls: int = 20) -> dict:
                 way()
                 timings.append((time.perf_counter() - started) * 1000)
             latency[name] = statistics.median(timings) / (users if "per user" in name else 1)
+    latency["building the int8 copy (once per Recommender or export)"] = built * 1000
     return latency
 
 

@@ -315,6 +315,12 @@ class TiedAutoencoder(Autoencoder):
         h = self._check_input(codes, self.code_width, "The code")
         return self._output_activation(tf.cast(self._decode_logits(h, kernels, 0, untied), self.dtype))
 
+    def decode_hidden(self, z) -> tf.Tensor:
+        """The last decoder layer's input for codes `z` `[batch_size, code_width]`: the
+        reconstruction of encoder layer 0's output, `[batch_size, layer_sizes[1]]`."""
+        h = self._check_input(z, self.code_width, "The code")
+        return self._decode_logits(h, [None] + self._cast(self.kernels[1:]), stop=1)
+
     def decode_at(self, z, at: tf.SparseTensor, kernel_rows=None) -> tf.Tensor:
         """The reconstructions of codes `z` `[batch_size, code_width]` at the entries of `at`
         only: `[nnz]`, entry k being `decode(z)[at.indices[k, 0], at.indices[k, 1]]` (`at`'s
@@ -323,8 +329,7 @@ class TiedAutoencoder(Autoencoder):
         `first_kernel_rows(at.indices[:, 1], decoder=True)`).
         """
         at = self._check_sparse(at, "The sparse positions")
-        h = self._check_input(z, self.code_width, "The code")
-        hidden = self._decode_logits(h, [None] + self._cast(self.kernels[1:]), stop=1)
+        hidden = self.decode_hidden(z)
         rows, columns = row_ids(at, "The sparse positions"), at.indices[:, 1]
         if kernel_rows is None:
             kernel_rows = self.first_kernel_rows(columns, decoder=True)

@@ -1,0 +1,125 @@
+"""The int8 first pass of one user's top-K (`item_index`): the float32 top-K, not an estimate."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rawtf_ae import export, item_index, recommend
+from rawtf_ae.model import TiedAutoencoder
+from rawtf_ae.ratings import Vocabulary
+
+
+def _users(num_items, count, seed=0):
+    """`count` one-user sparse rating rows, 1 to 30 ratings each (one user with none)."""
+    rng = np.random.default_rng(seed)
+    users = [tf.SparseTensor(np.zeros((0, 2), np.int64), np.zeros(0, np.float32), [1, num_items])]
+    for _ in range(count - 1):
+        items = np.sort(rng.choice(num_items, rng.integers(1, 31), replace=False))
+        indices = np.stack([np.zeros_like(items), items], 1)
+        users.append(
+            tf.SparseTensor(indices, rng.integers(1, 6, len(items)).astype(np.float32), [1, num_items])
+        )
+    return users
+
+
+def _assert_same_top_k(model, index, users, k):
+    for ratings in users:
+        expected_scores, expected_items = recommend.top_k_unrated(
+            model.reconstruct_sparse(ratings), ratings, k
+        )
+        scores, items = index.top_k_unrated(ratings, k)
+        np.testing.assert_allclose(scores, expected_scores, rtol=2e-5, atol=1e-6)
+        np.testing.assert_array_equal(items, expected_items)
+
+
+@pytest.mark.parametrize(
+    "sizes, tied, output_activation",
+    [((3000, 24, 8), True, "linear"), ((3000, 24, 8), [False, True], "selu"), ((3000, 16), True, "sigmoid")],
+)
+def test_the_first_pass_finds_the_float32_top_k(sizes, tied, output_activation):
+    model = TiedAutoencoder(sizes, activation="selu", output_activation=output_activation, tied=tied, seed=3)
+    rng = np.random.default_rng(1)
+    model.decoder_biases[0].assign(rng.normal(0, 0.3, sizes[0]))
+    index = item_index.ItemIndex(model)
+    _assert_same_top_k(model, index, _users(sizes[0], 12), 10)
+    _assert_same_top_k(model, index, _users(sizes[0], 2, seed=5), 1)
+
+
+def test_near_ties_that_int8_cannot_tell_apart_are_ranked_in_float32():
+    # Every item's row is one row plus noise far below int8's resolution: the approximate
+    # logits cannot rank the items, so all of them must reach the float32 pass.
+    model = TiedAutoencoder((500, 12), activation="linear", output_activation="linear", seed=0)
+    rng = np.random.default_rng(2)
+    kernel = rng.normal(size=12) + rng.normal(0, 1e-4, (500, 12))
+    model.kernels[0].assign(kernel)
+    index = item_index.ItemIndex(model)
+    _assert_same_top_k(model, index, _users(500, 6), 5)
+
+
+def test_an_item_whose_int8_logit_ranks_below_is_still_found_when_its_float32_one_wins():
+    # Per-row scales 2/127 and 1/127; the user's direction is the one int8 rounds away:
+    # item 0's logit is 20.98/127 (int8: 20/127), item 1's 20.6/127 (int8: 21/127). Only the
+    # full error bound keeps item 0 a candidate.
+    model = TiedAutoencoder((3, 2), activation="linear", output_activation="linear", seed=0)
+    model.kernels[0].assign([[2.0, 20.98 / 127], [1.0, 20.6 / 127], [0.5, 0.0]])
+    index = item_index.ItemIndex(model)
+    np.testing.assert_array_equal(index.codes.numpy()[:2, 1], [10, 21])
+    logits, items = index.top_k_logits(tf.constant([0.0, 1.0]), tf.zeros([0], tf.int64), 1)
+    assert items.numpy().tolist() == [0]
+    np.testing.assert_allclose(logits, [20.98 / 127], rtol=1e-6)
+
+
+def test_fewer_unrated_items_than_k_and_k_zero():
+    model = TiedAutoencoder((6, 3), activation="selu", output_activation="linear", seed=0)
+    index = item_index.ItemIndex(model)
+    ratings = tf.SparseTensor([[0, 1], [0, 2], [0, 4]], [3.0, 1.0, 2.0], [1, 6])
+    scores, items = index.top_k_unrated(ratings, 10)  # clipped to 6: 3 unrated, 3 -inf
+    assert scores.shape == items.shape == [1, 6]
+    assert sorted(items.numpy()[0, :3]) == [0, 3, 5] and np.isinf(scores.numpy()[0, 3:]).all()
+    assert index.top_k_unrated(ratings, 0)[0].shape == [1, 0]
+
+
+def test_the_copy_is_a_snapshot_until_refreshed():
+    model = TiedAutoencoder((400, 8), activation="selu", output_activation="linear", seed=0)
+    vocabulary = Vocabulary([f"u{i}" for i in range(2)], [f"i{i}" for i in range(400)])
+    recommender = recommend.Recommender(model, vocabulary, first_pass="int8")
+    model.kernels[0].assign(-model.kernels[0])  # "trained further"
+    recommender.refresh()
+    users = _users(400, 4)
+    _assert_same_top_k(model, recommender.index, users, 7)
+    expected = recommend.Recommender(model, vocabulary, first_pass="none").recommend({"i3": 4.0}, 7)
+    got = recommender.recommend({"i3": 4.0}, 7)
+    assert [i for i, _ in got] == [i for i, _ in expected]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=2e-5)
+
+
+def test_models_the_first_pass_cannot_rank_are_refused_or_left_to_the_full_product():
+    gelu = TiedAutoencoder((300, 8), output_activation="gelu", seed=0)  # not monotone
+    with pytest.raises(ValueError, match="output activation 'gelu' is not nondecreasing"):
+        item_index.wanted(gelu, "int8")
+    assert not item_index.wanted(gelu, "auto")
+    with pytest.raises(ValueError, match="`first_pass` is 'fast'"):
+        item_index.wanted(gelu, "fast")
+    small = TiedAutoencoder((300, 8), seed=0)
+    assert not item_index.wanted(small, "auto") and item_index.wanted(small, "int8")
+
+
+def test_an_export_with_the_first_pass_recommends_as_the_model(tmp_path):
+    model = TiedAutoencoder((300, 8, 4), activation="selu", output_activation="linear", seed=0)
+    vocabulary = Vocabulary(["u0"], [f"i{i}" for i in range(300)])
+    path = export.save(model, str(tmp_path / "export"), vocabulary, first_pass="int8")
+    assert tf.io.gfile.exists(path)
+    loaded = export.LoadedAutoencoder(path)
+    user = {"i3": 5.0, "i17": 1.0, "i200": 3.0, "unknown": 2.0}
+    expected = recommend.Recommender(model, vocabulary, first_pass="none").recommend(user, 8)
+    got = loaded.recommend(user, 8)
+    assert [i for i, _ in got] == [i for i, _ in expected]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=2e-5)
+
+
+@pytest.mark.parametrize("k", [1, 10, 1500])
+def test_the_kth_largest_of_a_large_vector_by_slices(k):
+    values = np.random.default_rng(k).normal(size=70_001).astype(np.float32)  # 64 slices of 1,094
+    values[5] = -np.inf
+    expected = np.sort(values)[-k]
+    assert item_index._kth_largest(tf.constant(values), tf.constant(k)).numpy() == expected
