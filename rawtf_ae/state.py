@@ -94,17 +94,19 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple:
             f"`model.layer_sizes[0]` is 0 (the data's width) and {workdir}/config.json does not say "
             "which width the run was trained with; set it explicitly."
         )
-    restored = create_train_state(config, multipliers=False)
-    # The model and the step only: evaluating, exporting and encoding need no optimizer slots.
-    checkpoint = tf.train.Checkpoint(model=restored.model, step=restored.step)
+    # The model and the step only: evaluating, exporting and encoding need no optimizer (its
+    # slots would be twice the model's memory for Adam: 4 GiB at a million items).
+    model = architectures.create_model(config)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(model=model, step=step)
     path = checkpoints.restore_latest(checkpoint, directory, move_aside=False)
     best = early_stopping.weights_path(workdir)
     if config.train.keep_best and os.path.exists(best):
         record = early_stopping.BestSoFar()
         tf.train.Checkpoint(best=record).read(path).expect_partial()
-        step = early_stopping.Tracker(record, restored.model, workdir, 0, True).restore_best()
-        return restored.model, step, best
-    return restored.model, int(restored.step.numpy()), path
+        best_step = early_stopping.Tracker(record, model, workdir, 0, True).restore_best()
+        return model, best_step, best
+    return model, int(step.numpy()), path
 
 
 def vocabulary_path(workdir: str) -> str:

@@ -14,6 +14,7 @@ from rawtf_ae import (
     distribute,
     evaluation,
     lazy_optimizers,
+    optimizers,
     ratings,
     ratings_batches,
     state,
@@ -221,7 +222,7 @@ def test_options_that_need_dense_batches_are_refused_or_make_auto_dense(tmp_path
     assert ratings_batches.choose(config, _small_ratings()) == "dense"  # 40 items
 
 
-def test_train_py_trains_resumes_and_evaluates_on_sparse_batches(tmp_path):
+def test_train_py_trains_resumes_and_evaluates_on_sparse_batches(tmp_path, monkeypatch):
     path = ratings.write_ratings(
         str(tmp_path / "r.csv"), synthetic_ratings(num_users=80, num_items=30, density=0.2)
     )
@@ -243,6 +244,12 @@ def test_train_py_trains_resumes_and_evaluates_on_sparse_batches(tmp_path):
         for batches in ("sparse", "dense")
     }
     assert runs["sparse"]["val_rmse"] == pytest.approx(runs["dense"]["val_rmse"], rel=1e-5)
+
+    # Restoring for eval/export/encode makes no optimizer (its slots: 4 GiB at a million items).
+    def no_optimizer(*args, **kwargs):
+        raise AssertionError("restore_model made an optimizer")
+
+    monkeypatch.setattr(optimizers, "create_optimizer", no_optimizer)
     model, _, _ = state.restore_model(tiny_ratings_config(path, **overrides), resumed)
     assert model.input_width == 30
 
