@@ -7,7 +7,7 @@ project's 2-core CPU whatever the code (the memory floor). `ItemIndex` keeps an 
 exact quantization error `error[i] = ||W[i] - scale[i] * codes[i]||`, and ranks in two passes:
 
 1. approximate logits over all items from the int8 codes (a quarter of the bytes; an XLA
-   matrix-vector product, 42 ms at a million items), each within a proven bound of the
+   matrix-vector product, 44 ms at a million items), each within a proven bound of the
    float32 logit: `|h . W[i] - h . scale[i] codes[i]| <= ||h|| error[i]` (Cauchy-Schwarz),
    plus a float32 rounding allowance;
 2. `tau`, the K-th largest lower bound, and the candidates: the items whose upper bound reaches

@@ -134,15 +134,15 @@ def mask_entries(x: tf.SparseTensor, level: float, seed: tf.Tensor) -> tf.Sparse
 
 def uses_sparse(config, splits) -> bool:
     """Whether training and evaluation on `splits` take sparse batches (never for images)."""
-    if not isinstance(splits, ratings.RatingSplits) or choose(config, splits.train) != "sparse":
-        return False
-    logging.info("sparse ratings batches: the first kernel is read by rows; the step is not XLA-compiled")
-    return True
+    return isinstance(splits, ratings.RatingSplits) and choose(config, splits.train) == "sparse"
 
 
 def sparse_capacity(config, splits, per_replica_batch: int) -> int:
     """`gradient_capacity` of `splits.train` when training takes sparse batches, else 0."""
-    return gradient_capacity(splits.train, per_replica_batch) if uses_sparse(config, splits) else 0
+    if not uses_sparse(config, splits):
+        return 0
+    logging.info("sparse ratings batches: the first kernel is read by rows; the step is not XLA-compiled")
+    return gradient_capacity(splits.train, per_replica_batch)
 
 
 def gradient_capacity(matrix: ratings.RatingMatrix, per_replica_batch: int) -> int:

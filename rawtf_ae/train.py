@@ -86,10 +86,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     chief = distribute.is_chief(strategy)
     if chief:  # one prober: workers starting together must not remove each other's folder
         files.check_writable(workdir)
-    precision = train_config.precision + (", XLA" if uses_xla(train_config) else "")  # sparse batches: no XLA
     logging.info("workdir: %s", workdir)
-    logging.info("strategy: %s, %d replica(s), %s", train_config.strategy, replicas, precision)
     config, splits = _load_data(config, workdir)
+    sparse = ratings_batches.uses_sparse(config, splits)  # sparse batches are not XLA-compiled
+    precision = train_config.precision + ", XLA" * (uses_xla(train_config) and not sparse)
+    logging.info("strategy: %s, %d replica(s), %s", train_config.strategy, replicas, precision)
     # One writer per workdir: the chief holds its lock from the first write to the last.
     with checkpoints.WorkdirLock(workdir) if chief else contextlib.nullcontext():
         enabled = train_config.strategy != "multi_worker_mirrored"

@@ -1,6 +1,7 @@
 """Sparse ratings batches: the same model, loss, weights and evaluation as dense batches, at a
 cost that follows the ratings; refused options, `auto`, replicas, and no `[batch, items]` tensor."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -222,13 +223,16 @@ def test_options_that_need_dense_batches_are_refused_or_make_auto_dense(tmp_path
     assert ratings_batches.choose(config, _small_ratings()) == "dense"  # 40 items
 
 
-def test_train_py_trains_resumes_and_evaluates_on_sparse_batches(tmp_path, monkeypatch):
+def test_train_py_trains_resumes_and_evaluates_on_sparse_batches(tmp_path, monkeypatch, caplog):
     path = ratings.write_ratings(
         str(tmp_path / "r.csv"), synthetic_ratings(num_users=80, num_items=30, density=0.2)
     )
     overrides = {"data.ratings_batches": "sparse", "train.dense_refeeding": 0, "train.optimizer": "lazy_adam"}
     straight = str(tmp_path / "straight")
-    expected = train.train_and_evaluate(tiny_ratings_config(path, **overrides), straight)
+    with caplog.at_level(logging.INFO):
+        expected = train.train_and_evaluate(tiny_ratings_config(path, **overrides), straight)
+    assert "1 replica(s), float32" in caplog.text  # jit_compile="auto", but no XLA on sparse rows:
+    assert "1 replica(s), float32, XLA" not in caplog.text  # the log says so
     resumed = str(tmp_path / "resumed")
     train.train_and_evaluate(tiny_ratings_config(path, **overrides, **{"train.num_steps": 10}), resumed)
     metrics = train.train_and_evaluate(tiny_ratings_config(path, **overrides), resumed)
