@@ -14,6 +14,7 @@ from rawtf_ae import (
     corruption,
     data,
     distribute,
+    item_index,
     losses,
     optimizers,
     ratings_batches,
@@ -155,6 +156,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.num_picture_examples = 32
     # At the end of training, export the model: `export/saved_model/` and `export/weights.npz`.
     config.train.export = True
+    # The export's `recommend`: auto | int8 | none (rawtf_ae.item_index: an exact int8 first
+    # pass from 131,072 items, XLA-compiled; TensorFlow Serving runs it with
+    # --xla_cpu_compilation_enabled=true only, so "none" for a SavedModel without XLA).
+    config.train.export_first_pass = "auto"
 
     # Distribution and speed (see rawtf_ae/distribute.py and docs/distributed.md).
     # default | one_device | mirrored | multi_worker_mirrored (cluster from TF_CONFIG) | tpu
@@ -283,6 +288,15 @@ def _check_loss(config) -> None:
         )
     if config.data.name == "ratings":
         ratings_batches.check_config(config)
+    _one_of("train.export_first_pass", train.export_first_pass, item_index.FIRST_PASSES)
+    output = activations.name_of(config.model.output_activation)
+    if train.export_first_pass == "int8" and (
+        output not in item_index.MONOTONE or train.precision != "float32"
+    ):
+        raise ValueError(
+            f"`train.export_first_pass='int8'` needs float32 and a nondecreasing output activation "
+            f"(precision {train.precision!r}, output_activation {output!r}); use 'auto' or 'none'."
+        )
     if not 0 <= train.code_dropout < 1:
         raise ValueError(f"`train.code_dropout` must be in [0, 1), got {train.code_dropout!r}.")
     _non_negative_int("train.dense_refeeding", train.dense_refeeding)

@@ -52,23 +52,24 @@ class _Serving(tf.Module):
     def __init__(self, model: TiedAutoencoder, vocabulary: Vocabulary = None, first_pass="auto"):
         super().__init__(name="rawtf_ae_serving")
         self.model = model
-        wanted = vocabulary is not None and item_index.wanted(model, first_pass)
-        self.index = item_index.ItemIndex(model) if wanted else None
+        self.index = None
         inputs = tf.TensorSpec([None, model.input_width], tf.float32, name="inputs")
         codes = tf.TensorSpec([None, model.code_width], tf.float32, name="codes")
         self.encode = tf.function(lambda x: {"codes": model.encode(x)}, input_signature=[inputs])
         self.decode = tf.function(lambda z: {"reconstructions": model.decode(z)}, input_signature=[codes])
         self.reconstruct = tf.function(lambda x: {"reconstructions": model(x)}, input_signature=[inputs])
         if vocabulary is not None:
-            self._add_recommend(vocabulary)
+            self._add_recommend(vocabulary, first_pass)
 
-    def _add_recommend(self, vocabulary: Vocabulary) -> None:
+    def _add_recommend(self, vocabulary: Vocabulary, first_pass: str) -> None:
         num_items = len(vocabulary.items)
         if num_items != self.model.input_width:
             raise ValueError(
                 f"The vocabulary has {num_items} items but the model's input width is "
                 f"{self.model.input_width}; only models with one row per user recommend."
             )
+        if item_index.wanted(self.model, first_pass):
+            self.index = item_index.ItemIndex(self.model)
         item_ids = tf.constant(vocabulary.items, tf.string)
         self.item_index = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(item_ids, tf.range(num_items, dtype=tf.int64)), -1
@@ -119,6 +120,7 @@ def save(model: TiedAutoencoder, path: str, vocabulary: Vocabulary = None, first
     Written to a temporary directory first, then renamed: an export already at `path` stays
     intact until the new one is complete.
     """
+    item_index.check(first_pass)  # before anything is written
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     serving = _Serving(model, vocabulary, first_pass)

@@ -15,10 +15,11 @@ exact quantization error `error[i] = ||W[i] - scale[i] * codes[i]||`, and ranks 
    from their kernel rows (typically tens of rows), ranked.
 
 So the result is the float32 top-K, not an approximation: the same items and scores as the
-full product, up to float32 rounding (sums in another order) and the order among items whose
-activated scores tie (a saturating output activation). It needs a nondecreasing output
-activation (ranking by logits), float32 compute and a snapshot of the kernel: `refresh()` after
-the weights change (a stale index may miss items; the returned scores are always current).
+full product, up to float32 rounding (sums in another order) and, where activated scores tie
+(a saturating output activation, e.g. relu's zeros), which of the tied items are returned.
+It needs a nondecreasing output activation (ranking by logits), float32 products (no
+TensorFloat-32 on GPUs) and a snapshot of the kernel: `refresh()` after the weights change (a
+stale index may miss items; the returned scores are always current).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from rawtf_ae.row_ops import read_without_copy
 # Output activations that never decrease: ranking logits ranks the activated scores.
 MONOTONE = frozenset({"linear", "sigmoid", "relu", "selu", "elu", "tanh", "softplus", "leaky_relu"})
 AUTO_ITEMS = 131_072  # "auto" indexes catalogs this large (export: 8.7 vs 12.9 ms here; docs)
+FIRST_PASSES = ("auto", "int8", "none")
 _CHUNK_ROWS = 65_536  # rows quantized at a time: no float32 temporary of the whole kernel
 
 
@@ -43,13 +45,20 @@ def unsupported(model) -> str:
         return f"its output activation {model.output_activation_name!r} is not nondecreasing"
     if model.compute_dtype != tf.float32:
         return f"it computes in {model.compute_dtype.name}, not float32"
+    if tf.config.list_logical_devices("GPU") and tf.config.experimental.tensor_float_32_execution_enabled():
+        return "GPUs may multiply float32 in TensorFloat-32, which the error bound does not cover"
     return ""
+
+
+def check(first_pass: str) -> None:
+    """Raises `ValueError` unless `first_pass` is one of `FIRST_PASSES`."""
+    if first_pass not in FIRST_PASSES:
+        raise ValueError(f"`first_pass` is {first_pass!r}; expected 'auto', 'int8' or 'none'.")
 
 
 def wanted(model, first_pass: str) -> bool:
     """Whether `first_pass` ("auto", "int8" or "none") asks for an index of `model`."""
-    if first_pass not in ("auto", "int8", "none"):
-        raise ValueError(f"`first_pass` is {first_pass!r}; expected 'auto', 'int8' or 'none'.")
+    check(first_pass)
     if first_pass == "none":
         return False
     reason = unsupported(model)
@@ -100,24 +109,26 @@ class ItemIndex(tf.Module):
         Row `i`'s `slack` bounds its logit's error per unit of `||hidden||`: the quantization
         error's norm (Cauchy-Schwarz), with a margin for its own rounding, plus the float32
         rounding of the int8 product, `rounding * max|W[i]| * ||hidden||_1`, with
-        `||hidden||_1 <= sqrt(units) ||hidden||`.
+        `||hidden||_1 <= sqrt(units) ||hidden||`. Not atomic: do not recommend from another
+        thread while it runs.
         """
         kernel = read_without_copy(self.kernel)
         rounding = self._rounding * float(np.sqrt(kernel.shape[1]))
         for start in range(0, kernel.shape[0], _CHUNK_ROWS):
             rows = tf.constant(np.arange(start, min(start + _CHUNK_ROWS, kernel.shape[0])))
-            codes, scales, errors = _quantized(tf.gather(kernel, rows))
-            slack = errors * (1 + 1e-4) + rounding * 127.0 * scales
+            codes, scales, errors, largest = _quantized(tf.gather(kernel, rows))
+            slack = errors * (1 + 1e-4) + rounding * largest
             for variable, value in ((self.codes, codes), (self.scales, scales), (self.slack, slack)):
                 variable.scatter_update(tf.IndexedSlices(value, rows))
 
-    def top_k_logits(self, hidden, excluded, k):
+    def top_k_logits(self, hidden, excluded, k, kernel=None):
         """The `k` largest logits of one user, excluded items left out.
 
         Args:
           hidden: `[units]` float32, the last decoder layer's input.
           excluded: `[n]` int64 item indices not to rank (the rated items).
           k: scalar int32, at most the number of items.
+          kernel: `read_without_copy(self.kernel)`, if the caller has it.
 
         Returns:
           `(logits, items)`, `[k]` each, best first; `-inf` logits when fewer than `k` items
@@ -131,7 +142,10 @@ class ItemIndex(tf.Module):
         tau = _kth_largest(lower, tf.maximum(k, 1))  # the K-th largest lower bound
         candidates = tf.where(upper >= tau)[:, 0]  # all items if tau = -inf (few unrated)
         candidates = tf.boolean_mask(candidates, tf.gather(lower, candidates) > -np.inf)  # rated
-        exact = tf.linalg.matvec(tf.gather(self.kernel, candidates), hidden)
+        # Rows of a tensor read without a copy: a gather on the variable itself would put it in
+        # copy-on-read mode, and every later plain read of it would copy 2 GiB.
+        kernel = read_without_copy(self.kernel) if kernel is None else kernel
+        exact = tf.linalg.matvec(tf.gather(kernel, candidates), hidden)
         exact += tf.gather(bias, candidates)
         # Fewer than k kept items: every kept one is a candidate; pad with -inf.
         exact = tf.pad(exact, [[0, tf.maximum(k - tf.size(exact), 0)]], constant_values=-np.inf)
@@ -142,10 +156,14 @@ class ItemIndex(tf.Module):
     def top_k_unrated(self, ratings: tf.SparseTensor, k):
         """`recommend.top_k_unrated(model.reconstruct_sparse(ratings), ratings, k)` for one
         user's `[1, items]` ratings: `(scores, items)`, `[1, min(k, items)]` each."""
-        hidden = self.model.decode_hidden(self.model.encode_sparse(ratings))[0]
-        k = tf.minimum(tf.cast(k, tf.int32), self.model.input_width)
-        logits, items = self.top_k_logits(tf.cast(hidden, tf.float32), ratings.indices[:, 1], k)
-        activation = activations.get(self.model.output_activation_name)
+        model = self.model
+        first = read_without_copy(model.kernels[0])  # one read for both directions, no copy
+        codes = model.encode_sparse(ratings, tf.gather(first, ratings.indices[:, 1]))
+        hidden = tf.cast(model.decode_hidden(codes)[0], tf.float32)
+        k = tf.minimum(tf.cast(k, tf.int32), model.input_width)
+        last = first if model.tied_layers[0] else read_without_copy(self.kernel)
+        logits, items = self.top_k_logits(hidden, ratings.indices[:, 1], k, last)
+        activation = activations.get(model.output_activation_name)
         scores = tf.where(tf.math.is_finite(logits), activation(logits), logits)
         return scores[None], tf.cast(items, tf.int32)[None]
 
@@ -164,10 +182,10 @@ def _kth_largest(values, k, rows: int = 64):
 
 @tf.function
 def _quantized(rows):
-    """`rows` `[n, units]` -> int8 codes, scales `[n]` (rows ~ scales * codes) and the exact
-    error norms `[n]` (a zero row: scale 1, codes 0)."""
+    """`rows` `[n, units]` -> int8 codes, scales `[n]` (rows ~ scales * codes), the exact
+    error norms `[n]` and the rows' largest magnitudes `[n]` (a zero row: scale 1, codes 0)."""
     largest = tf.reduce_max(tf.abs(rows), axis=1)
     scales = tf.where(largest > 0, largest / 127.0, 1.0)
     codes = tf.clip_by_value(tf.round(rows / scales[:, None]), -127.0, 127.0)
     errors = tf.norm(rows - codes * scales[:, None], axis=1)
-    return tf.cast(codes, tf.int8), scales, errors
+    return tf.cast(codes, tf.int8), scales, errors, largest

@@ -34,7 +34,10 @@ def write_run_outputs(model, splits, config, workdir: str, metrics: dict, valida
         vocabulary = splits.vocabulary
         recommends = vocabulary is not None and splits.by == "user"
         saved_model = export.save(
-            model, os.path.join(workdir, "export", "saved_model"), vocabulary if recommends else None
+            model,
+            os.path.join(workdir, "export", "saved_model"),
+            vocabulary if recommends else None,
+            config.train.export_first_pass,
         )
         export.save_weights(model, os.path.join(workdir, "export", "weights.npz"))
         if vocabulary is not None:

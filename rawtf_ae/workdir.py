@@ -159,7 +159,10 @@ def export_workdir(
         vocabulary = ratings.Vocabulary.load(state.vocabulary_path(workdir))
     recommends = vocabulary is not None and config.data.ratings_by == "user"
     saved_model = export.save(
-        model, os.path.join(workdir, "export", "saved_model"), vocabulary if recommends else None
+        model,
+        os.path.join(workdir, "export", "saved_model"),
+        vocabulary if recommends else None,
+        config.train.export_first_pass,
     )
     weights = export.save_weights(model, os.path.join(workdir, "export", "weights.npz"))
     if vocabulary is not None:

@@ -45,6 +45,30 @@ def test_the_first_pass_finds_the_float32_top_k(sizes, tied, output_activation):
     _assert_same_top_k(model, index, _users(sizes[0], 2, seed=5), 1)
 
 
+def test_every_logit_lies_within_its_bounds():
+    # Against float64: rows that int8 represents exactly (only float32 rounding is left to
+    # bound), rows of widely spread norms, large biases, a code of wide dynamic range.
+    rng = np.random.default_rng(7)
+    items, units = 4000, 64
+    scales = np.exp(rng.normal(0, 2, items)) / 127
+    kernel = (rng.integers(-127, 128, (items, units)) * scales[:, None]).astype(np.float32)
+    spread = rng.normal(size=(items // 2, units)) * np.exp(rng.normal(0, 2, (items // 2, 1)))
+    kernel[items // 2 :] = spread
+    kernel[7] = 0.0
+    bias = rng.normal(0, 10, items).astype(np.float32)
+    model = TiedAutoencoder((items, units), activation="linear", output_activation="linear", seed=0)
+    model.kernels[0].assign(kernel)
+    model.decoder_biases[0].assign(bias)
+    index = item_index.ItemIndex(model)
+    for _ in range(20):
+        hidden = (rng.normal(size=units) * np.exp(rng.normal(0, 3, units))).astype(np.float32)
+        lower, upper = item_index._bounds(
+            index.codes, index.scales, index.slack, model.decoder_biases[0], hidden, index._rounding
+        )
+        exact = kernel.astype(np.float64) @ hidden.astype(np.float64) + bias
+        assert (lower.numpy() <= exact).all() and (exact <= upper.numpy()).all()
+
+
 def test_near_ties_that_int8_cannot_tell_apart_are_ranked_in_float32():
     # Every item's row is one row plus noise far below int8's resolution: the approximate
     # logits cannot rank the items, so all of them must reach the float32 pass.
@@ -102,6 +126,8 @@ def test_models_the_first_pass_cannot_rank_are_refused_or_left_to_the_full_produ
         item_index.wanted(gelu, "fast")
     small = TiedAutoencoder((300, 8), seed=0)
     assert not item_index.wanted(small, "auto") and item_index.wanted(small, "int8")
+    at_threshold = TiedAutoencoder((item_index.AUTO_ITEMS, 2), seed=0)
+    assert item_index.wanted(at_threshold, "auto")
 
 
 def test_an_export_with_the_first_pass_recommends_as_the_model(tmp_path):
@@ -115,6 +141,13 @@ def test_an_export_with_the_first_pass_recommends_as_the_model(tmp_path):
     got = loaded.recommend(user, 8)
     assert [i for i, _ in got] == [i for i, _ in expected]
     np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=2e-5)
+    # An item given twice counts once, with its last rating (as in a dict).
+    twice = loaded._loaded.signatures["recommend"](
+        item_ids=tf.constant(["i17", "i3", "i17"]), ratings=tf.constant([1.0, 5.0, 4.0]), k=tf.constant(8)
+    )
+    once = recommend.Recommender(model, vocabulary, first_pass="none").recommend({"i3": 5.0, "i17": 4.0}, 8)
+    assert [i.decode() for i in twice["item_ids"].numpy()] == [i for i, _ in once]
+    np.testing.assert_allclose(twice["scores"], [s for _, s in once], rtol=2e-5)
 
 
 @pytest.mark.parametrize("k", [1, 10, 1500])
@@ -123,3 +156,37 @@ def test_the_kth_largest_of_a_large_vector_by_slices(k):
     values[5] = -np.inf
     expected = np.sort(values)[-k]
     assert item_index._kth_largest(tf.constant(values), tf.constant(k)).numpy() == expected
+
+
+def _reads_share_the_buffer(variable) -> bool:
+    """Whether two plain reads of `variable` are one buffer (not copies): DLPack views."""
+    first, second = variable.read_value(), variable.read_value()
+    return np.from_dlpack(first).ctypes.data == np.from_dlpack(second).ctypes.data
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_recommending_leaves_the_kernel_readable_without_copies(tied):
+    # A gather on the variable itself would put it in TensorFlow's copy-on-read mode: every
+    # later plain read (encode, decode, another request) would copy it whole (2 GiB at a
+    # million items).
+    model = TiedAutoencoder((300, 16, 8), activation="selu", output_activation="linear", tied=tied, seed=0)
+    vocabulary = Vocabulary(["u0"], [str(i) for i in range(300)])
+    recommend.Recommender(model, vocabulary, first_pass="int8").recommend({"3": 4.0, "77": 2.0}, 5)
+    kernels = [model.kernels[0]] + ([] if tied else [model.decoder_kernels[0]])
+    assert all(_reads_share_the_buffer(kernel) for kernel in kernels)
+    tf.gather(model.kernels[0], [1])  # what the check detects
+    assert not _reads_share_the_buffer(model.kernels[0])
+
+
+def test_the_export_first_pass_is_checked_with_the_config():
+    from rawtf_ae.config import validate  # noqa: PLC0415
+    from tests.conftest import tiny_ratings_config  # noqa: PLC0415
+
+    config = tiny_ratings_config("r.csv", **{"train.export_first_pass": "fast"})
+    with pytest.raises(ValueError, match="train.export_first_pass"):
+        validate(config)
+    config.train.export_first_pass, config.model.output_activation = "int8", "gelu"
+    with pytest.raises(ValueError, match="needs float32 and a nondecreasing output activation"):
+        validate(config)
+    config.train.export_first_pass = "none"
+    validate(config)
