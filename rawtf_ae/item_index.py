@@ -34,6 +34,7 @@ from rawtf_ae.row_ops import read_without_copy
 MONOTONE = frozenset({"linear", "sigmoid", "relu", "selu", "elu", "tanh", "softplus", "leaky_relu"})
 AUTO_ITEMS = 131_072  # "auto" indexes catalogs this large (export: 8.7 vs 12.9 ms here; docs)
 FIRST_PASSES = ("auto", "int8", "none")
+_BLOCK = 64  # items per block: the threshold and the candidates come from block maxima
 _CHUNK_ROWS = 65_536  # rows quantized at a time: no float32 temporary of the whole kernel
 
 
@@ -69,12 +70,20 @@ def wanted(model, first_pass: str) -> bool:
 
 @tf.function(jit_compile=True)
 def _bounds(codes, scales, slack, bias, hidden, rounding):
-    """`(lower, upper)` `[items]` bounds of the float32 logits `hidden . W[i] + bias[i]` from
-    the int8 codes, in one XLA kernel (the int8 -> float32 conversion fused into the product):
-    `|logit - approximate| <= ||hidden|| slack[i] + rounding |bias[i]|` (`ItemIndex.refresh`)."""
+    """Bounds of the float32 logits `hidden . W[i] + bias[i]` from the int8 codes, in one XLA
+    kernel (the int8 -> float32 conversion fused into the product):
+    `|logit - approximate| <= ||hidden|| slack[i] + rounding |bias[i]|` (`ItemIndex.refresh`).
+
+    Returns `(lower, upper, lower_maxima, upper_maxima)`: the bounds padded with `-inf` to
+    whole blocks of `_BLOCK` items, `lower` `[blocks * _BLOCK]`, `upper` `[blocks, _BLOCK]`,
+    and each block's largest lower and upper bound `[blocks]`.
+    """
     approximate = tf.linalg.matvec(tf.cast(codes, tf.float32), hidden) * scales + bias
     bound = tf.norm(hidden) * slack + rounding * tf.abs(bias)
-    return approximate - bound, approximate + bound
+    padding = [[0, -codes.shape[0] % _BLOCK]]
+    lower = tf.pad(approximate - bound, padding, constant_values=-np.inf)
+    upper = tf.reshape(tf.pad(approximate + bound, padding, constant_values=-np.inf), [-1, _BLOCK])
+    return lower, upper, tf.reduce_max(tf.reshape(lower, [-1, _BLOCK]), 1), tf.reduce_max(upper, 1)
 
 
 class ItemIndex(tf.Module):
@@ -134,14 +143,19 @@ class ItemIndex(tf.Module):
           `(logits, items)`, `[k]` each, best first; `-inf` logits when fewer than `k` items
           are left.
         """
+        items = self.model.input_width
         bias = read_without_copy(self.model.decoder_biases[0])
         codes, scales, slack = (read_without_copy(v) for v in (self.codes, self.scales, self.slack))
-        lower, upper = _bounds(codes, scales, slack, bias, hidden, self._rounding)
-        minus_inf = tf.fill(tf.shape(excluded), tf.constant(-np.inf, tf.float32))
-        lower = tf.tensor_scatter_nd_update(lower, excluded[:, None], minus_inf)
-        tau = _kth_largest(lower, tf.maximum(k, 1))  # the K-th largest lower bound
-        candidates = tf.where(upper >= tau)[:, 0]  # all items if tau = -inf (few unrated)
-        candidates = tf.boolean_mask(candidates, tf.gather(lower, candidates) > -np.inf)  # rated
+        lower, upper, lower_maxima, upper_maxima = _bounds(codes, scales, slack, bias, hidden, self._rounding)
+        tau = _threshold(lower, lower_maxima, excluded, k)
+        blocks = tf.where(upper_maxima >= tau)[:, 0]  # few: the blocks that hold a candidate
+        at = tf.where(tf.gather(upper, blocks) >= tau)
+        candidates = tf.gather(blocks, at[:, 0]) * _BLOCK + at[:, 1]  # ascending
+        candidates = tf.boolean_mask(candidates, candidates < items)  # not the padding
+        # Not the rated items: `excluded` sorted, ended by a sentinel no candidate equals.
+        ends = tf.concat([tf.sort(excluded), tf.constant([items], tf.int64)], 0)
+        rated = tf.equal(tf.gather(ends, tf.searchsorted(ends, candidates)), candidates)
+        candidates = tf.boolean_mask(candidates, tf.logical_not(rated))
         # Rows of a tensor read without a copy: a gather on the variable itself would put it in
         # copy-on-read mode, and every later plain read of it would copy 2 GiB.
         kernel = read_without_copy(self.kernel) if kernel is None else kernel
@@ -166,6 +180,27 @@ class ItemIndex(tf.Module):
         activation = activations.get(model.output_activation_name)
         scores = tf.where(tf.math.is_finite(logits), activation(logits), logits)
         return scores[None], tf.cast(items, tf.int32)[None]
+
+
+def _threshold(lower, lower_maxima, excluded, k):
+    """`tau`, at most the K-th largest float32 logit among the items not `excluded`.
+
+    The `(k + #excluded)`-th largest block maximum of the lower bounds: that many blocks hold
+    an item whose logit is at least it, `k` of them not excluded (cheap: one value per block).
+    With more than there are blocks, the K-th largest lower bound of the items left.
+    """
+    k = tf.maximum(k, 1)
+    wanted = k + tf.size(excluded)
+
+    def among_all():
+        minus_inf = tf.fill(tf.shape(excluded), tf.constant(-np.inf, tf.float32))
+        return _kth_largest(tf.tensor_scatter_nd_update(lower, excluded[:, None], minus_inf), k)
+
+    return tf.cond(
+        wanted <= tf.size(lower_maxima),
+        lambda: tf.math.top_k(lower_maxima, wanted).values[-1],
+        among_all,
+    )
 
 
 def _kth_largest(values, k, rows: int = 64):

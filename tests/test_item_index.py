@@ -41,8 +41,9 @@ def test_the_first_pass_finds_the_float32_top_k(sizes, tied, output_activation):
     rng = np.random.default_rng(1)
     model.decoder_biases[0].assign(rng.normal(0, 0.3, sizes[0]))
     index = item_index.ItemIndex(model)
-    _assert_same_top_k(model, index, _users(sizes[0], 12), 10)
+    _assert_same_top_k(model, index, _users(sizes[0], 12), 10)  # k + ratings <= 47 blocks
     _assert_same_top_k(model, index, _users(sizes[0], 2, seed=5), 1)
+    _assert_same_top_k(model, index, _users(sizes[0], 4, seed=6), 40)  # mostly more: all items
 
 
 def test_every_logit_lies_within_its_bounds():
@@ -62,11 +63,15 @@ def test_every_logit_lies_within_its_bounds():
     index = item_index.ItemIndex(model)
     for _ in range(20):
         hidden = (rng.normal(size=units) * np.exp(rng.normal(0, 3, units))).astype(np.float32)
-        lower, upper = item_index._bounds(
+        lower, upper, lower_maxima, upper_maxima = item_index._bounds(
             index.codes, index.scales, index.slack, model.decoder_biases[0], hidden, index._rounding
         )
         exact = kernel.astype(np.float64) @ hidden.astype(np.float64) + bias
-        assert (lower.numpy() <= exact).all() and (exact <= upper.numpy()).all()
+        lower, upper = lower.numpy(), upper.numpy().reshape(-1)
+        assert (lower[:items] <= exact).all() and (exact <= upper[:items]).all()
+        assert np.isneginf(lower[items:]).all() and np.isneginf(upper[items:]).all()  # padding
+        np.testing.assert_array_equal(lower_maxima, lower.reshape(-1, 64).max(1))
+        np.testing.assert_array_equal(upper_maxima, upper.reshape(-1, 64).max(1))
 
 
 def test_near_ties_that_int8_cannot_tell_apart_are_ranked_in_float32():
