@@ -40,7 +40,7 @@ _CHUNK_ROWS = 65_536  # rows quantized at a time: no float32 temporary of the wh
 
 def unsupported(model) -> str:
     """Why `model` cannot be indexed ('' if it can)."""
-    if not hasattr(model, "decode_hidden"):
+    if not hasattr(model, "last_layer_inputs"):
         return "it is not a TiedAutoencoder (e.g. a loaded export)"
     if model.output_activation_name not in MONOTONE:
         return f"its output activation {model.output_activation_name!r} is not nondecreasing"
@@ -170,14 +170,10 @@ class ItemIndex(tf.Module):
     def top_k_unrated(self, ratings: tf.SparseTensor, k):
         """`recommend.top_k_unrated(model.reconstruct_sparse(ratings), ratings, k)` for one
         user's `[1, items]` ratings: `(scores, items)`, `[1, min(k, items)]` each."""
-        model = self.model
-        first = read_without_copy(model.kernels[0])  # one read for both directions, no copy
-        codes = model.encode_sparse(ratings, tf.gather(first, ratings.indices[:, 1]))
-        hidden = tf.cast(model.decode_hidden(codes)[0], tf.float32)
-        k = tf.minimum(tf.cast(k, tf.int32), model.input_width)
-        last = first if model.tied_layers[0] else read_without_copy(self.kernel)
-        logits, items = self.top_k_logits(hidden, ratings.indices[:, 1], k, last)
-        activation = activations.get(model.output_activation_name)
+        hidden, last = self.model.last_layer_inputs(ratings)  # the kernel read without a copy
+        k = tf.minimum(tf.cast(k, tf.int32), self.model.input_width)
+        logits, items = self.top_k_logits(hidden[0], ratings.indices[:, 1], k, last)
+        activation = activations.get(self.model.output_activation_name)
         scores = tf.where(tf.math.is_finite(logits), activation(logits), logits)
         return scores[None], tf.cast(items, tf.int32)[None]
 

@@ -245,17 +245,14 @@ class TiedAutoencoder(Autoencoder):
             h = activation(tf.matmul(h, kernel) + bias)
         return h
 
-    def _decode_logits(self, h, kernels, stop: int = 0, untied_first=None) -> tf.Tensor:
+    def _decode_logits(self, h, kernels, stop: int = 0) -> tf.Tensor:
         """Decoder layers from the code down to layer `stop`: the logits (`stop=0`), or with
-        `stop=1` the activated reconstruction of encoder layer 0's output. `untied_first`: the
-        untied layer 0's decoder kernel, if the caller has read it."""
+        `stop=1` the activated reconstruction of encoder layer 0's output."""
         for i in reversed(range(stop, self.num_layers)):
             # The tie: for a tied layer the decoder uses the encoder's own kernel, transposed here.
-            if self.tied_layers[i]:
-                kernel = kernels[i]
-            else:
-                kernel = untied_first if i == 0 and untied_first is not None else self.decoder_kernels[i]
-                kernel = tf.cast(kernel, self.compute_dtype)
+            kernel = (
+                kernels[i] if self.tied_layers[i] else tf.cast(self.decoder_kernels[i], self.compute_dtype)
+            )
             h = tf.matmul(h, kernel, transpose_b=True) + tf.cast(self.decoder_biases[i], self.compute_dtype)
             if i > 0:
                 h = self._activations[i - 1](h)
@@ -302,18 +299,26 @@ class TiedAutoencoder(Autoencoder):
 
     def reconstruct_sparse(self, x: tf.SparseTensor) -> tf.Tensor:
         """`decode(encode_sparse(x))`, `[batch_size, layer_sizes[0]]`, for serving (predictions
-        over the whole catalog): the first kernel (and an untied layer 0's decoder kernel) is
-        read once, whole and without a copy (`read_without_copy`), and both directions use that
-        read, so recommending right after sparse training costs one product with the kernel,
-        not a copy of it as well.
+        over the whole catalog), from `last_layer_inputs`: recommending right after sparse
+        training costs one product with the kernel, not a copy of it as well.
+        """
+        hidden, last = self.last_layer_inputs(x)
+        logits = tf.matmul(hidden, last, transpose_b=True) + tf.cast(
+            self.decoder_biases[0], self.compute_dtype
+        )
+        return self._output_activation(tf.cast(logits, self.dtype))
+
+    def last_layer_inputs(self, x: tf.SparseTensor) -> tuple:
+        """`(hidden, kernel)` for sparse rows `x`: the last decoder layer's input `[batch_size,
+        layer_sizes[1]]` and its kernel `[layer_sizes[0], layer_sizes[1]]` (cast). The first
+        kernel (and an untied layer 0's decoder kernel) is read once, whole and without a copy
+        (`read_without_copy`), and both directions use that read.
         """
         x = self._check_sparse(x, "The sparse input")
         first = tf.cast(read_without_copy(self.kernels[0]), self.compute_dtype)
         codes = self.encode_sparse(x, tf.gather(first, x.indices[:, 1]))
-        kernels = [first] + self._cast(self.kernels[1:])  # [0]: read by a tied decoder only
-        untied = None if self.tied_layers[0] else read_without_copy(self.decoder_kernels[0])
-        h = self._check_input(codes, self.code_width, "The code")
-        return self._output_activation(tf.cast(self._decode_logits(h, kernels, 0, untied), self.dtype))
+        last = first if self.tied_layers[0] else read_without_copy(self.decoder_kernels[0])
+        return self.decode_hidden(codes), tf.cast(last, self.compute_dtype)
 
     def decode_hidden(self, z) -> tf.Tensor:
         """The last decoder layer's input for codes `z` `[batch_size, code_width]`: the
