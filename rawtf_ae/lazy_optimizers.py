@@ -40,15 +40,29 @@ class UniqueRows(tf.IndexedSlices):
 
 
 def deduplicated(gradient: tf.IndexedSlices) -> UniqueRows:
-    """`gradient` with each row index once, the values of repeated indices summed."""
+    """`gradient` with each row index once, in increasing order, the values of repeated
+    indices summed.
+
+    Each row's first entry is gathered and the later ones (few: items rated by several users
+    of a batch) are added to it, in their order: faster on CPU than summing every entry by
+    row (3.6 vs 5.8 ms for 12,800 x 512 with 2% repeats). Increasing rows make the optimizer's
+    row gathers and scatters walk memory in order (24 vs 27 ms for three variables of a
+    million rows).
+    """
     if isinstance(gradient, UniqueRows):
         return gradient
-    rows, positions = tf.unique(gradient.indices)
-    # Sorted by position, a sorted segment sum: faster on CPU than a scatter-add (9.2 vs 13.3 ms
-    # for 12,800 x 512), itself faster than `unsorted_segment_sum` (18.2 ms).
-    order = tf.argsort(positions, stable=True)
-    values = tf.math.segment_sum(tf.gather(gradient.values, order), tf.gather(positions, order))
-    return UniqueRows(values, rows, gradient.dense_shape)
+    rows, positions = tf.unique(gradient.indices, out_idx=tf.int32)
+    order = tf.argsort(rows)  # the rows are distinct: no tie to keep stable
+    entry = tf.range(tf.size(positions))
+    first = tf.math.unsorted_segment_min(entry, positions, tf.size(rows))  # each row's first entry
+    repeated = tf.where(tf.not_equal(tf.gather(first, positions), entry))[:, 0]
+    slot = tf.math.invert_permutation(order)  # a row's place among the increasing rows
+    values = tf.tensor_scatter_nd_add(
+        tf.gather(gradient.values, tf.gather(first, order)),
+        tf.gather(slot, tf.gather(positions, repeated))[:, None],
+        tf.gather(gradient.values, repeated),
+    )
+    return UniqueRows(values, tf.gather(rows, order), gradient.dense_shape)
 
 
 def _tensor(variable):
@@ -97,34 +111,34 @@ class LazyAdam(tf.keras.optimizers.Optimizer):
         lr = tf.cast(learning_rate, dtype)
         step = tf.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        if not isinstance(gradient, tf.IndexedSlices):
-            alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
-            gradient = tf.cast(gradient, dtype)
-            m.assign_add((gradient - m) * (1 - beta_1))
-            v.assign_add((tf.square(gradient) - v) * (1 - beta_2))
-            variable.assign_sub(alpha * m / (tf.sqrt(v) + self.epsilon))
-            return
-        gradient = deduplicated(gradient)
-        rows, scratch = gradient.indices, self._rows[index]
-        # The touched rows of the variable and its moments, updated by TensorFlow's fused Adam
-        # kernel in one pass (eleven elementwise ops took a quarter of the sparse step), then
-        # written back: the same formula as the dense branch above.
-        for source, target in ((variable, scratch.var), (m, scratch.m), (v, scratch.v)):
-            target.assign(tf.gather(source, rows))
+        if not isinstance(gradient, tf.IndexedSlices):  # the whole variable
+            targets, grad = (variable, m, v), gradient
+        else:
+            # The touched rows of the variable and its moments, updated by the same kernel in
+            # one pass (eleven elementwise ops took a quarter of the sparse step), then
+            # written back.
+            gradient = deduplicated(gradient)
+            rows, scratch = gradient.indices, self._rows[index]
+            targets, grad = (scratch.var, scratch.m, scratch.v), gradient.values
+            for source, target in zip((variable, m, v), targets):
+                target.assign(tf.gather(source, rows))
+        # TensorFlow's fused Adam kernel: `m += (g - m)(1 - beta_1)`, `v += (g^2 - v)(1 - beta_2)`,
+        # `var -= lr sqrt(1 - beta_2^t) / (1 - beta_1^t) m / (sqrt(v) + epsilon)`.
         tf.raw_ops.ResourceApplyAdam(
-            var=scratch.var.handle,
-            m=scratch.m.handle,
-            v=scratch.v.handle,
+            var=targets[0].handle,
+            m=targets[1].handle,
+            v=targets[2].handle,
             beta1_power=tf.pow(beta_1, step),
             beta2_power=tf.pow(beta_2, step),
             lr=lr,
             beta1=beta_1,
             beta2=beta_2,
             epsilon=tf.constant(self.epsilon, dtype),
-            grad=tf.cast(gradient.values, dtype),
+            grad=tf.cast(grad, dtype),
         )
-        for source, target in ((scratch.var, variable), (scratch.m, m), (scratch.v, v)):
-            target.scatter_update(tf.IndexedSlices(tf.convert_to_tensor(source), rows))
+        if isinstance(gradient, tf.IndexedSlices):
+            for source, target in zip(targets, (variable, m, v)):
+                target.scatter_update(tf.IndexedSlices(tf.convert_to_tensor(source), rows))
 
     def get_config(self):
         config = super().get_config()

@@ -51,6 +51,25 @@ def _numpy_adagrad(w, gradients, lr, initial=0.1, epsilon=1e-7):
     return w
 
 
+@pytest.mark.parametrize("index_dtype", [tf.int32, tf.int64])
+@pytest.mark.parametrize("width", [None, 3])
+def test_deduplicated_sums_repeated_rows_into_increasing_distinct_rows(index_dtype, width):
+    rng = np.random.default_rng(4)
+    indices = rng.integers(0, 40, size=200)  # unsorted, most rows repeated, some 9 times
+    shape = (200,) if width is None else (200, width)
+    values = rng.normal(size=shape).astype(np.float32)
+    dense_shape = (40,) + shape[1:]
+    gradient = tf.IndexedSlices(tf.constant(values), tf.constant(indices, index_dtype), dense_shape)
+    unique = lazy_optimizers.deduplicated(gradient)
+    rows = unique.indices.numpy()
+    assert isinstance(unique, lazy_optimizers.UniqueRows) and unique.indices.dtype == index_dtype
+    np.testing.assert_array_equal(rows, np.unique(indices))  # increasing, each once
+    expected = np.zeros(dense_shape, np.float64)
+    np.add.at(expected, indices, values)
+    np.testing.assert_allclose(unique.values.numpy(), expected[rows], rtol=1e-5, atol=1e-5)
+    assert lazy_optimizers.deduplicated(unique) is unique
+
+
 @pytest.mark.parametrize("name", ["lazy_adam", "lazy_adagrad"])
 def test_sparse_updates_match_a_numpy_reference(name):
     w0 = np.random.default_rng(1).normal(size=SHAPE).astype(np.float32)
