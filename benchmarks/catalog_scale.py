@@ -36,6 +36,9 @@ _WIDTHS = flags.DEFINE_list("widths", ["512", "512", "1024"], "Encoder widths af
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Users per batch.")
 _PER_USER = flags.DEFINE_integer("ratings_per_user", 100, "Ratings of each user.")
 _OPTIMIZER = flags.DEFINE_string("optimizer", "lazy_adam", "train.optimizer.")
+_MOMENTUM = flags.DEFINE_float(
+    "momentum", 0.9, "train.momentum, for --optimizer=sgd (0: plain SGD, which updates the rated rows only)."
+)
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed windows per setting.")
 _WINDOW = flags.DEFINE_float("window_seconds", 3.0, "Minimum length of one window.")
 _MEMORY = flags.DEFINE_bool("memory", False, "Also measure each path's peak RSS in a subprocess.")
@@ -54,6 +57,7 @@ def _config(items: int, batches: str):
     config.model.layer_sizes = (items, *map(int, _WIDTHS.value))
     config.model.activation, config.model.output_activation = "selu", "linear"
     config.train.loss, config.train.optimizer = "masked_mse", _OPTIMIZER.value
+    config.train.momentum = _MOMENTUM.value
     config.train.batch_size, config.train.jit_compile = _BATCH.value, False
     return config
 
@@ -117,6 +121,7 @@ def _passed_flags():
         f"--batch_size={_BATCH.value}",
         f"--ratings_per_user={_PER_USER.value}",
         f"--optimizer={_OPTIMIZER.value}",
+        f"--momentum={_MOMENTUM.value}",
         f"--rounds={_ROUNDS.value}",
         f"--window_seconds={_WINDOW.value}",
     ]
@@ -134,8 +139,9 @@ def main(argv):
         print(statistics.median(rates), _peak_gib())
         return
     widths = "-".join(_WIDTHS.value)
+    optimizer = _OPTIMIZER.value + (f" (momentum {_MOMENTUM.value})" if _OPTIMIZER.value == "sgd" else "")
     print(
-        f"\nitems-{widths} SELU tied, masked MSE, {_OPTIMIZER.value}, batch {_BATCH.value} users x "
+        f"\nitems-{widths} SELU tied, masked MSE, {optimizer}, batch {_BATCH.value} users x "
         f"{_PER_USER.value} ratings, 2 CPU threads, median of {_ROUNDS.value} windows (interleaved; "
         f"from {int(_ALONE_FROM.value):,} items each path alone in its own process)\n"
     )
