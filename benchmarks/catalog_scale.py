@@ -12,12 +12,21 @@ With `--memory`, each (size, path) also runs alone in a subprocess and its peak 
 (VmHWM) is reported; from `--alone_from` items on, the speeds come from those runs too (the
 dense and the sparse model of a million items do not fit in 24 GiB together). Last, the latency
 of top-10 recommending for one user over `--top_k_items` items (`--items=` alone runs just that).
+
+With `--end_to_end`, `train.py` as the README runs it (`configs/catalog_synthetic.py`) on a
+synthetic file of `--e2e_users` users x `--ratings_per_user` ratings over `--e2e_items` items
+(written first, unless `--e2e_data` names one), in a subprocess: its logged users/s, peak RSS,
+each checkpoint's size and save time, and the wall time. The million-item run alone:
+
+    python -m benchmarks.catalog_scale --items= --top_k_items=0 --end_to_end
 """
 
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,6 +57,20 @@ _ALONE_FROM = flags.DEFINE_integer(
 _TOPK = flags.DEFINE_integer(
     "top_k_items", 1_048_576, "Time top-10 recommending over this many items (0: skip)."
 )
+_END_TO_END = flags.DEFINE_bool(
+    "end_to_end", False, "Also run train.py with configs/catalog_synthetic.py on a synthetic catalog."
+)
+_E2E_DATA = flags.DEFINE_string(
+    "e2e_data",
+    "",
+    "The ratings CSV for --end_to_end (empty: written first, --e2e_users x --ratings_per_user).",
+)
+_E2E_USERS = flags.DEFINE_integer("e2e_users", 100_000, "Users of the --end_to_end file.")
+_E2E_ITEMS = flags.DEFINE_integer("e2e_items", 1_048_576, "Items of the --end_to_end file.")
+_E2E_STEPS = flags.DEFINE_integer(
+    "e2e_steps", 0, "train.num_steps of the --end_to_end run (0: the config's)."
+)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ONLY = flags.DEFINE_string("only", "", "Internal: 'ITEMS:dense|sparse' runs that alone, prints peak RSS.")
 
 
@@ -161,6 +184,8 @@ def main(argv):
             alone = alone or {b: _alone(items, b) for b in ("dense", "sparse")}
             row += f" {alone['dense'][1]:.2f} GiB | {alone['sparse'][1]:.2f} GiB |"
         print(row, flush=True)
+    if _END_TO_END.value:
+        _print_end_to_end()
     if _TOPK.value:
         items = _TOPK.value
         print(f"\ntop-10 over {items:,} items for one user with {_PER_USER.value} ratings, median of 20:\n")
@@ -225,6 +250,46 @@ def _top_k_latency(items: int, k: int = 10, calls: int = 20) -> dict:
             latency[name] = statistics.median(timings) / (users if "per user" in name else 1)
     latency["building the int8 copy (once per Recommender or export)"] = built * 1000
     return latency
+
+
+def _print_end_to_end() -> None:
+    """`train.py` as the README runs it on a synthetic catalog, in a subprocess (nothing else of
+    this benchmark in memory): its logged users/s, peak RSS, checkpoints and wall time."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = _E2E_DATA.value or os.path.join(folder, "catalog.csv")
+        if not _E2E_DATA.value:
+            subprocess.run(
+                [sys.executable, "-m", "rawtf_ae.synthetic_ratings", path, f"--users={_E2E_USERS.value}",
+                 f"--items={_E2E_ITEMS.value}", f"--ratings_per_user={_PER_USER.value}",
+                 "--popularity_exponent=0"],
+                check=True, capture_output=True, cwd=REPO,
+            )  # fmt: skip
+        command = [
+            sys.executable,
+            os.path.join(REPO, "train.py"),
+            f"--config={os.path.join(REPO, 'configs', 'catalog_synthetic.py')}",
+            f"--config.data.path={path}",
+            f"--workdir={os.path.join(folder, 'run')}",
+        ] + ([f"--config.train.num_steps={_E2E_STEPS.value}"] if _E2E_STEPS.value else [])
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own peak memory
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+    if process.returncode:
+        raise RuntimeError(f"train.py failed (exit {process.returncode}):\n{log[-3000:]}")
+    rates = [int(r) for r in re.findall(r"step \d+/\d+: loss \S+, (\d+) examples/s", log)][1:]
+    saves = re.findall(r"saved \S+ \((\S+ [GM]B) in ([\d.]+) s\)", log)
+    print(f"\ntrain.py end to end, configs/catalog_synthetic.py on {os.path.basename(path)}:\n")
+    print(f"- {re.search(r'data: (.*)', log).group(1)}")
+    print(
+        f"- users/s over the logged windows after the first: {min(rates):,}-{max(rates):,}, "
+        f"median {statistics.median(rates):,.0f}"
+    )
+    print(f"- peak RSS: {usage.ru_maxrss / 2**20:.2f} GiB ({usage.ru_maxrss:,} KiB)")
+    print(f"- checkpoints: {', '.join(f'{size} saved in {seconds} s' for size, seconds in saves)}")
+    print(f"- wall clock, reading the file to the export: {wall / 60:.0f} min {wall % 60:.0f} s")
 
 
 def _interleaved(items: int, matrix) -> tuple[float, float]:

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import socket
+import time
 from typing import Optional
 
 import tensorflow as tf
@@ -277,8 +278,10 @@ class Checkpointer:
             raise FloatingPointError(
                 f"Non-finite weights at step {step}: not saved. The last good checkpoint is {self.latest}."
             )
+        started = time.monotonic()
         try:
             path = self._manager.save(checkpoint_number=step)
+            self._seconds = time.monotonic() - started
         except (tf.errors.OpError, OSError) as e:
             cause = write_error_cause(e)
             raise OSError(
@@ -291,6 +294,10 @@ class Checkpointer:
             return None
         return path
 
+    def described(self, path: str) -> str:
+        """`path`, the checkpoint `save` just wrote, with its size and how long it took."""
+        return f"{path} ({size_of(path)} in {self._seconds:.1f} s)"
+
     @property
     def latest(self) -> Optional[str]:
         return tf.train.latest_checkpoint(self.directory)
@@ -299,6 +306,12 @@ class Checkpointer:
     def manager(self) -> tf.train.CheckpointManager:
         """The `CheckpointManager` this worker writes with (a temporary one off the chief)."""
         return self._manager
+
+
+def size_of(checkpoint: str) -> str:
+    """The size of `checkpoint`'s files (its prefix plus `.index`, `.data-*`), e.g. '6.1 GB'."""
+    size = sum(tf.io.gfile.stat(f).length for f in tf.io.gfile.glob(checkpoint + ".*"))
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
 
 
 class WorkdirLock:

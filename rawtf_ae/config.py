@@ -289,14 +289,13 @@ def _check_loss(config) -> None:
     if config.data.name == "ratings":
         ratings_batches.check_config(config)
     _one_of("train.export_first_pass", train.export_first_pass, item_index.FIRST_PASSES)
-    output = activations.name_of(config.model.output_activation)
-    if train.export_first_pass == "int8" and (
-        output not in item_index.MONOTONE or train.precision != "float32"
-    ):
-        raise ValueError(
-            f"`train.export_first_pass='int8'` needs float32 and a nondecreasing output activation "
-            f"(precision {train.precision!r}, output_activation {output!r}); use 'auto' or 'none'."
-        )
+    if train.export_first_pass == "int8":
+        output = activations.name_of(config.model.output_activation)
+        reason = item_index.unsuited(output, train.precision.removeprefix("mixed_"))
+        if reason:
+            raise ValueError(
+                f"`train.export_first_pass='int8'` cannot index this model: {reason}; use 'auto' or 'none'."
+            )
     if not 0 <= train.code_dropout < 1:
         raise ValueError(f"`train.code_dropout` must be in [0, 1), got {train.code_dropout!r}.")
     _non_negative_int("train.dense_refeeding", train.dense_refeeding)

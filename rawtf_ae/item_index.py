@@ -38,14 +38,23 @@ _BLOCK = 64  # items per block: the threshold and the candidates come from block
 _CHUNK_ROWS = 65_536  # rows quantized at a time: no float32 temporary of the whole kernel
 
 
+def unsuited(output_activation: str, compute_dtype) -> str:
+    """Why a model of this output activation (name) and compute dtype cannot be indexed ('' if
+    it can): what a config already tells."""
+    if output_activation not in MONOTONE:
+        return f"its output activation {output_activation!r} is not nondecreasing"
+    if tf.as_dtype(compute_dtype) != tf.float32:
+        return f"it computes in {tf.as_dtype(compute_dtype).name}, not float32"
+    return ""
+
+
 def unsupported(model) -> str:
     """Why `model` cannot be indexed ('' if it can)."""
     if not hasattr(model, "last_layer_inputs"):
         return "it is not a TiedAutoencoder (e.g. a loaded export)"
-    if model.output_activation_name not in MONOTONE:
-        return f"its output activation {model.output_activation_name!r} is not nondecreasing"
-    if model.compute_dtype != tf.float32:
-        return f"it computes in {model.compute_dtype.name}, not float32"
+    reason = unsuited(model.output_activation_name, model.compute_dtype)
+    if reason:
+        return reason
     if tf.config.list_logical_devices("GPU") and tf.config.experimental.tensor_float_32_execution_enabled():
         return "GPUs may multiply float32 in TensorFloat-32, which the error bound does not cover"
     return ""

@@ -33,9 +33,9 @@ CHOICES = ("auto", "dense", "sparse")
 
 # `auto` takes the sparse path for rows this many times wider than their mean number of
 # ratings: the break-even of benchmarks/catalog_scale.py (items-512-512-1024, lazy_adam, 100
-# ratings per user: dense 1.16x faster at 8,192 items, sparse 1.41x at 16,384, 2.45x at
-# 32,768; dense users/s x items is about constant there, so they cross near 10,000 items).
-SPARSE_ABOVE = 100
+# ratings per user: dense 1.35x faster at 8,192 items, sparse 1.20x at 16,384, 2.07x at
+# 32,768; interpolated on a log scale, they cross near 12,600 items).
+SPARSE_ABOVE = 125
 
 
 def sparse_blockers(config) -> list[str]:

@@ -291,9 +291,8 @@ class _Run:
         stopping = self.stop_signal.received is not None
         ends = current == num_steps or self._stopped_early()
         if current % train_config.checkpoint_every_steps == 0 or ends or stopping:
-            saved = self.checkpointer.save(current)
-            if saved:
-                logging.info("saved %s", saved)
+            if saved := self.checkpointer.save(current):
+                logging.info("saved %s", self.checkpointer.described(saved))
         if stopping:
             raise preemption.Preempted(
                 f"Received {self.stop_signal.received} at step {current}: saved {self.checkpointer.latest} "

@@ -191,7 +191,10 @@ def test_the_export_first_pass_is_checked_with_the_config():
     with pytest.raises(ValueError, match="train.export_first_pass"):
         validate(config)
     config.train.export_first_pass, config.model.output_activation = "int8", "gelu"
-    with pytest.raises(ValueError, match="needs float32 and a nondecreasing output activation"):
+    with pytest.raises(ValueError, match="cannot index this model: its output activation 'gelu' is not"):
+        validate(config)
+    config.model.output_activation, config.train.precision = "linear", "mixed_bfloat16"
+    with pytest.raises(ValueError, match="cannot index this model: it computes in bfloat16, not float32"):
         validate(config)
     config.train.export_first_pass = "none"
     validate(config)

@@ -2,6 +2,7 @@
 cost that follows the ratings; refused options, `auto`, replicas, and no `[batch, items]` tensor."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -234,6 +235,8 @@ def test_train_py_trains_resumes_and_evaluates_on_sparse_batches(tmp_path, monke
         expected = train.train_and_evaluate(tiny_ratings_config(path, **overrides), straight)
     # jit_compile="auto", but sparse rows take no XLA, and the log says so:
     assert "strategy: default, 1 replica(s), float32" in logged
+    # Each checkpoint says its size and how long it took to write (a million items: 6.5 GB).
+    assert any(re.fullmatch(r"saved .*ckpt-\d+ \(\d+\.\d [MG]B in \d+\.\d s\)", line) for line in logged)
     resumed = str(tmp_path / "resumed")
     train.train_and_evaluate(tiny_ratings_config(path, **overrides, **{"train.num_steps": 10}), resumed)
     metrics = train.train_and_evaluate(tiny_ratings_config(path, **overrides), resumed)
