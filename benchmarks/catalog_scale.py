@@ -273,23 +273,28 @@ def _print_end_to_end() -> None:
         ] + ([f"--config.train.num_steps={_E2E_STEPS.value}"] if _E2E_STEPS.value else [])
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        log = process.stdout.read()
+        with process.stdout:
+            log = process.stdout.read()
         _, status, usage = os.wait4(process.pid, 0)  # this child's own peak memory
         process.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - started
     if process.returncode:
         raise RuntimeError(f"train.py failed (exit {process.returncode}):\n{log[-3000:]}")
-    rates = [int(r) for r in re.findall(r"step \d+/\d+: loss \S+, (\d+) examples/s", log)][1:]
-    saves = re.findall(r"saved \S+ \((\S+ [GM]B) in ([\d.]+) s\)", log)
+    rates = [int(r) for r in re.findall(r"step \d+/\d+: loss \S+, (\d+) examples/s", log)]
+    which = "the logged windows after the first" if len(rates) > 1 else "the one logged window"
+    rates = rates[1:] or rates  # the first window includes tracing, unless it is the only one
+    saves = re.findall(r"\] saved \S+ \((.+?) in (\S+) s\)", log)
+    data_line = re.search(r"\] data: (.*)", log)
+    minutes, seconds = divmod(round(wall), 60)
     print(f"\ntrain.py end to end, configs/catalog_synthetic.py on {os.path.basename(path)}:\n")
-    print(f"- {re.search(r'data: (.*)', log).group(1)}")
-    print(
-        f"- users/s over the logged windows after the first: {min(rates):,}-{max(rates):,}, "
-        f"median {statistics.median(rates):,.0f}"
-    )
+    print(f"- {data_line.group(1) if data_line else '(no data line logged)'}")
+    if rates:
+        print(
+            f"- users/s over {which}: {min(rates):,}-{max(rates):,}, median {statistics.median(rates):,.0f}"
+        )
     print(f"- peak RSS: {usage.ru_maxrss / 2**20:.2f} GiB ({usage.ru_maxrss:,} KiB)")
-    print(f"- checkpoints: {', '.join(f'{size} saved in {seconds} s' for size, seconds in saves)}")
-    print(f"- wall clock, reading the file to the export: {wall / 60:.0f} min {wall % 60:.0f} s")
+    print(f"- checkpoints: {', '.join(f'{size} saved in {took} s' for size, took in saves) or 'none logged'}")
+    print(f"- wall clock, from starting Python to the export: {minutes} min {seconds} s")
 
 
 def _interleaved(items: int, matrix) -> tuple[float, float]:

@@ -5,8 +5,9 @@
     python train.py --config=configs/catalog_synthetic.py --config.data.path=catalog.csv
 
 (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` before `python`: huge pages, 1.13x on Linux for the
-previous version of the step; see docs/large-catalogs.md. `python -m benchmarks.catalog_scale
---items= --top_k_items=0 --end_to_end` makes the file, runs this and reports the figures.)
+previous version of the step, no gain measured for this one; see docs/large-catalogs.md.
+`python -m benchmarks.catalog_scale --items= --top_k_items=0 --end_to_end` makes the file,
+runs this and reports the figures.)
 
 `configs/recommender.py`'s network (items-512-512-1024 SELU, tied, dropout 0.8 on the code,
 batches of 128 users) at catalog scale: `data.ratings_batches='sparse'` reads the tied first

@@ -254,6 +254,7 @@ class Checkpointer:
         self.directory = os.path.join(workdir, "checkpoints")
         self._checkpoint = checkpoint
         self._chief = chief
+        self._seconds = float("nan")  # how long the last `save` took
         self._temporary = None if chief else os.path.join(workdir, f"tmp_{worker}")
         directory = self.directory if chief else os.path.join(self._temporary, "checkpoints")
         try:
@@ -309,8 +310,17 @@ class Checkpointer:
 
 
 def size_of(checkpoint: str) -> str:
-    """The size of `checkpoint`'s files (its prefix plus `.index`, `.data-*`), e.g. '6.1 GB'."""
-    size = sum(tf.io.gfile.stat(f).length for f in tf.io.gfile.glob(checkpoint + ".*"))
+    """The size of `checkpoint`'s files (its prefix plus `.index`, `.data-*`), e.g. '6.1 GB'
+    ('size unknown' if they cannot be listed: the checkpoint is written, this only describes it)."""
+    folder, name = os.path.split(checkpoint)
+    try:
+        size = sum(
+            tf.io.gfile.stat(os.path.join(folder, f)).length
+            for f in tf.io.gfile.listdir(folder)
+            if f.startswith(name + ".")
+        )
+    except (tf.errors.OpError, OSError):
+        return "size unknown"
     return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
 
 

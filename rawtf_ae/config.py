@@ -289,7 +289,7 @@ def _check_loss(config) -> None:
     if config.data.name == "ratings":
         ratings_batches.check_config(config)
     _one_of("train.export_first_pass", train.export_first_pass, item_index.FIRST_PASSES)
-    if train.export_first_pass == "int8":
+    if train.export_first_pass == "int8" and train.precision in PRECISIONS:  # else named below
         output = activations.name_of(config.model.output_activation)
         reason = item_index.unsuited(output, train.precision.removeprefix("mixed_"))
         if reason:

@@ -196,5 +196,9 @@ def test_the_export_first_pass_is_checked_with_the_config():
     config.model.output_activation, config.train.precision = "linear", "mixed_bfloat16"
     with pytest.raises(ValueError, match="cannot index this model: it computes in bfloat16, not float32"):
         validate(config)
+    config.train.precision = "fp32"  # not a precision: its own key's error, not int8's
+    with pytest.raises(ValueError, match="train.precision"):
+        validate(config)
+    config.train.precision = "float32"
     config.train.export_first_pass = "none"
     validate(config)

@@ -16,7 +16,7 @@ def _sparse_gradients(steps, seed=0):
     rng = np.random.default_rng(seed)
     out = []
     for t in range(steps):
-        indices = np.array([1, 4, 1, 6]) if t % 2 == 0 else np.array([0, 2, 2])
+        indices = np.array([6, 1, 4, 1]) if t % 2 == 0 else np.array([2, 0, 2])
         out.append((indices, rng.normal(size=(len(indices), SHAPE[1])).astype(np.float32)))
     return out
 

@@ -307,3 +307,12 @@ def test_a_full_disk_is_a_one_line_error_and_the_previous_checkpoint_stays_intac
     resumed = _run_train_py(workdir, 40)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "ckpt-20 at step 20" in resumed.stderr
+
+
+def test_a_checkpoints_size_is_described_whatever_its_folder_is_called(tmp_path):
+    # Glob characters in a workdir's name are names, not patterns; an unlistable folder is told.
+    prefix = tf.train.Checkpoint(v=tf.Variable(tf.zeros([1_000_000]))).write(
+        str(tmp_path / "run[1]" / "ckpt-7")
+    )
+    assert checkpoints.size_of(prefix) == "4.0 MB"
+    assert checkpoints.size_of(str(tmp_path / "gone" / "ckpt-7")) == "size unknown"
