@@ -137,14 +137,6 @@ def uses_sparse(config, splits) -> bool:
     return isinstance(splits, ratings.RatingSplits) and choose(config, splits.train) == "sparse"
 
 
-def sparse_capacity(config, splits, per_replica_batch: int) -> int:
-    """`gradient_capacity` of `splits.train` when training takes sparse batches, else 0."""
-    if not uses_sparse(config, splits):
-        return 0
-    logging.info("sparse ratings batches: the first kernel is read by rows; the step is not XLA-compiled")
-    return gradient_capacity(splits.train, per_replica_batch)
-
-
 def gradient_capacity(matrix: ratings.RatingMatrix, per_replica_batch: int) -> int:
     """The most rows a replica's sparse gradient can touch: the rated columns of a batch,
     at most `min(width, per_replica_batch x the longest row)` (`StepOptions.sparse_capacity`)."""

@@ -88,14 +88,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         files.check_writable(workdir)
     logging.info("workdir: %s", workdir)
     config, splits = _load_data(config, workdir)
-    sparse = ratings_batches.uses_sparse(config, splits)  # sparse batches are not XLA-compiled
+    sparse = ratings_batches.uses_sparse(config, splits)  # decided once: `auto` logs its choice
     precision = train_config.precision + ", XLA" * (uses_xla(train_config) and not sparse)
     logging.info("strategy: %s, %d replica(s), %s", train_config.strategy, replicas, precision)
+    if sparse:
+        logging.info("sparse ratings batches: the first kernel is read by rows; the step is not XLA-compiled")
     # One writer per workdir: the chief holds its lock from the first write to the last.
     with checkpoints.WorkdirLock(workdir) if chief else contextlib.nullcontext():
-        enabled = train_config.strategy != "multi_worker_mirrored"
-        with preemption.StopSignal(enabled=enabled) as stop_signal:
-            run = _Run(config, workdir, strategy, splits, chief, stop_signal)
+        with preemption.StopSignal(enabled=train_config.strategy != "multi_worker_mirrored") as stop_signal:
+            run = _Run(config, workdir, strategy, splits, sparse, chief, stop_signal)
             run.start()
             run.train()
             return run.finish()
@@ -119,9 +120,9 @@ def _load_data(config, workdir: str):
 class _Run:
     """One run of `train_and_evaluate` while it holds the workdir: start, train, finish."""
 
-    def __init__(self, config, workdir, strategy, splits, chief, stop_signal):
+    def __init__(self, config, workdir, strategy, splits, sparse, chief, stop_signal):
         self.config, self.workdir, self.strategy = config, workdir, strategy
-        self.splits, self.chief, self.stop_signal = splits, chief, stop_signal
+        self.splits, self.sparse, self.chief, self.stop_signal = splits, sparse, chief, stop_signal
         self.train_config = config.train
         self.metrics_path = os.path.join(workdir, "metrics.json")
 
@@ -178,8 +179,8 @@ class _Run:
     def _make_loop(self) -> None:
         splits, start = self.splits, self.start_step
         batch_size, replicas = self.train_config.batch_size, self.strategy.num_replicas_in_sync
-        capacity = ratings_batches.sparse_capacity(self.config, splits, batch_size // replicas)
-        sparse = capacity > 0  # sparse ratings batches (rawtf_ae.ratings_batches)
+        sparse = self.sparse  # sparse ratings batches (rawtf_ae.ratings_batches)
+        capacity = ratings_batches.gradient_capacity(splits.train, batch_size // replicas) if sparse else 0
         dataset = self.strategy.distribute_datasets_from_function(
             lambda c: data.train_dataset(splits.train, batch_size, self.config.seed, start, c, sparse)
         )

@@ -223,6 +223,20 @@ def test_options_that_need_dense_batches_are_refused_or_make_auto_dense(tmp_path
     assert ratings_batches.choose(config, _small_ratings()) == "dense"  # 40 items
 
 
+def test_auto_is_decided_once_per_run(tmp_path, monkeypatch):
+    # 3 ratings per user over 900 items: `auto` takes sparse batches, and says so once.
+    triples = [(u, 3 * u + k, 1.0 + k) for u in range(300) for k in range(3)]
+    path = ratings.write_ratings(str(tmp_path / "r.csv"), triples)
+    overrides = {"data.ratings_batches": "auto", "train.dense_refeeding": 0, "train.optimizer": "lazy_adam"}
+    logged = []
+    with monkeypatch.context() as patch:
+        patch.setattr(train.logging, "info", lambda message, *args: logged.append(message % args))
+        patch.setattr(ratings_batches.logging, "info", lambda message, *args: logged.append(message % args))
+        train.train_and_evaluate(tiny_ratings_config(path, **overrides), str(tmp_path / "run"))
+    assert sum(line.startswith("data.ratings_batches='auto': sparse") for line in logged) == 1
+    assert sum("the first kernel is read by rows" in line for line in logged) == 1
+
+
 def test_train_py_trains_resumes_and_evaluates_on_sparse_batches(tmp_path, monkeypatch):
     path = ratings.write_ratings(
         str(tmp_path / "r.csv"), synthetic_ratings(num_users=80, num_items=30, density=0.2)
