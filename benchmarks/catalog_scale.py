@@ -161,6 +161,8 @@ def main(argv):
         rates = [window(_WINDOW.value) for _ in range(_ROUNDS.value)]
         print(statistics.median(rates), _peak_gib())
         return
+    if _END_TO_END.value and _E2E_DATA.value and not os.path.isfile(_E2E_DATA.value):
+        sys.exit(f"--e2e_data={_E2E_DATA.value}: no such file (in {os.getcwd()}).")
     widths = "-".join(_WIDTHS.value)
     optimizer = _OPTIMIZER.value + (f" (momentum {_MOMENTUM.value})" if _OPTIMIZER.value == "sgd" else "")
     print(
@@ -279,7 +281,8 @@ def _print_end_to_end() -> None:
         process.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - started
     if process.returncode:
-        raise RuntimeError(f"train.py failed (exit {process.returncode}):\n{log[-3000:]}")
+        last = log.strip().splitlines()[-1] if log.strip() else "(no output)"
+        sys.exit(f"catalog_scale --end_to_end: train.py failed (exit {process.returncode}): {last}")
     rates = [int(r) for r in re.findall(r"step \d+/\d+: loss \S+, (\d+) examples/s", log)]
     which = "the logged windows after the first" if len(rates) > 1 else "the one logged window"
     rates = rates[1:] or rates  # the first window includes tracing, unless it is the only one
