@@ -35,10 +35,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from rawtf_ae import data, loops, ratings, ratings_batches, state  # noqa: E402
-from rawtf_ae.config import default_config  # noqa: E402
-from rawtf_ae.steps import StepOptions, make_step  # noqa: E402
-from rawtf_ae.synthetic_ratings import catalog_ratings  # noqa: E402
+from rawtf_ae.config.defaults import default_config  # noqa: E402
+from rawtf_ae.data import pipelines  # noqa: E402
+from rawtf_ae.recommender import batching, ratings
+from rawtf_ae.recommender.synthetic import catalog_ratings  # noqa: E402
+from rawtf_ae.training import loops, state
+from rawtf_ae.training.steps import StepOptions, make_step  # noqa: E402
 
 _ITEMS = flags.DEFINE_list("items", ["4096", "32768", "262144", "1048576"], "Catalog sizes.")
 _WIDTHS = flags.DEFINE_list("widths", ["512", "512", "1024"], "Encoder widths after the items.")
@@ -101,7 +103,7 @@ def _runner(items: int, batches: str, matrix):
     sparse = batches == "sparse"
     options = StepOptions.from_config(config, sparse_capacity=items)
     loop = loops.make_train_loop(make_step(trained.model, trained.optimizer, options), trained.step)
-    iterator = iter(data.train_dataset(matrix, _BATCH.value, seed=0, sparse=sparse))
+    iterator = iter(pipelines.train_dataset(matrix, _BATCH.value, seed=0, sparse=sparse))
     steps = tf.constant(1, tf.int64)
 
     def window(min_seconds):
@@ -180,7 +182,7 @@ def main(argv):
             dense, sparse = alone["dense"][0], alone["sparse"][0]
         else:
             dense, sparse = _interleaved(items, matrix)
-        auto = ratings_batches.choose(_config(items, "auto"), matrix)
+        auto = batching.choose(_config(items, "auto"), matrix)
         row = f"| {items:,} | {dense:,.0f} | {sparse:,.0f} | {sparse / dense:.2f}x | {auto} |"
         if _MEMORY.value:
             alone = alone or {b: _alone(items, b) for b in ("dense", "sparse")}
@@ -202,8 +204,9 @@ def _top_k_latency(items: int, k: int = 10, calls: int = 20) -> dict:
     float32 product over the whole catalog. The weights are random: the latency does not depend on them."""
     import tempfile  # noqa: PLC0415
 
-    from rawtf_ae import architectures, export  # noqa: PLC0415
-    from rawtf_ae.recommend import Recommender  # noqa: PLC0415
+    from rawtf_ae.models import architectures  # noqa: PLC0415
+    from rawtf_ae.recommender.recommend import Recommender  # noqa: PLC0415
+    from rawtf_ae.serving import saved_model
 
     model = architectures.create_model(_config(items, "sparse"))
     users = 256
@@ -219,7 +222,7 @@ def _top_k_latency(items: int, k: int = 10, calls: int = 20) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         loaded = {
             way: tf.saved_model.load(
-                export.save(model, os.path.join(folder, way), vocabulary, first_pass=way)
+                saved_model.save(model, os.path.join(folder, way), vocabulary, first_pass=way)
             )
             for way in ("int8", "none")
         }

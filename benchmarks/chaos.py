@@ -73,7 +73,7 @@ def _run_to_end(workdir, timeout, relative, steps):
 def _unreadable_checkpoints(directory):
     import tensorflow as tf
 
-    from rawtf_ae import checkpoints
+    from rawtf_ae.training import checkpoints
 
     bad = []
     for path in checkpoints.candidates(directory):

@@ -12,9 +12,11 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from rawtf_ae import data, loops, ratings, state
-from rawtf_ae.config import default_config
-from rawtf_ae.steps import StepOptions, make_step
+from rawtf_ae.config.defaults import default_config
+from rawtf_ae.data import pipelines
+from rawtf_ae.recommender import ratings
+from rawtf_ae.training import loops, state
+from rawtf_ae.training.steps import StepOptions, make_step
 
 LAYER_SIZES = flags.DEFINE_list("layer_sizes", ["784", "392", "196"], "Input width, then encoder widths.")
 ACTIVATION = flags.DEFINE_string("activation", "selu", "Hidden activation.")
@@ -69,7 +71,7 @@ def loop_runner(config, strategy=None, window_seconds=1.5, steps_per_call=10):
     else:
         examples = tf.random.stateless_uniform([16 * batch, model.input_width], seed=[0, 1]).numpy()
     dataset = strategy.distribute_datasets_from_function(
-        lambda context: data.train_dataset(examples, batch, seed=0, input_context=context)
+        lambda context: pipelines.train_dataset(examples, batch, seed=0, input_context=context)
     )
     iterator = iter(dataset)
     steps = tf.constant(steps_per_call, tf.int64)

@@ -25,7 +25,9 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from rawtf_ae import baselines, data, train  # noqa: E402
+from rawtf_ae.data import sources  # noqa: E402
+from rawtf_ae.program import train
+from rawtf_ae.recommender import baselines
 
 VARIANTS = {
     "tied": {},
@@ -112,7 +114,7 @@ def main(argv):
 
 def baseline_rmses(config) -> dict:
     """Held-out RMSE of the global mean, the per-item mean and biased MF on the config's split."""
-    splits = data.load(config.data, config.seed)
+    splits = sources.load(config.data, config.seed)
     targets = splits.validation_targets.values
     global_mean = float(np.sqrt(np.mean((splits.train.values.mean() - targets) ** 2)))
     rank, regularization = _MF_RANK.value, _MF_REGULARIZATION.value

@@ -21,7 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from rawtf_ae import architectures, classifier, data, distribute, pretrain  # noqa: E402
+from rawtf_ae.data import sources  # noqa: E402
+from rawtf_ae.models import architectures
+from rawtf_ae.training import classifier, distribute, pretrain
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/mnist_sda.py", "Config file.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "How many seeds to average over.")
@@ -32,7 +34,7 @@ _PATIENCE = flags.DEFINE_integer("patience", 0, "With test files: stop after thi
 def main(argv):
     del argv
     base = _CONFIG.value
-    splits = data.load(base.data, base.seed)
+    splits = sources.load(base.data, base.seed)
     # With test files (the full MNIST: 50,000 / 10,000 / 10,000), the validation split selects
     # the fine-tuning step and the test split is scored once; a t10k-only folder has no test
     # split, and its held-out validation images are the test then (no selection).

@@ -16,7 +16,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from rawtf_ae import distribute  # noqa: E402
+from rawtf_ae.training import distribute  # noqa: E402
 
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Global examples per step.")
 

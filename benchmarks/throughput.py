@@ -33,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from rawtf_ae.config import default_config  # noqa: E402
+from rawtf_ae.config.defaults import default_config  # noqa: E402
 
 _CASES = flags.DEFINE_list("cases", ["A256", "A32", "B256", "C128"], "Cases: A256, A32, B256, C128.")
 _SWEEP = flags.DEFINE_list(

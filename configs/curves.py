@@ -5,7 +5,7 @@
 Every key and its meaning: `rawtf_ae/config.py`.
 """
 
-from rawtf_ae.config import default_config
+from rawtf_ae.config.defaults import default_config
 
 
 def get_config():

@@ -8,7 +8,7 @@ then a softmax layer goes on top and the encoder is fine-tuned on the labels for
 initialization on the MNIST test-set files (8,000 train / 2,000 test).
 """
 
-from rawtf_ae.config import default_config
+from rawtf_ae.config.defaults import default_config
 
 
 def get_config():

@@ -6,7 +6,7 @@
 IDX pair is split into `num_train` + `num_validation` examples (8,000 + 2,000 here).
 """
 
-from rawtf_ae.config import default_config
+from rawtf_ae.config.defaults import default_config
 
 
 def get_config():

@@ -22,7 +22,7 @@ scale `train.num_steps` to your file (12 x users / 128). Not reproduced: NVIDIA 
 float16 with float32 master weights (`--config.train.precision=mixed_float16` is the same idea).
 """
 
-from rawtf_ae.config import default_config
+from rawtf_ae.config.defaults import default_config
 
 NETFLIX_FULL_USERS = 477_412
 EPOCHS = 12

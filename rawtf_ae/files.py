@@ -158,3 +158,11 @@ def read_json(path: str, what: str = "file"):
             f"The {what} {path} is damaged ({type(e).__name__}: {reason}); restore it from a backup "
             "or remove it."
         ) from None
+
+
+def write_error_cause(error: Exception) -> str:
+    """The useful part of a failed write's error: the file and the reason, on one line."""
+    # TensorFlow's text: "{{function_node ...}} <file>; File too large [Op:SaveV2]".
+    text = (getattr(error, "message", None) or str(error)).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    return re.sub(r"^\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]$", "", first)[-300:]

@@ -41,7 +41,7 @@ def tiny_config(**overrides):
 
     `overrides` maps dotted keys to values, e.g. `tiny_config(**{"train.num_steps": 10})`.
     """
-    from rawtf_ae.config import default_config
+    from rawtf_ae.config.defaults import default_config
 
     config = default_config()
     config.model.layer_sizes = (784, 64, 16)

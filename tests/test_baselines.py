@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import TiedAutoencoder, baselines, data, train
+from rawtf_ae.data import pipelines
+from rawtf_ae.models import pca
+from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.recommender import baselines
+from rawtf_ae.training import loops, steps
 
 
 def _low_rank_data(n, seed):
@@ -16,36 +20,36 @@ def _low_rank_data(n, seed):
 
 def test_pca_matches_numpy_svd():
     x = _low_rank_data(300, 0)
-    mean, components = baselines.pca(x, 3)
+    mean, components = pca.pca(x, 3)
     np.testing.assert_allclose(components.numpy() @ components.numpy().T, np.eye(3), atol=1e-10)
     _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
     # Same subspace: the projectors agree.
     np.testing.assert_allclose(components.numpy().T @ components.numpy(), vt[:3].T @ vt[:3], atol=1e-6)
-    reconstruction = baselines.pca_reconstruction(x, mean, components)
+    reconstruction = pca.pca_reconstruction(x, mean, components)
     np.testing.assert_allclose(reconstruction, (x - x.mean(0)) @ vt[:3].T @ vt[:3] + x.mean(0), atol=1e-5)
 
 
 def test_linear_tied_autoencoder_reaches_the_pca_error():
     examples = _low_rank_data(768, 1)
     train_x, validation_x = examples[:512], examples[512:]
-    pca_error = baselines.pca_mse(train_x, validation_x, 3)
+    pca_error = pca.pca_mse(train_x, validation_x, 3)
     model = TiedAutoencoder([12, 3], activation="linear", output_activation="linear", seed=0)
     optimizer = tf.keras.optimizers.Adam(1e-2)
     optimizer.build(model.trainable_variables)
     counter = tf.Variable(0, dtype=tf.int64)
-    loop = train.make_train_loop(train.make_train_step(model, optimizer, "mse", 128), counter)
-    loop(iter(data.train_dataset(train_x, 128, seed=0)), tf.constant(3000, tf.int64))
+    loop = loops.make_train_loop(steps.make_train_step(model, optimizer, "mse", 128), counter)
+    loop(iter(pipelines.train_dataset(train_x, 128, seed=0)), tf.constant(3000, tf.int64))
     error = float(np.mean((model(validation_x).numpy() - validation_x) ** 2))
     # A linear autoencoder can only match PCA (same subspace), and with training it does.
     assert error >= pca_error * 0.99
     assert error <= pca_error * 1.01, (error, pca_error)
-    one_less = baselines.pca_mse(train_x, validation_x, 2)
+    one_less = pca.pca_mse(train_x, validation_x, 2)
     assert error < 0.5 * one_less  # it found the 3-dimensional subspace, not less
 
 
 @pytest.mark.parametrize("by", ["user", "item"])
 def test_item_mean_rmse_against_a_hand_computation(tmp_path, by):
-    from rawtf_ae import ratings
+    from rawtf_ae.recommender import ratings, ratings_file
 
     train_file, held_out_file = tmp_path / "train.csv", tmp_path / "held_out.csv"
     # Item 10: ratings 4 and 2 (mean 3); item 20: 5 (mean 5); item 30: rated by nobody held out.
@@ -53,7 +57,7 @@ def test_item_mean_rmse_against_a_hand_computation(tmp_path, by):
     # Held out: user 3 on item 10 (3 predicted, 5 true), user 2 on item 20 (5 vs 4), user 9 unseen.
     held_out_file.write_text("3,10,5\n2,20,4\n9,10,1\n")
     splits = ratings.build_splits(
-        ratings.read_ratings(str(train_file)), ratings.read_ratings(str(held_out_file)), by=by
+        ratings_file.read_ratings(str(train_file)), ratings_file.read_ratings(str(held_out_file)), by=by
     )
     assert splits.skipped == 1
     assert baselines.item_mean_rmse(splits) == pytest.approx(np.sqrt(((3 - 5) ** 2 + (5 - 4) ** 2) / 2))
@@ -92,18 +96,18 @@ def test_biased_mf_half_steps_are_exact_ridge_solutions_and_lower_the_objective(
 
 
 def test_biased_mf_recovers_a_low_rank_matrix_and_beats_the_item_mean(tmp_path):
-    from rawtf_ae import ratings
-    from rawtf_ae.synthetic_ratings import synthetic_ratings
+    from rawtf_ae.recommender import ratings, ratings_file
+    from rawtf_ae.recommender.synthetic import synthetic_ratings
 
     rows, columns, values, truth = _observed_low_rank(density=0.6, noise=0.0)
     model = baselines.biased_mf(rows, columns, values, (60, 40), rank=3, regularization=1e-3, iterations=50)
     all_rows, all_columns = np.indices(truth.shape).reshape(2, -1)
     error = baselines.biased_mf_predict(model, all_rows, all_columns) - truth[all_rows, all_columns]
     assert np.sqrt(np.mean(error**2)) < 0.05  # unobserved entries too
-    path = ratings.write_ratings(
+    path = ratings_file.write_ratings(
         str(tmp_path / "r.csv"), synthetic_ratings(num_users=400, num_items=100, density=0.1)
     )
-    splits = ratings.build_splits(ratings.read_ratings(path))
+    splits = ratings.build_splits(ratings_file.read_ratings(path))
     assert baselines.biased_mf_rmse(splits, rank=5, regularization=1.0) < 0.8 * baselines.item_mean_rmse(
         splits
     )

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from rawtf_ae import TiedAutoencoder, classifier, data
+from rawtf_ae.data import sources
+from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.training import classifier
 from tests.conftest import tiny_config
 
 
@@ -11,7 +13,7 @@ def test_classifier_fine_tunes_the_encoder_in_place_and_learns_mnist_labels(mnis
     config = tiny_config(
         **{"data.name": "mnist", "data.path": mnist_dir, "data.num_validation": 1000, "data.num_train": 3000}
     )
-    splits = data.load(config.data, 0)
+    splits = sources.load(config.data, 0)
     encoder = TiedAutoencoder([784, 64], activation="sigmoid", seed=0)
     model = classifier.Classifier(encoder, num_classes=10, seed=0)
     assert model.fine_tuned_variables[0] is encoder.kernels[0]  # the same variable, no copy
@@ -37,7 +39,7 @@ def test_error_rate_counts_wrong_predictions():
 def test_fine_tuning_on_two_mirrored_replicas_matches_one_device():
     import tensorflow as tf
 
-    from rawtf_ae import distribute
+    from rawtf_ae.training import distribute
 
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(256, 20)).astype(np.float32)

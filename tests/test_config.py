@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from rawtf_ae import config as config_lib
+from rawtf_ae.config import checks
+from rawtf_ae.models import architectures
 from tests.conftest import REPO, tiny_config
 
 
@@ -19,7 +20,7 @@ def _load(path):
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))))
 def test_every_shipped_config_is_valid(path):
-    config_lib.validate(_load(path))
+    checks.validate(_load(path))
 
 
 def test_shipped_configs_have_the_promised_models():
@@ -29,13 +30,13 @@ def test_shipped_configs_have_the_promised_models():
     assert tuple(tied.model.layer_sizes) == (784, 392, 196) and tied.model.tied and tied.train.loss == "bce"
     assert not untied.model.tied and untied.model.layer_sizes == tied.model.layer_sizes
     assert tuple(deep.model.layer_sizes) == (784, 1000, 500, 250, 30)
-    assert config_lib.activation_spec(deep.model.activation)[-1] == "linear"
+    assert architectures.activation_spec(deep.model.activation)[-1] == "linear"
 
 
 def test_activation_spec_accepts_names_lists_and_comma_separated_strings():
-    assert config_lib.activation_spec("selu") == "selu"
-    assert config_lib.activation_spec("selu, linear") == ["selu", "linear"]
-    assert config_lib.activation_spec(("relu", "linear")) == ["relu", "linear"]
+    assert architectures.activation_spec("selu") == "selu"
+    assert architectures.activation_spec("selu, linear") == ["selu", "linear"]
+    assert architectures.activation_spec(("relu", "linear")) == ["relu", "linear"]
 
 
 @pytest.mark.parametrize(
@@ -60,25 +61,25 @@ def test_activation_spec_accepts_names_lists_and_comma_separated_strings():
 )
 def test_bad_config_values_name_the_key(overrides, message):
     with pytest.raises(ValueError, match=message):
-        config_lib.validate(tiny_config(**overrides))
+        checks.validate(tiny_config(**overrides))
 
 
 def test_untied_layers_ties_only_the_other_layers():
-    from rawtf_ae import train
+    from rawtf_ae.models import architectures
 
-    model = train.create_model(tiny_config(**{"model.untied_layers": (1,)}))
+    model = architectures.create_model(tiny_config(**{"model.untied_layers": (1,)}))
     assert model.tied_layers == (True, False)
-    assert train.create_model(tiny_config(**{"model.tied": False})).tied_layers == (False, False)
+    assert architectures.create_model(tiny_config(**{"model.tied": False})).tied_layers == (False, False)
     with pytest.raises(
         ValueError, match=r"`model.untied_layers` \(\(2,\)\) must be layer indices in \[0, 2\)"
     ):
-        config_lib.validate(tiny_config(**{"model.untied_layers": (2,)}))
+        checks.validate(tiny_config(**{"model.untied_layers": (2,)}))
 
 
 def test_jit_compile_auto_compiles_float32_steps_only_where_measured_fastest():
-    from rawtf_ae import train
+    from rawtf_ae.training import steps
 
-    assert train.uses_xla(tiny_config().train)  # the default: "auto", float32
+    assert steps.uses_xla(tiny_config().train)  # the default: "auto", float32
     for overrides in (
         {"train.precision": "mixed_bfloat16"},
         {"train.precision": "mixed_float16"},
@@ -86,29 +87,29 @@ def test_jit_compile_auto_compiles_float32_steps_only_where_measured_fastest():
         {"train.strategy": "tpu"},
         {"train.jit_compile": False},
     ):
-        assert not train.uses_xla(tiny_config(**overrides).train), overrides
-    assert train.uses_xla(
+        assert not steps.uses_xla(tiny_config(**overrides).train), overrides
+    assert steps.uses_xla(
         tiny_config(**{"train.jit_compile": True, "train.precision": "mixed_bfloat16"}).train
     )
     with pytest.raises(ValueError, match="train.jit_compile"):
-        config_lib.validate(tiny_config(**{"train.jit_compile": "yes"}))
+        checks.validate(tiny_config(**{"train.jit_compile": "yes"}))
 
 
 def test_a_saved_config_reads_back_with_its_types_and_bad_ones_are_clear_errors(tmp_path):
-    from rawtf_ae import config_files
+    from rawtf_ae.config import saved
     from tests.conftest import tiny_config
 
     config = tiny_config(**{"model.untied_layers": (1,), "train.jit_compile": False})
     path = tmp_path / "config.json"
     path.write_text(config.to_json_best_effort(indent=2))
-    saved = config_files.saved(str(path))
+    saved = saved.saved(str(path))
     assert saved.model.layer_sizes == (784, 64, 16) and saved.model.untied_layers == (1,)
     assert saved.train.jit_compile is False and saved.train.num_steps == 40
-    config_lib.validate(saved)
+    checks.validate(saved)
     assert saved.to_dict() == config.to_dict()
     path.write_text('{"model": {"layer_sizes": [784, 8], "widths": 3}}')
     with pytest.raises(ValueError, match=r"config\.json has the unknown key model\.widths"):
-        config_files.saved(str(path))
+        saved.saved(str(path))
     path.write_text('{"model": {"layer_sizes": [784, 8')
     with pytest.raises(ValueError, match=r"config\.json is damaged"):
-        config_files.saved(str(path))
+        saved.saved(str(path))

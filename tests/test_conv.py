@@ -5,8 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import data, export, train
-from rawtf_ae.conv import TiedConvAutoencoder
+from rawtf_ae.data import pipelines, sources
+from rawtf_ae.models import architectures, weights_file
+from rawtf_ae.models.conv import TiedConvAutoencoder
+from rawtf_ae.program import restore, train
+from rawtf_ae.serving import saved_model
+from rawtf_ae.training import evaluation
 from tests.conftest import tiny_config
 
 CONV = {"model.kind": "conv", "model.filters": (8, 16), "model.activation": "relu"}
@@ -91,20 +95,20 @@ def test_conv_training_on_mnist_lowers_the_loss(tmp_path, mnist_dir, strategy):
             "train.logical_cpus": 2,
         }
     )
-    splits = data.load(config.data, config.seed)
-    before = train.make_evaluate(train.create_model(config), "bce")(data.eval_dataset(splits.validation, 100))
+    splits = sources.load(config.data, config.seed)
+    before = evaluation.make_evaluate(architectures.create_model(config), "bce")(pipelines.eval_dataset(splits.validation, 100))
     metrics = train.train_and_evaluate(config, str(tmp_path))
     assert metrics["val_loss"] < 0.6 * before
-    loaded = export.load(str(tmp_path / "export" / "saved_model"))
-    rebuilt = export.load_weights(str(tmp_path / "export" / "weights.npz"))
-    model, _, _ = train.restore_model(config, str(tmp_path))
+    loaded = saved_model.load(str(tmp_path / "export" / "saved_model"))
+    rebuilt = weights_file.load_weights(str(tmp_path / "export" / "weights.npz"))
+    model, _, _ = restore.restore_model(config, str(tmp_path))
     x = splits.validation[:3]
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-7)
     if strategy == "default":
-        from rawtf_ae import workdir
+        from rawtf_ae.program import modes
 
-        evaluated = workdir.evaluate(config, str(tmp_path))  # a code wider than the input: no PCA
+        evaluated = modes.evaluate(config, str(tmp_path))  # a code wider than the input: no PCA
         assert evaluated["pca_val_mse"] is None and evaluated["val_mse"] > 0
 
 
@@ -120,7 +124,7 @@ def test_bad_conv_arguments_and_inputs_are_clear_errors():
         model(tf.zeros([2, 100]))
     with pytest.raises(ValueError, match=r"must be 2-D .*flatten images to vectors first"):
         model(tf.zeros([2, 28, 28, 1]))
-    from rawtf_ae import config as config_lib
+    from rawtf_ae.config import checks
 
     with pytest.raises(ValueError, match="works with model.kind='dense' only"):
-        config_lib.validate(tiny_config(**{**CONV, "pretrain.steps_per_layer": 5}))
+        checks.validate(tiny_config(**{**CONV, "pretrain.steps_per_layer": 5}))

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import TiedAutoencoder, corruption, data, distribute, losses, train
+from rawtf_ae.data import pipelines, sources
+from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.program import restore, train
+from rawtf_ae.training import corruption, distribute, losses, steps
 from tests.conftest import tiny_config
 
 SEED = tf.constant([3, 4], tf.int64)
@@ -73,11 +76,11 @@ def test_denoising_step_encodes_the_corrupted_input_and_compares_with_the_clean_
     optimizer = tf.keras.optimizers.SGD(0.1)
     optimizer.build(model.trainable_variables)
     step = tf.function(
-        train.make_train_step(
+        steps.make_train_step(
             model, optimizer, "bce", 16, corruption_kind="masking", corruption_level=0.5, seed=9
         )
     )
-    batch = tf.constant(data.curves(16, seed=0))
+    batch = tf.constant(sources.curves(16, seed=0))
     seed = corruption.noise_seed(9, 0)
     corrupted = corruption.corrupt(batch, "masking", 0.5, seed)
     expected = tf.reduce_mean(losses.reconstruction_loss(model, corrupted, batch, "bce")).numpy()
@@ -102,8 +105,8 @@ def test_weight_decay_shrinks_kernels_only():
     for bias in plain.encoder_biases + plain.decoder_biases:
         bias.assign(tf.ones_like(bias))
     batch = tf.random.stateless_uniform([8, 20], seed=[1, 2])
-    tf.function(train.make_train_step(model, optimizer, "bce", 8, weight_decay=0.5))(batch)
-    tf.function(train.make_train_step(plain, plain_optimizer, "bce", 8))(batch)
+    tf.function(steps.make_train_step(model, optimizer, "bce", 8, weight_decay=0.5))(batch)
+    tf.function(steps.make_train_step(plain, plain_optimizer, "bce", 8))(batch)
     # The decayed kernel moved further by exactly lr * decay * W; the biases moved identically.
     np.testing.assert_allclose(
         model.kernels[0].numpy(), plain.kernels[0].numpy() - 0.1 * 0.5 * kernel_before, rtol=1e-5, atol=1e-6
@@ -118,8 +121,8 @@ def test_weight_decay_shrinks_kernels_only():
 def _denoising_loss(config, workdir, kind, level):
     """The trained model's BCE reconstructing clean validation images from corrupted ones."""
     train.train_and_evaluate(config, str(workdir))
-    model, _, _ = train.restore_model(config, str(workdir))
-    clean = data.load(config.data, config.seed).validation
+    model, _, _ = restore.restore_model(config, str(workdir))
+    clean = sources.load(config.data, config.seed).validation
     corrupted = corruption.corrupt(tf.constant(clean), kind, level, tf.constant([5, 6], tf.int64))
     return float(tf.reduce_mean(losses.reconstruction_loss(model, corrupted, clean, "bce")))
 
@@ -138,21 +141,21 @@ def test_denoising_training_learns_to_undo_its_noise_also_mirrored(tmp_path, kin
 
 
 def test_corruption_settings_are_validated():
-    from rawtf_ae import config as config_lib
+    from rawtf_ae.config import checks
 
     with pytest.raises(ValueError, match="`train.corruption` is 'dropout'"):
-        config_lib.validate(tiny_config(**{"train.corruption": "dropout"}))
+        checks.validate(tiny_config(**{"train.corruption": "dropout"}))
     with pytest.raises(ValueError, match=r"a fraction for masking: in \[0, 1\)"):
-        config_lib.validate(tiny_config(**{"train.corruption": "masking", "train.corruption_level": 1.5}))
+        checks.validate(tiny_config(**{"train.corruption": "masking", "train.corruption_level": 1.5}))
     with pytest.raises(ValueError, match="`train.weight_decay` must be >= 0"):
-        config_lib.validate(tiny_config(**{"train.weight_decay": -1.0}))
+        checks.validate(tiny_config(**{"train.weight_decay": -1.0}))
 
 
 def _code_statistics(overrides, tmp_path):
     config = tiny_config(**{"model.activation": "sigmoid", "train.num_steps": 150, **overrides})
     train.train_and_evaluate(config, str(tmp_path))
-    model, _, _ = train.restore_model(config, str(tmp_path))
-    x = data.curves(200, seed=5)
+    model, _, _ = restore.restore_model(config, str(tmp_path))
+    x = sources.curves(200, seed=5)
     return float(np.mean(model.encode(x))), float(np.mean(losses.contractive(model, x)))
 
 
@@ -171,18 +174,18 @@ def test_sparsity_pulls_mean_code_activations_to_the_target_and_contraction_flat
 
 
 def test_sparsity_needs_a_sigmoid_code_layer():
-    from rawtf_ae import config as config_lib
+    from rawtf_ae.config import checks
 
     with pytest.raises(ValueError, match="needs codes in \\(0, 1\\): a sigmoid code layer, got 'linear'"):
-        config_lib.validate(tiny_config(**{"train.sparsity_weight": 1.0}))
+        checks.validate(tiny_config(**{"train.sparsity_weight": 1.0}))
 
 
 def _weights_after_steps(config, steps=10):
-    from rawtf_ae import loops, state
-    from rawtf_ae.steps import StepOptions, make_step
+    from rawtf_ae.training import loops, state
+    from rawtf_ae.training.steps import StepOptions, make_step
 
     trained = state.create_train_state(config)
-    dataset = data.train_dataset(data.curves(256, seed=0), config.train.batch_size, seed=0)
+    dataset = pipelines.train_dataset(sources.curves(256, seed=0), config.train.batch_size, seed=0)
     step = make_step(trained.model, trained.optimizer, StepOptions.from_config(config))
     loops.make_train_loop(step, trained.step)(iter(dataset), tf.constant(steps, tf.int64))
     return [v.numpy() for v in trained.model.trainable_variables]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import data
+from rawtf_ae.data import idx, pipelines, sources
 
 # The official md5 of the MNIST test-set files (yann.lecun.com/exdb/mnist via torchvision).
 T10K_MD5 = {
@@ -34,7 +34,7 @@ def _write_idx(path, array, type_code=0x08, compress=True):
 
 
 def test_curves_are_deterministic_images_in_unit_range():
-    a, b, c = data.curves(50, seed=1), data.curves(50, seed=1), data.curves(50, seed=2)
+    a, b, c = sources.curves(50, seed=1), sources.curves(50, seed=1), sources.curves(50, seed=2)
     assert a.shape == (50, 784) and a.dtype == np.float32
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
@@ -51,7 +51,7 @@ def test_mnist_files_in_shared_have_the_official_md5(mnist_dir):
 
 
 def test_t10k_only_folder_is_split_into_train_and_validation(mnist_dir):
-    splits = data.load(_data_config(name="mnist", path=mnist_dir, num_validation=2_000), seed=0)
+    splits = sources.load(_data_config(name="mnist", path=mnist_dir, num_validation=2_000), seed=0)
     assert splits.train.shape == (8_000, 784) and splits.validation.shape == (2_000, 784)
     assert splits.train.dtype == np.float32 and 0 <= splits.train.min() and splits.train.max() <= 1
     assert splits.train_labels.shape == (8_000,) and set(np.unique(splits.validation_labels)) == set(
@@ -61,9 +61,9 @@ def test_t10k_only_folder_is_split_into_train_and_validation(mnist_dir):
     # The split is a permutation: no example in both halves, none lost.
     total = np.concatenate([splits.train, splits.validation]).sum(axis=1)
     assert np.isclose(
-        total.sum(), data.read_idx(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz")).sum() / 255
+        total.sum(), idx.read_idx(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz")).sum() / 255
     )
-    capped = data.load(
+    capped = sources.load(
         _data_config(name="mnist", path=mnist_dir, num_validation=2_000, num_train=500), seed=0
     )
     np.testing.assert_array_equal(capped.train, splits.train[:500])
@@ -82,7 +82,7 @@ def _train_and_test_folder(folder):
 def test_train_and_test_files_give_a_validation_split_of_the_last_training_examples(tmp_path):
     # The t10k files used to become the validation split: no test set was left untouched.
     written = _train_and_test_folder(tmp_path)
-    splits = data.load(_data_config(name="fashion_mnist", path=str(tmp_path), num_validation=7), seed=0)
+    splits = sources.load(_data_config(name="fashion_mnist", path=str(tmp_path), num_validation=7), seed=0)
     train_images, train_labels = written["train"]
     np.testing.assert_allclose(splits.train, train_images[:23].reshape(23, -1) / 255.0, rtol=1e-6)
     np.testing.assert_allclose(splits.validation, train_images[23:].reshape(7, -1) / 255.0, rtol=1e-6)
@@ -94,22 +94,22 @@ def test_train_and_test_files_give_a_validation_split_of_the_last_training_examp
         in splits.describe("fashion_mnist")
     )
     # num_validation=0: validate on the test files (all 30 training examples train).
-    splits = data.load(_data_config(name="fashion_mnist", path=str(tmp_path)), seed=0)
+    splits = sources.load(_data_config(name="fashion_mnist", path=str(tmp_path)), seed=0)
     assert len(splits.train) == 30 and len(splits.validation) == 10 and splits.test is None
     with pytest.raises(ValueError, match=f"{tmp_path} has no test split"):
         splits.examples("test", str(tmp_path))
     with pytest.raises(ValueError, match=r"`data.num_validation` \(30\) must be between 1 and 29 .* or 0 to"):
-        data.load(_data_config(name="mnist", path=str(tmp_path), num_validation=30), seed=0)
+        sources.load(_data_config(name="mnist", path=str(tmp_path), num_validation=30), seed=0)
 
 
 def test_npz_test_arrays_are_kept_aside_like_test_files(tmp_path):
     x = np.random.default_rng(0).normal(size=(20, 6)).astype(np.float32)
     np.savez(tmp_path / "x.npz", x_train=x, x_test=x[:4] + 1)
-    splits = data.load(_data_config(name="array", path=str(tmp_path / "x.npz"), num_validation=5), seed=0)
+    splits = sources.load(_data_config(name="array", path=str(tmp_path / "x.npz"), num_validation=5), seed=0)
     np.testing.assert_array_equal(splits.validation, x[15:])
     np.testing.assert_array_equal(splits.test, x[:4] + 1)
     np.savez(tmp_path / "y.npz", x_train=x, x_validation=x[:2], x_test=x[:4] + 1)
-    splits = data.load(_data_config(name="array", path=str(tmp_path / "y.npz"), num_validation=5), seed=0)
+    splits = sources.load(_data_config(name="array", path=str(tmp_path / "y.npz"), num_validation=5), seed=0)
     assert len(splits.train) == 20 and len(splits.validation) == 2 and len(splits.test) == 4
 
 
@@ -118,7 +118,7 @@ def test_keras_format_npz_loads(tmp_path):
     path = tmp_path / "mnist.npz"
     x_train = rng.integers(0, 256, (20, 28, 28), dtype=np.uint8)
     np.savez(path, x_train=x_train, y_train=np.zeros(20), x_test=x_train[:5], y_test=np.zeros(5))
-    splits = data.load(_data_config(name="mnist", path=str(path)), seed=0)
+    splits = sources.load(_data_config(name="mnist", path=str(path)), seed=0)
     np.testing.assert_allclose(splits.train, x_train.reshape(20, -1) / 255.0, rtol=1e-6)
     assert len(splits.validation) == 5
 
@@ -126,12 +126,12 @@ def test_keras_format_npz_loads(tmp_path):
 def test_array_data_from_npy_and_npz(tmp_path):
     x = np.random.default_rng(0).normal(size=(50, 12)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    splits = data.load(_data_config(name="array", path=str(tmp_path / "x.npy"), num_validation=10), seed=0)
+    splits = sources.load(_data_config(name="array", path=str(tmp_path / "x.npy"), num_validation=10), seed=0)
     assert (
         splits.train.shape == (40, 12) and splits.validation.shape == (10, 12) and splits.image_shape is None
     )
     np.savez(tmp_path / "x.npz", x_train=x, x_validation=x[:3])
-    splits = data.load(_data_config(name="array", path=str(tmp_path / "x.npz")), seed=0)
+    splits = sources.load(_data_config(name="array", path=str(tmp_path / "x.npz")), seed=0)
     np.testing.assert_array_equal(splits.train, x)
     assert len(splits.validation) == 3
 
@@ -157,20 +157,20 @@ def test_bad_array_file_raises_naming_the_file(tmp_path, make, message):
     make(tmp_path)
     path = str(tmp_path / "x.npy")
     with pytest.raises((ValueError, FileNotFoundError), match=message) as info:
-        data.load(_data_config(name="array", path=path, num_validation=1), seed=0)
+        sources.load(_data_config(name="array", path=path, num_validation=1), seed=0)
     assert path in str(info.value)
 
 
 def test_bad_npz_files_raise_naming_the_file(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated zip")
     with pytest.raises(ValueError, match="bad.npz is corrupt"):
-        data.load(_data_config(name="array", path=str(tmp_path / "bad.npz")), seed=0)
+        sources.load(_data_config(name="array", path=str(tmp_path / "bad.npz")), seed=0)
     np.savez(tmp_path / "two.npz", a=np.zeros((2, 2)), b=np.zeros((2, 2)))
     with pytest.raises(ValueError, match=r"two.npz holds arrays \['a', 'b'\]"):
-        data.load(_data_config(name="array", path=str(tmp_path / "two.npz")), seed=0)
+        sources.load(_data_config(name="array", path=str(tmp_path / "two.npz")), seed=0)
     np.savez(tmp_path / "k.npz", images=np.zeros((2, 28, 28)))
     with pytest.raises(ValueError, match="k.npz has no `x_train`"):
-        data.load(_data_config(name="mnist", path=str(tmp_path / "k.npz")), seed=0)
+        sources.load(_data_config(name="mnist", path=str(tmp_path / "k.npz")), seed=0)
 
 
 def test_bad_idx_files_raise_naming_the_file(tmp_path, mnist_dir):
@@ -183,34 +183,34 @@ def test_bad_idx_files_raise_naming_the_file(tmp_path, mnist_dir):
     with pytest.raises(
         ValueError, match=r"is truncated: its data \(shape \(10000, 28, 28\), uint8\) needs 7840000 bytes"
     ):
-        data.load(_data_config(name="mnist", path=str(truncated), num_validation=10), seed=0)
+        sources.load(_data_config(name="mnist", path=str(truncated), num_validation=10), seed=0)
     cut_gzip = tmp_path / "cut_gzip"
     cut_gzip.mkdir()
     with open(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz"), "rb") as f:
         (cut_gzip / "t10k-images-idx3-ubyte.gz").write_bytes(f.read()[:5000])
     with pytest.raises(ValueError, match=r"cut_gzip/t10k-images-idx3-ubyte.gz is corrupt"):
-        data.load(_data_config(name="mnist", path=str(cut_gzip), num_validation=10), seed=0)
+        sources.load(_data_config(name="mnist", path=str(cut_gzip), num_validation=10), seed=0)
     not_idx = tmp_path / "not_idx"
     not_idx.mkdir()
     (not_idx / "t10k-images-idx3-ubyte").write_bytes(b"<html>proxy error</html>")
     with pytest.raises(ValueError, match="is not an IDX file"):
-        data.load(_data_config(name="mnist", path=str(not_idx), num_validation=10), seed=0)
+        sources.load(_data_config(name="mnist", path=str(not_idx), num_validation=10), seed=0)
     mismatch = tmp_path / "mismatch"
     mismatch.mkdir()
     _write_idx(mismatch / "t10k-images-idx3-ubyte.gz", np.zeros((5, 28, 28)))
     _write_idx(mismatch / "t10k-labels-idx1-ubyte.gz", np.zeros((4,)))
     with pytest.raises(ValueError, match=r"holds \(4,\) labels for the 5 images"):
-        data.load(_data_config(name="mnist", path=str(mismatch), num_validation=1), seed=0)
+        sources.load(_data_config(name="mnist", path=str(mismatch), num_validation=1), seed=0)
     with pytest.raises(FileNotFoundError, match="holds neither"):
-        data.load(_data_config(name="mnist", path=str(tmp_path)), seed=0)
+        sources.load(_data_config(name="mnist", path=str(tmp_path)), seed=0)
 
 
 def test_impossible_split_sizes_raise(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((10, 3)))
     with pytest.raises(ValueError, match=r"`data.num_validation` \(10\) must be between 1 and 9"):
-        data.load(_data_config(name="array", path=str(tmp_path / "x.npy"), num_validation=10), seed=0)
+        sources.load(_data_config(name="array", path=str(tmp_path / "x.npy"), num_validation=10), seed=0)
     with pytest.raises(ValueError, match=r"`data.num_train` \(50\) exceeds the 8"):
-        data.load(
+        sources.load(
             _data_config(name="array", path=str(tmp_path / "x.npy"), num_validation=2, num_train=50), seed=0
         )
 
@@ -221,34 +221,34 @@ def _batches(dataset, count):
 
 def test_train_dataset_epochs_are_permutations_and_resume_at_any_step():
     examples = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
-    batches = _batches(data.train_dataset(examples, batch_size=4, seed=7), 10)
+    batches = _batches(pipelines.train_dataset(examples, batch_size=4, seed=7), 10)
     order = np.concatenate(batches)[:, 0]
     # 40 positions = 4 whole epochs of 10 examples, each a permutation of all of them.
     for epoch in range(4):
         assert sorted(order[epoch * 10 : (epoch + 1) * 10]) == list(range(10))
     assert not np.array_equal(order[:10], order[10:20])
     for start in (1, 2, 3, 7):  # mid-epoch (step 1 starts at position 4) and across epochs
-        resumed = _batches(data.train_dataset(examples, batch_size=4, seed=7, start_step=start), 10 - start)
+        resumed = _batches(pipelines.train_dataset(examples, batch_size=4, seed=7, start_step=start), 10 - start)
         np.testing.assert_array_equal(np.concatenate(resumed), np.concatenate(batches[start:]))
-    other_seed = np.concatenate(_batches(data.train_dataset(examples, batch_size=4, seed=8), 10))
+    other_seed = np.concatenate(_batches(pipelines.train_dataset(examples, batch_size=4, seed=8), 10))
     assert not np.array_equal(other_seed, np.concatenate(batches))
 
 
 def test_eval_dataset_keeps_every_example():
     examples = np.arange(25, dtype=np.float32).reshape(25, 1)
-    batches = list(data.eval_dataset(examples, batch_size=10))
+    batches = list(pipelines.eval_dataset(examples, batch_size=10))
     assert [len(b) for b in batches] == [10, 10, 5]
     np.testing.assert_array_equal(np.concatenate(batches), examples)
 
 
 def test_train_dataset_gives_each_input_pipeline_its_replicas_slices_of_the_global_batch():
     examples = np.arange(24, dtype=np.float32)[:, None]
-    (global_batch,) = _batches(data.train_dataset(examples, batch_size=8, seed=3), 1)
+    (global_batch,) = _batches(pipelines.train_dataset(examples, batch_size=8, seed=3), 1)
     slices = []
     for pipeline in range(2):  # 2 workers x 2 replicas each, per-replica batch 2
         context = tf.distribute.InputContext(
             num_input_pipelines=2, input_pipeline_id=pipeline, num_replicas_in_sync=4
         )
-        slices += _batches(data.train_dataset(examples, batch_size=8, seed=3, input_context=context), 2)
+        slices += _batches(pipelines.train_dataset(examples, batch_size=8, seed=3, input_context=context), 2)
     assert [s.shape for s in slices] == [(2, 1)] * 4
     np.testing.assert_array_equal(np.concatenate(slices), global_batch)

@@ -12,9 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import data, distribute, loops, ratings, ratings_batches, state, train
-from rawtf_ae.steps import StepOptions, make_step
-from rawtf_ae.synthetic_ratings import synthetic_ratings
+from rawtf_ae.data import pipelines, sources
+from rawtf_ae.models import architectures
+from rawtf_ae.optim import optimizers
+from rawtf_ae.program import train
+from rawtf_ae.recommender import ratings, ratings_file, sparse_gradients
+from rawtf_ae.recommender.synthetic import synthetic_ratings
+from rawtf_ae.training import distribute, evaluation, loops, state
+from rawtf_ae.training.steps import StepOptions, make_step
 from tests.conftest import NUM_LOGICAL_CPUS, REPO, WORKDIR_OUTPUTS, tiny_config, tiny_ratings_config
 
 MIRRORED = {"train.strategy": "mirrored", "train.logical_cpus": NUM_LOGICAL_CPUS}
@@ -42,14 +47,14 @@ def _train_pieces(strategy, config, steps, examples=None, sparse=False, **change
     `sparse`: ratings `examples` come in sparse batches.
     """
     trained = state.create_train_state(config, strategy)
-    examples = data.curves(256, seed=0) if examples is None else examples
+    examples = sources.curves(256, seed=0) if examples is None else examples
     batch = config.train.batch_size
     dataset = strategy.distribute_datasets_from_function(
-        lambda context: data.train_dataset(examples, batch, seed=0, input_context=context, sparse=sparse)
+        lambda context: pipelines.train_dataset(examples, batch, seed=0, input_context=context, sparse=sparse)
     )
     if sparse:
         per_replica = batch // strategy.num_replicas_in_sync
-        changes.setdefault("sparse_capacity", ratings_batches.gradient_capacity(examples, per_replica))
+        changes.setdefault("sparse_capacity", sparse_gradients.gradient_capacity(examples, per_replica))
     options = StepOptions.from_config(config, **changes)
     step = make_step(trained.model, trained.optimizer, options)
     loops.make_train_loop(step, trained.step, strategy)(iter(dataset), tf.constant(steps, tf.int64))
@@ -161,7 +166,7 @@ def test_every_option_on_two_mirrored_replicas_matches_one_device(overrides):
 
 
 def test_ratings_train_mirrored_end_to_end(tmp_path):
-    path = ratings.write_ratings(
+    path = ratings_file.write_ratings(
         str(tmp_path / "r.csv"), synthetic_ratings(num_users=80, num_items=30, density=0.2)
     )
     config = tiny_ratings_config(path, **MIRRORED, **{"train.batch_size": 32})
@@ -280,7 +285,7 @@ _SPARSE_RATINGS_FLAGS = [
 def test_two_workers_on_localhost_train_like_one_process(tmp_path, kind):
     flags, config = _MULTI_WORKER_FLAGS, tiny_config(**{"model.layer_sizes": (784, 32, 8)})
     if kind == "sparse_ratings":
-        path = ratings.write_ratings(
+        path = ratings_file.write_ratings(
             str(tmp_path / "r.csv"), synthetic_ratings(num_users=96, num_items=50, density=0.2)
         )
         flags = [*_SPARSE_RATINGS_FLAGS, f"--config.data.path={path}"]
@@ -444,8 +449,8 @@ def test_one_device_strategy_trains(tmp_path):
 )
 def test_speed_options_lower_the_loss_and_keep_the_kernels_tied(tmp_path, overrides):
     config = tiny_config(**{"train.num_steps": 100, **overrides})
-    splits = data.load(config.data, config.seed)
-    before = train.make_evaluate(train.create_model(config), "bce")(data.eval_dataset(splits.validation, 100))
+    splits = sources.load(config.data, config.seed)
+    before = evaluation.make_evaluate(architectures.create_model(config), "bce")(pipelines.eval_dataset(splits.validation, 100))
     assert train.train_and_evaluate(config, str(tmp_path))["val_loss"] < 0.7 * before
     saved = tf.train.list_variables(tf.train.latest_checkpoint(str(tmp_path / "checkpoints")))
     kernels = [(name, shape) for name, shape in saved if name.startswith("model/") and len(shape) == 2]
@@ -455,15 +460,15 @@ def test_speed_options_lower_the_loss_and_keep_the_kernels_tied(tmp_path, overri
 
 def test_mixed_precision_computes_in_half_and_keeps_float32_variables():
     config = tiny_config(**{"train.precision": "mixed_bfloat16"})
-    model = train.create_model(config)
+    model = architectures.create_model(config)
     assert model.compute_dtype == tf.bfloat16
     assert all(v.dtype == tf.float32 for v in model.trainable_variables)
     x = tf.random.stateless_uniform([4, 784], seed=[0, 0])
     assert model(x).dtype == tf.float32
-    full = train.create_model(tiny_config())
+    full = architectures.create_model(tiny_config())
     np.testing.assert_allclose(model(x).numpy(), full(x).numpy(), atol=0.05)
     assert isinstance(
-        train.create_optimizer(tiny_config(**{"train.precision": "mixed_float16"}).train),
+        optimizers.create_optimizer(tiny_config(**{"train.precision": "mixed_float16"}).train),
         tf.keras.optimizers.LossScaleOptimizer,
     )
 

@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import TiedAutoencoder, early_stopping, ratings, train
-from rawtf_ae.synthetic_ratings import synthetic_ratings
+from rawtf_ae.data import sources
+from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.program import restore, train
+from rawtf_ae.recommender.ratings_file import write_ratings
+from rawtf_ae.recommender.synthetic import synthetic_ratings
+from rawtf_ae.training import early_stopping, evaluation
 from tests.conftest import tiny_config, tiny_ratings_config
 
 
@@ -48,7 +52,7 @@ def _overfitting(path, **overrides):
 @pytest.fixture(scope="module")
 def ratings_file(tmp_path_factory):
     triples = synthetic_ratings(num_users=300, num_items=80, density=0.15, seed=1)
-    return ratings.write_ratings(str(tmp_path_factory.mktemp("ratings") / "r.csv"), triples)
+    return write_ratings(str(tmp_path_factory.mktemp("ratings") / "r.csv"), triples)
 
 
 def test_training_stops_early_and_ends_with_the_best_weights(tmp_path, ratings_file, caplog):
@@ -60,16 +64,16 @@ def test_training_stops_early_and_ends_with_the_best_weights(tmp_path, ratings_f
     assert metrics["step"] == metrics["best_step"] + 3 * 10
     assert "early stopping at step" in caplog.text
     # The run's metrics are the best evaluation's, and the modes read the same weights.
-    model, step, path = train.restore_model(config, run)
+    model, step, path = restore.restore_model(config, run)
     assert step == metrics["best_step"] and "best.npz" in path
-    last, last_step, _ = train.restore_model(
+    last, last_step, _ = restore.restore_model(
         tiny_ratings_config(ratings_file, **{"train.keep_best": False}), run
     )
     assert last_step == metrics["step"]
-    evaluate = train.make_evaluate(model, "masked_mse")
-    splits = train.data.load(config.data, config.seed)
+    evaluate = evaluation.make_evaluate(model, "masked_mse")
+    splits = sources.load(config.data, config.seed)
     assert evaluate(splits.evaluation_dataset(100)) == pytest.approx(metrics["val_loss"], rel=1e-6)
-    assert train.make_evaluate(last, "masked_mse")(splits.evaluation_dataset(100)) > metrics["val_loss"]
+    assert evaluation.make_evaluate(last, "masked_mse")(splits.evaluation_dataset(100)) > metrics["val_loss"]
     # Run again: it stopped already, so it evaluates only.
     caplog.clear()
     again = train.train_and_evaluate(config, run)
@@ -88,12 +92,12 @@ def test_an_interrupted_run_stops_at_the_same_step_with_the_same_best(tmp_path, 
 
 
 def test_early_stopping_settings_are_validated():
-    from rawtf_ae import config as config_lib
+    from rawtf_ae.config import checks
 
     with pytest.raises(ValueError, match="`train.early_stopping_evals` needs `train.keep_best=True`"):
-        config_lib.validate(tiny_config(**{"train.early_stopping_evals": 2}))
+        checks.validate(tiny_config(**{"train.early_stopping_evals": 2}))
     with pytest.raises(ValueError, match="`train.early_stopping_evals` must be a non-negative integer"):
-        config_lib.validate(tiny_config(**{"train.keep_best": True, "train.early_stopping_evals": -1}))
+        checks.validate(tiny_config(**{"train.keep_best": True, "train.early_stopping_evals": -1}))
 
 
 def test_keep_best_on_a_dense_run_mirrored(tmp_path):

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import TiedAutoencoder, export
+from rawtf_ae.models import weights_file
+from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.serving import saved_model
 
 
 def _model(tied=True):
@@ -19,8 +21,8 @@ def _model(tied=True):
 @pytest.mark.parametrize("tied", [True, False, [True, False]])
 def test_saved_model_round_trip_gives_the_same_outputs(tmp_path, tied):
     model = _model(tied)
-    path = export.save(model, str(tmp_path / "export"))
-    loaded = export.load(path)
+    path = saved_model.save(model, str(tmp_path / "export"))
+    loaded = saved_model.load(path)
     flags = tied if isinstance(tied, list) else [tied, tied]
     # One flag per layer: a partially tied model must not read as untied (it did).
     assert loaded.layer_sizes == (20, 8, 4) and loaded.metadata["tied"] == flags
@@ -49,7 +51,7 @@ def test_saved_model_round_trip_gives_the_same_outputs(tmp_path, tied):
 
 def test_a_failed_export_leaves_the_previous_one_intact(tmp_path, monkeypatch):
     model = _model()
-    path = export.save(model, str(tmp_path / "export"))
+    path = saved_model.save(model, str(tmp_path / "export"))
     before = {name: open(os.path.join(path, name), "rb").read() for name in ("saved_model.pb",)}
 
     def broken(*args, **kwargs):
@@ -57,36 +59,36 @@ def test_a_failed_export_leaves_the_previous_one_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tf.saved_model, "save", broken)
     with pytest.raises(OSError, match="disk full"):
-        export.save(_model(tied=False), path)
+        saved_model.save(_model(tied=False), path)
     assert {name: open(os.path.join(path, name), "rb").read() for name in before} == before
     assert sorted(os.listdir(tmp_path)) == ["export"]  # no temporary left behind
     monkeypatch.undo()
-    export.save(_model(tied=False), path)
-    assert export.load(path).metadata["tied"] == [False, False]
+    saved_model.save(_model(tied=False), path)
+    assert saved_model.load(path).metadata["tied"] == [False, False]
 
 
 def test_loading_something_that_is_not_an_export_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no SavedModel"):
-        export.load(str(tmp_path))
+        saved_model.load(str(tmp_path))
 
 
 @pytest.mark.parametrize("tied", [True, False, [True, False]])
 def test_npz_weights_round_trip_into_a_new_and_an_existing_model(tmp_path, tied):
     model = _model(tied)
-    path = export.save_weights(model, str(tmp_path / "weights.npz"))
+    path = weights_file.save_weights(model, str(tmp_path / "weights.npz"))
     with np.load(path, allow_pickle=False) as archive:
         assert archive["kernel_0"].shape == (20, 8) and list(archive["layer_sizes"]) == [20, 8, 4]
         assert ("decoder_kernel_1" in archive.files) == (tied is not True)
     x = tf.random.stateless_uniform([4, 20], seed=[1, 1])
-    rebuilt = export.load_weights(path)
+    rebuilt = weights_file.load_weights(path)
     np.testing.assert_array_equal(rebuilt(x).numpy(), model(x).numpy())
     target = TiedAutoencoder([20, 8, 4], activation=["selu", "linear"], tied=tied, seed=99)
-    export.load_weights(path, target)
+    weights_file.load_weights(path, target)
     np.testing.assert_array_equal(target(x).numpy(), model(x).numpy())
 
 
 def test_npz_weights_that_do_not_fit_are_errors_and_change_nothing(tmp_path):
-    path = export.save_weights(_model(), str(tmp_path / "weights.npz"))
+    path = weights_file.save_weights(_model(), str(tmp_path / "weights.npz"))
     other = TiedAutoencoder([20, 6, 4], seed=0)
     before = [v.numpy() for v in other.trainable_variables]
     with pytest.raises(
@@ -94,10 +96,10 @@ def test_npz_weights_that_do_not_fit_are_errors_and_change_nothing(tmp_path):
         match=r"a tied model with layer_sizes \[20, 8, 4\]; the model is a tied model with "
         r"layer_sizes \[20, 6, 4\]",
     ):
-        export.load_weights(path, other)
+        weights_file.load_weights(path, other)
     untied = TiedAutoencoder([20, 8, 4], tied=False, seed=0)
     with pytest.raises(ValueError, match="holds a tied model"):
-        export.load_weights(path, untied)
+        weights_file.load_weights(path, untied)
     with np.load(path) as archive:
         arrays = dict(archive)
     arrays["kernel_1"] = np.zeros((8, 5), np.float32)
@@ -105,24 +107,24 @@ def test_npz_weights_that_do_not_fit_are_errors_and_change_nothing(tmp_path):
     fresh = TiedAutoencoder([20, 8, 4], activation=["selu", "linear"], seed=0)
     before = [v.numpy() for v in fresh.trainable_variables]
     with pytest.raises(ValueError, match=r"`kernel_1` has shape \(8, 5\), the model's variable has \(8, 4\)"):
-        export.load_weights(str(tmp_path / "bad_shape.npz"), fresh)
+        weights_file.load_weights(str(tmp_path / "bad_shape.npz"), fresh)
     for variable, value in zip(fresh.trainable_variables, before):
         np.testing.assert_array_equal(variable.numpy(), value)  # nothing half-assigned
     del arrays["encoder_bias_0"]
     arrays["kernel_1"] = np.zeros((8, 4), np.float32)
     np.savez(tmp_path / "missing.npz", **arrays)
     with pytest.raises(ValueError, match="lacks `encoder_bias_0`"):
-        export.load_weights(str(tmp_path / "missing.npz"))
+        weights_file.load_weights(str(tmp_path / "missing.npz"))
     (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 nope")
     with pytest.raises(ValueError, match="corrupt.npz is corrupt"):
-        export.load_weights(str(tmp_path / "corrupt.npz"))
+        weights_file.load_weights(str(tmp_path / "corrupt.npz"))
     np.savez(tmp_path / "pickled.npz", layer_sizes=np.array([{"x": 1}], dtype=object))
     with pytest.raises(ValueError, match="pickled.npz is corrupt"):
-        export.load_weights(str(tmp_path / "pickled.npz"))
+        weights_file.load_weights(str(tmp_path / "pickled.npz"))
 
 
 def _client_model(kind):
-    from rawtf_ae.conv import TiedConvAutoencoder
+    from rawtf_ae.models.conv import TiedConvAutoencoder
 
     if kind == "conv":
         return TiedConvAutoencoder((8, 8, 1), (4, 8), activation="relu", seed=1)
@@ -133,7 +135,7 @@ def _assert_client_matches(model, saved, run):
     """`run(signature, inputs)` of another runtime against the SavedModel, signature by signature."""
     x = tf.random.stateless_uniform([5, model.input_width], seed=[4, 2]).numpy()
     z = model.encode(x).numpy()
-    loaded = export.load(saved)
+    loaded = saved_model.load(saved)
     for signature, inputs, expected in (
         ("encode", x, loaded.encode(x)),
         ("decode", z, loaded.decode(z)),
@@ -144,12 +146,12 @@ def _assert_client_matches(model, saved, run):
 
 def _client_export(model, path, kind):
     """A SavedModel; a ratings export also has the `recommend` signature (not converted)."""
-    from rawtf_ae.ratings import Vocabulary
+    from rawtf_ae.recommender.ratings import Vocabulary
 
     vocabulary = None
     if kind == "ratings":
         vocabulary = Vocabulary([str(u) for u in range(7)], [str(i) for i in range(model.input_width)])
-    return export.save(model, path, vocabulary)
+    return saved_model.save(model, path, vocabulary)
 
 
 CLIENT_KINDS = ["dense", "partially tied", "conv", "ratings"]
@@ -157,7 +159,7 @@ CLIENT_KINDS = ["dense", "partially tied", "conv", "ratings"]
 
 @pytest.mark.parametrize("kind", CLIENT_KINDS)
 def test_tflite_model_matches_the_saved_model_on_every_signature(tmp_path, kind):
-    from rawtf_ae import tflite
+    from rawtf_ae.serving import tflite
 
     model = _client_model(kind)
     saved = _client_export(model, str(tmp_path / "saved_model"), kind)
@@ -170,13 +172,13 @@ def test_tflite_model_matches_the_saved_model_on_every_signature(tmp_path, kind)
 def test_onnx_files_match_the_saved_model_in_onnxruntime(tmp_path, kind):
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
-    from rawtf_ae import onnx_export
+    from rawtf_ae.serving import onnx
 
     model = _client_model(kind)
     saved = _client_export(model, str(tmp_path / "saved_model"), kind)
-    paths = onnx_export.save(saved, str(tmp_path / "onnx"))
+    paths = onnx.save(saved, str(tmp_path / "onnx"))
     assert sorted(paths) == ["decode", "encode", "reconstruct"]
-    _assert_client_matches(model, saved, lambda signature, inputs: onnx_export.run(paths[signature], inputs))
+    _assert_client_matches(model, saved, lambda signature, inputs: onnx.run(paths[signature], inputs))
 
 
 def test_a_frozen_keras_tfsmlayer_on_the_export_feeds_a_keras_classifier(tmp_path):
@@ -184,7 +186,7 @@ def test_a_frozen_keras_tfsmlayer_on_the_export_feeds_a_keras_classifier(tmp_pat
     import keras
 
     model = _model()
-    path = export.save(model, str(tmp_path / "saved_model"))
+    path = saved_model.save(model, str(tmp_path / "saved_model"))
     encoder = keras.layers.TFSMLayer(path, call_endpoint="encode", trainable=False)
     inputs = keras.Input(shape=(20,))
     classifier = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(encoder(inputs)["codes"]))

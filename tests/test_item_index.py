@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import export, item_index, recommend
-from rawtf_ae.model import TiedAutoencoder
-from rawtf_ae.ratings import Vocabulary
+from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.recommender import recommend, top_k
+from rawtf_ae.recommender.ratings import Vocabulary
+from rawtf_ae.serving import saved_model
 
 
 def _users(num_items, count, seed=0):
@@ -40,7 +41,7 @@ def test_the_first_pass_finds_the_float32_top_k(sizes, tied, output_activation):
     model = TiedAutoencoder(sizes, activation="selu", output_activation=output_activation, tied=tied, seed=3)
     rng = np.random.default_rng(1)
     model.decoder_biases[0].assign(rng.normal(0, 0.3, sizes[0]))
-    index = item_index.ItemIndex(model)
+    index = top_k.ItemIndex(model)
     _assert_same_top_k(model, index, _users(sizes[0], 12), 10)  # k + ratings <= 47 blocks
     _assert_same_top_k(model, index, _users(sizes[0], 2, seed=5), 1)
     _assert_same_top_k(model, index, _users(sizes[0], 4, seed=6), 40)  # mostly more: all items
@@ -60,10 +61,10 @@ def test_every_logit_lies_within_its_bounds():
     model = TiedAutoencoder((items, units), activation="linear", output_activation="linear", seed=0)
     model.kernels[0].assign(kernel)
     model.decoder_biases[0].assign(bias)
-    index = item_index.ItemIndex(model)
+    index = top_k.ItemIndex(model)
     for _ in range(20):
         hidden = (rng.normal(size=units) * np.exp(rng.normal(0, 3, units))).astype(np.float32)
-        lower, upper, lower_maxima, upper_maxima = item_index._bounds(
+        lower, upper, lower_maxima, upper_maxima = top_k._bounds(
             index.codes, index.scales, index.slack, model.decoder_biases[0], hidden, index._rounding
         )
         exact = kernel.astype(np.float64) @ hidden.astype(np.float64) + bias
@@ -81,7 +82,7 @@ def test_near_ties_that_int8_cannot_tell_apart_are_ranked_in_float32():
     rng = np.random.default_rng(2)
     kernel = rng.normal(size=12) + rng.normal(0, 1e-4, (500, 12))
     model.kernels[0].assign(kernel)
-    index = item_index.ItemIndex(model)
+    index = top_k.ItemIndex(model)
     _assert_same_top_k(model, index, _users(500, 6), 5)
 
 
@@ -91,7 +92,7 @@ def test_an_item_whose_int8_logit_ranks_below_is_still_found_when_its_float32_on
     # full error bound keeps item 0 a candidate.
     model = TiedAutoencoder((3, 2), activation="linear", output_activation="linear", seed=0)
     model.kernels[0].assign([[2.0, 20.98 / 127], [1.0, 20.6 / 127], [0.5, 0.0]])
-    index = item_index.ItemIndex(model)
+    index = top_k.ItemIndex(model)
     np.testing.assert_array_equal(index.codes.numpy()[:2, 1], [10, 21])
     logits, items = index.top_k_logits(tf.constant([0.0, 1.0]), tf.zeros([0], tf.int64), 1)
     assert items.numpy().tolist() == [0]
@@ -100,7 +101,7 @@ def test_an_item_whose_int8_logit_ranks_below_is_still_found_when_its_float32_on
 
 def test_fewer_unrated_items_than_k_and_k_zero():
     model = TiedAutoencoder((6, 3), activation="selu", output_activation="linear", seed=0)
-    index = item_index.ItemIndex(model)
+    index = top_k.ItemIndex(model)
     ratings = tf.SparseTensor([[0, 1], [0, 2], [0, 4]], [3.0, 1.0, 2.0], [1, 6])
     scores, items = index.top_k_unrated(ratings, 10)  # clipped to 6: 3 unrated, 3 -inf
     assert scores.shape == items.shape == [1, 6]
@@ -125,22 +126,22 @@ def test_the_copy_is_a_snapshot_until_refreshed():
 def test_models_the_first_pass_cannot_rank_are_refused_or_left_to_the_full_product():
     gelu = TiedAutoencoder((300, 8), output_activation="gelu", seed=0)  # not monotone
     with pytest.raises(ValueError, match="output activation 'gelu' is not nondecreasing"):
-        item_index.wanted(gelu, "int8")
-    assert not item_index.wanted(gelu, "auto")
+        top_k.wanted(gelu, "int8")
+    assert not top_k.wanted(gelu, "auto")
     with pytest.raises(ValueError, match="`first_pass` is 'fast'"):
-        item_index.wanted(gelu, "fast")
+        top_k.wanted(gelu, "fast")
     small = TiedAutoencoder((300, 8), seed=0)
-    assert not item_index.wanted(small, "auto") and item_index.wanted(small, "int8")
-    at_threshold = TiedAutoencoder((item_index.AUTO_ITEMS, 2), seed=0)
-    assert item_index.wanted(at_threshold, "auto")
+    assert not top_k.wanted(small, "auto") and top_k.wanted(small, "int8")
+    at_threshold = TiedAutoencoder((top_k.AUTO_ITEMS, 2), seed=0)
+    assert top_k.wanted(at_threshold, "auto")
 
 
 def test_an_export_with_the_first_pass_recommends_as_the_model(tmp_path):
     model = TiedAutoencoder((300, 8, 4), activation="selu", output_activation="linear", seed=0)
     vocabulary = Vocabulary(["u0"], [f"i{i}" for i in range(300)])
-    path = export.save(model, str(tmp_path / "export"), vocabulary, first_pass="int8")
+    path = saved_model.save(model, str(tmp_path / "export"), vocabulary, first_pass="int8")
     assert tf.io.gfile.exists(path)
-    loaded = export.LoadedAutoencoder(path)
+    loaded = saved_model.LoadedAutoencoder(path)
     user = {"i3": 5.0, "i17": 1.0, "i200": 3.0, "unknown": 2.0}
     expected = recommend.Recommender(model, vocabulary, first_pass="none").recommend(user, 8)
     got = loaded.recommend(user, 8)
@@ -160,7 +161,7 @@ def test_the_kth_largest_of_a_large_vector_by_slices(k):
     values = np.random.default_rng(k).normal(size=70_001).astype(np.float32)  # 64 slices of 1,094
     values[5] = -np.inf
     expected = np.sort(values)[-k]
-    assert item_index._kth_largest(tf.constant(values), tf.constant(k)).numpy() == expected
+    assert top_k._kth_largest(tf.constant(values), tf.constant(k)).numpy() == expected
 
 
 def _reads_share_the_buffer(variable) -> bool:
@@ -184,7 +185,7 @@ def test_recommending_leaves_the_kernel_readable_without_copies(tied):
 
 
 def test_the_export_first_pass_is_checked_with_the_config():
-    from rawtf_ae.config import validate  # noqa: PLC0415
+    from rawtf_ae.config.checks import validate  # noqa: PLC0415
     from tests.conftest import tiny_ratings_config  # noqa: PLC0415
 
     config = tiny_ratings_config("r.csv", **{"train.export_first_pass": "fast"})

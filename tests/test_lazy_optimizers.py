@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import distribute, lazy_optimizers, optimizers, state, train
+from rawtf_ae.optim import lazy, optimizers
+from rawtf_ae.training import distribute, state, steps
 from tests.conftest import tiny_config
 
 SHAPE = (7, 3)
@@ -60,14 +61,14 @@ def test_deduplicated_sums_repeated_rows_into_increasing_distinct_rows(index_dty
     values = rng.normal(size=shape).astype(np.float32)
     dense_shape = (40,) + shape[1:]
     gradient = tf.IndexedSlices(tf.constant(values), tf.constant(indices, index_dtype), dense_shape)
-    unique = lazy_optimizers.deduplicated(gradient)
+    unique = lazy.deduplicated(gradient)
     rows = unique.indices.numpy()
-    assert isinstance(unique, lazy_optimizers.UniqueRows) and unique.indices.dtype == index_dtype
+    assert isinstance(unique, lazy.UniqueRows) and unique.indices.dtype == index_dtype
     np.testing.assert_array_equal(rows, np.unique(indices))  # increasing, each once
     expected = np.zeros(dense_shape, np.float64)
     np.add.at(expected, indices, values)
     np.testing.assert_allclose(unique.values.numpy(), expected[rows], rtol=1e-5, atol=1e-5)
-    assert lazy_optimizers.deduplicated(unique) is unique
+    assert lazy.deduplicated(unique) is unique
 
 
 @pytest.mark.parametrize("name", ["lazy_adam", "lazy_adagrad"])
@@ -75,7 +76,7 @@ def test_sparse_updates_match_a_numpy_reference(name):
     w0 = np.random.default_rng(1).normal(size=SHAPE).astype(np.float32)
     gradients = _sparse_gradients(6)
     variable = tf.Variable(w0)
-    optimizer = lazy_optimizers.LazyAdam(0.05) if name == "lazy_adam" else lazy_optimizers.LazyAdagrad(0.05)
+    optimizer = lazy.LazyAdam(0.05) if name == "lazy_adam" else lazy.LazyAdagrad(0.05)
     optimizer.build([variable])
     for indices, values in gradients:
         _apply(optimizer, variable, indices, values)
@@ -94,7 +95,7 @@ def test_a_vector_built_inside_a_tf_function_with_an_empty_step_matches_the_refe
     gradients = [(i, v[:, 0]) for i, v in _sparse_gradients(4)]
     gradients.insert(2, (np.zeros(0, np.int64), np.zeros(0, np.float32)))
     variable = tf.Variable(w0)
-    optimizer = lazy_optimizers.LazyAdam(0.05) if name == "lazy_adam" else lazy_optimizers.LazyAdagrad(0.05)
+    optimizer = lazy.LazyAdam(0.05) if name == "lazy_adam" else lazy.LazyAdagrad(0.05)
 
     @tf.function
     def apply(indices, values):
@@ -111,7 +112,7 @@ def test_lazy_adam_differs_from_dense_adam_only_on_untouched_rows():
     """Dense Adam keeps moving a row its momentum remembers; lazy Adam leaves it alone."""
     w0 = np.random.default_rng(2).normal(size=SHAPE).astype(np.float32)
     lazy, dense = tf.Variable(w0), tf.Variable(w0)
-    lazy_optimizer, dense_optimizer = lazy_optimizers.LazyAdam(0.05), tf.keras.optimizers.Adam(0.05)
+    lazy_optimizer, dense_optimizer = lazy.LazyAdam(0.05), tf.keras.optimizers.Adam(0.05)
     for indices, values in _sparse_gradients(2):
         _apply(lazy_optimizer, lazy, indices, values)
         g = np.zeros(SHAPE, np.float32)
@@ -127,9 +128,9 @@ def test_dense_gradients_get_the_dense_update():
     gradients = [np.random.default_rng(t).normal(size=SHAPE).astype(np.float32) for t in range(4)]
     lazy, keras_adam, adagrad = tf.Variable(w0), tf.Variable(w0), tf.Variable(w0)
     optimizers_ = [
-        lazy_optimizers.LazyAdam(0.05),
+        lazy.LazyAdam(0.05),
         tf.keras.optimizers.Adam(0.05),
-        lazy_optimizers.LazyAdagrad(0.05),
+        lazy.LazyAdagrad(0.05),
     ]
     for g in gradients:
         for optimizer, variable in zip(optimizers_, (lazy, keras_adam, adagrad)):
@@ -165,7 +166,7 @@ def test_a_checkpoint_resumes_bit_exactly(tmp_path, name):
     assert int(resumed_optimizer.iterations) == 8
 
 
-@pytest.mark.parametrize("cls", [lazy_optimizers.LazyAdam, lazy_optimizers.LazyAdagrad])
+@pytest.mark.parametrize("cls", [lazy.LazyAdam, lazy.LazyAdagrad])
 def test_two_mirrored_replicas_sparse_gradients_match_one_device(cls):
     """Each replica's gradient is sparse (a gather); the strategy gathers them, rows repeated."""
     table0 = np.random.default_rng(5).normal(size=(10, 4)).astype(np.float32)
@@ -214,9 +215,9 @@ def test_the_trainer_with_lazy_adam_on_dense_batches_trains_as_adam():
     for name in ("adam", "lazy_adam"):
         config = tiny_config(**{"train.optimizer": name, "train.jit_compile": False})
         trained = state.create_train_state(config)
-        step = tf.function(train.make_train_step(trained.model, trained.optimizer, "bce", 32))
+        step = tf.function(steps.make_train_step(trained.model, trained.optimizer, "bce", 32))
         for s in range(3):
             step(tf.random.stateless_uniform([32, 784], seed=[s, 7]))
         weights[name] = [v.numpy() for v in trained.model.trainable_variables]
-    for adam, lazy in zip(weights["adam"], weights["lazy_adam"]):
-        np.testing.assert_allclose(lazy, adam, rtol=1e-5, atol=1e-7)
+    for adam, lazy_weights in zip(weights["adam"], weights["lazy_adam"]):
+        np.testing.assert_allclose(lazy_weights, adam, rtol=1e-5, atol=1e-7)

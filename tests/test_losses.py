@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import TiedAutoencoder, losses
+from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.training import losses
 
 
 def test_sigmoid_cross_entropy_matches_numpy_and_stays_finite_for_extreme_logits():
@@ -90,7 +91,7 @@ def test_contractive_penalty_of_a_float64_model_matches_finite_differences(layer
 
 
 def test_global_mean_on_two_replicas_is_the_whole_batch_mean_with_each_replicas_gradient():
-    from rawtf_ae import distribute
+    from rawtf_ae.training import distribute
 
     strategy = distribute.mirrored_strategy([d.name for d in tf.config.list_logical_devices("CPU")])
     codes = tf.reshape(tf.range(12, dtype=tf.float32), [4, 3])

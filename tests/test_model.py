@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import TiedAutoencoder
-from rawtf_ae.model import untie
+from rawtf_ae.models.dense import TiedAutoencoder, untie
 
 
 def _numpy_activation(name):

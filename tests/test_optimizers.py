@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import config as config_lib
-from rawtf_ae import optimizers, state, train
+from rawtf_ae.config import checks
+from rawtf_ae.optim import optimizers
+from rawtf_ae.program import train
+from rawtf_ae.training import state, steps
 from tests.conftest import tiny_config
 
 
@@ -18,7 +20,7 @@ def _one_step(multipliers):
     model, optimizer = trained.model, trained.optimizer
     before = {optimizers.variable_name(v): v.numpy() for v in model.trainable_variables}
     batch = tf.random.stateless_uniform([32, 784], seed=[1, 2])
-    tf.function(train.make_train_step(model, optimizer, "bce", 32))(batch)
+    tf.function(steps.make_train_step(model, optimizer, "bce", 32))(batch)
     return {
         optimizers.variable_name(v): v.numpy() - before[optimizers.variable_name(v)]
         for v in model.trainable_variables
@@ -75,7 +77,7 @@ def test_bad_multipliers_fail_before_the_workdir_exists(tmp_path, value, message
         )
     assert not os.path.exists(tmp_path / "run")
     with pytest.raises(ValueError, match="mixed_float16"):
-        config_lib.validate(
+        checks.validate(
             tiny_config(**{"train.learning_rate_multipliers": "bias=2", "train.precision": "mixed_float16"})
         )
 
@@ -83,7 +85,8 @@ def test_bad_multipliers_fail_before_the_workdir_exists(tmp_path, value, message
 @pytest.mark.parametrize("clip_norm", [0.05, 1e6])
 def test_clip_norm_scales_each_update_to_the_global_norm(clip_norm):
     # Independently: the tape's gradient of the batch loss, scaled to norm clip_norm by hand.
-    from rawtf_ae import TiedAutoencoder, losses
+    from rawtf_ae.models.dense import TiedAutoencoder
+    from rawtf_ae.training import losses
 
     model = TiedAutoencoder([20, 6], activation="selu", output_activation="linear", seed=0, tied=False)
     batch = tf.random.stateless_uniform([8, 20], seed=[1, 2])
@@ -98,13 +101,13 @@ def test_clip_norm_scales_each_update_to_the_global_norm(clip_norm):
     ]
     optimizer = tf.keras.optimizers.SGD(0.1)
     optimizer.build(model.trainable_variables)
-    tf.function(train.make_train_step(model, optimizer, "mse", 8, clip_norm=clip_norm))(batch)
+    tf.function(steps.make_train_step(model, optimizer, "mse", 8, clip_norm=clip_norm))(batch)
     for variable, value in zip(model.trainable_variables, expected):
         np.testing.assert_allclose(variable.numpy(), value, rtol=1e-5, atol=1e-7)
 
 
 def test_clip_norm_is_validated():
     with pytest.raises(ValueError, match="`train.clip_norm` must be >= 0"):
-        config_lib.validate(tiny_config(**{"train.clip_norm": -1.0}))
+        checks.validate(tiny_config(**{"train.clip_norm": -1.0}))
     with pytest.raises(ValueError, match="`train.clip_norm` does not work with precision 'mixed_float16'"):
-        config_lib.validate(tiny_config(**{"train.clip_norm": 1.0, "train.precision": "mixed_float16"}))
+        checks.validate(tiny_config(**{"train.clip_norm": 1.0, "train.precision": "mixed_float16"}))

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rawtf_ae import array_files, data, ratings
+from rawtf_ae.data import array_files, idx, sources
+from rawtf_ae.recommender import ratings_file
 
 pytestmark = pytest.mark.fault
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -29,24 +30,24 @@ def _load_folder(folder, **values):
         dict(name="mnist", path=str(folder), num_train=0, num_validation=1, split_seed=0)
     )
     config.update(values)
-    return data.load(config, seed=0)
+    return sources.load(config, seed=0)
 
 
 def test_absurd_dimensions_are_refused_before_reading(tmp_path):
     path = tmp_path / "huge"
     path.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**31, 2**16, 2**16) + b"\0" * 16)
     with pytest.raises(ValueError, match=r"over the \d+-byte limit: the header is corrupt"):
-        data.read_idx(str(path))
+        idx.read_idx(str(path))
     path.write_bytes(bytes([0, 0, 8, 200]) + b"\0" * 64)
     with pytest.raises(ValueError, match="declares 200 dimensions"):
-        data.read_idx(str(path))
+        idx.read_idx(str(path))
 
 
 def test_trailing_bytes_wrong_kinds_and_bad_labels_are_refused(tmp_path):
     images = np.zeros((4, 28, 28), np.uint8)
     (tmp_path / "trailing").write_bytes(_idx_bytes(images) + b"extra")
     with pytest.raises(ValueError, match="has bytes after the data"):
-        data.read_idx(str(tmp_path / "trailing"))
+        idx.read_idx(str(tmp_path / "trailing"))
     folder = tmp_path / "labels_as_images"
     folder.mkdir()
     (folder / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros(4, np.uint8)))
@@ -67,7 +68,7 @@ def test_npz_that_decompresses_past_the_limit_is_refused(tmp_path, monkeypatch):
         dict(name="array", path=str(tmp_path / "big.npz"), num_train=0, num_validation=1, split_seed=0)
     )
     with pytest.raises(ValueError, match="decompresses to .* over the 10000-byte limit"):
-        data.load(config, seed=0)
+        sources.load(config, seed=0)
 
 
 @FUZZ
@@ -76,7 +77,7 @@ def test_fuzzed_idx_bytes_give_only_value_errors(tmp_path, blob, compress):
     path = tmp_path / "fuzz.idx"
     path.write_bytes(gzip.compress(blob) if compress else blob)
     try:
-        array = data.read_idx(str(path))
+        array = idx.read_idx(str(path))
     except ValueError as e:
         assert str(path) in str(e)
     else:
@@ -99,7 +100,7 @@ def test_mutated_valid_idx_files_give_only_value_errors(tmp_path, draw):
     path = tmp_path / "mutated.gz"
     path.write_bytes(gzip.compress(bytes(valid)))
     try:
-        data.read_idx(str(path))
+        idx.read_idx(str(path))
     except ValueError as e:
         assert str(path) in str(e)
 
@@ -119,7 +120,7 @@ def test_fuzzed_numpy_files_give_only_documented_errors(tmp_path, blob, suffix):
         dict(name="array", path=str(path), num_train=0, num_validation=1, split_seed=0)
     )
     try:
-        splits = data.load(config, seed=0)
+        splits = sources.load(config, seed=0)
     except ValueError as e:
         assert str(path) in str(e)
     else:
@@ -161,7 +162,7 @@ def test_fuzzed_ratings_files_give_only_value_errors_naming_the_file(tmp_path, r
     text = newline.join(delimiter.join(fields) for fields in rows)
     path.write_text(("\ufeff" if bom else "") + text, encoding="utf-8", newline="")
     try:
-        parsed = ratings.read_ratings(str(path), delimiter)
+        parsed = ratings_file.read_ratings(str(path), delimiter)
     except ValueError as e:
         assert str(path) in str(e)
     else:
@@ -176,12 +177,12 @@ def test_fuzzed_ratings_bytes_give_only_value_errors(tmp_path, blob):
     path = tmp_path / "fuzz.bin"
     path.write_bytes(blob)
     try:
-        ratings.read_ratings(str(path))
+        ratings_file.read_ratings(str(path))
     except ValueError as e:
         assert str(path) in str(e)
 
 
 def test_valid_files_still_load(mnist_dir):
-    images = data.read_idx(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz"))
-    labels = data.read_idx(os.path.join(mnist_dir, "t10k-labels-idx1-ubyte.gz"))
+    images = idx.read_idx(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz"))
+    labels = idx.read_idx(os.path.join(mnist_dir, "t10k-labels-idx1-ubyte.gz"))
     assert images.shape == (10_000, 28, 28) and labels.shape == (10_000,) and labels.max() == 9

@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import data, pretrain, state, train
-from rawtf_ae.model import TiedAutoencoder
+from rawtf_ae.data import pipelines, sources
+from rawtf_ae.models import architectures
+from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.program import train
+from rawtf_ae.training import evaluation, pretrain, state, steps
 from tests.conftest import tiny_config
 
 DEEP = {
@@ -23,7 +26,7 @@ def test_each_layer_reconstructs_the_codes_below_with_their_activation_and_loss(
     # Layer k > 0 reconstructs the codes of layer k - 1: with that layer's activation on its
     # output, and BCE only when those codes are logistic. Mixed activations tell the rules apart.
     config = tiny_config(**{**DEEP, "model.activation": activation, "pretrain.steps_per_layer": 2})
-    layers = pretrain.pretrain_layers(config, data.curves(100, seed=0))
+    layers = pretrain.pretrain_layers(config, sources.curves(100, seed=0))
     first, second = activation.split(",")
     assert [layer.activation_names for layer in layers] == [(first,), (second,)]
     assert [layer.output_activation_name for layer in layers] == ["sigmoid", second_layer[0]]
@@ -42,7 +45,7 @@ def test_pretraining_trains_each_layer_on_its_configured_corruption(levels, capl
         "pretrain.corruption_levels": levels,
     }
     config = tiny_config(**sgd, **noisy)
-    examples = data.curves(100, seed=0)
+    examples = sources.curves(100, seed=0)
     layers = pretrain.pretrain_layers(config, examples)
     codes = layers[0].encode(examples).numpy()
     for k, (inputs, loss) in enumerate([(examples, "bce"), (codes, "bce")]):
@@ -54,7 +57,7 @@ def test_pretraining_trains_each_layer_on_its_configured_corruption(levels, capl
         )
         optimizer = tf.keras.optimizers.SGD(config.train.learning_rate)
         optimizer.build(by_hand.trainable_variables)
-        step = train.make_train_step(
+        step = steps.make_train_step(
             by_hand,
             optimizer,
             loss,
@@ -63,7 +66,7 @@ def test_pretraining_trains_each_layer_on_its_configured_corruption(levels, capl
             corruption_level=level,
             seed=config.seed + 1 + k,
         )
-        tf.function(step)(next(iter(data.train_dataset(inputs, 32, config.seed + 1 + k))))
+        tf.function(step)(next(iter(pipelines.train_dataset(inputs, 32, config.seed + 1 + k))))
         for ours, expected in zip(layers[k].trainable_variables, by_hand.trainable_variables):
             np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)
     clean = pretrain.pretrain_layers(tiny_config(**sgd), examples)[0]
@@ -71,7 +74,7 @@ def test_pretraining_trains_each_layer_on_its_configured_corruption(levels, capl
 
 
 def test_per_layer_corruption_levels_are_validated():
-    from rawtf_ae import config as config_lib
+    from rawtf_ae.config import checks
 
     masking = {"train.corruption": "masking", "train.corruption_level": 0.2}
     for overrides, message in [
@@ -83,12 +86,12 @@ def test_per_layer_corruption_levels_are_validated():
         ({"pretrain.corruption_levels": (0.1, 0.2)}, r"needs a `train.corruption` kind"),
     ]:
         with pytest.raises(ValueError, match=message):
-            config_lib.validate(tiny_config(**DEEP, **overrides))
+            checks.validate(tiny_config(**DEEP, **overrides))
 
 
 def test_each_layer_learns_on_the_codes_of_the_layers_below_and_is_assembled():
     config = tiny_config(**DEEP)
-    examples = data.curves(600, seed=0)
+    examples = sources.curves(600, seed=0)
     layers = pretrain.pretrain_layers(config, examples)
     assert [layer.layer_sizes for layer in layers] == [(784, 64), (64, 16)]
     codes = layers[0].encode(examples)
@@ -100,7 +103,7 @@ def test_each_layer_learns_on_the_codes_of_the_layers_below_and_is_assembled():
             seed=layer.seed,
         )
         assert np.mean((layer(inputs) - inputs) ** 2) < 0.8 * np.mean((untrained(inputs) - inputs) ** 2)
-    model = train.create_model(config)
+    model = architectures.create_model(config)
     pretrain.assemble(model, layers)
     for k, layer in enumerate(layers):
         np.testing.assert_array_equal(model.kernels[k].numpy(), layer.kernels[0].numpy())
@@ -113,8 +116,8 @@ def test_each_layer_learns_on_the_codes_of_the_layers_below_and_is_assembled():
 
 def test_an_untied_deep_model_starts_its_decoder_from_the_pretrained_kernels():
     config = tiny_config(**{**DEEP, "model.tied": False, "pretrain.steps_per_layer": 5})
-    layers = pretrain.pretrain_layers(config, data.curves(200, seed=0))
-    model = train.create_model(config)
+    layers = pretrain.pretrain_layers(config, sources.curves(200, seed=0))
+    model = architectures.create_model(config)
     pretrain.assemble(model, layers)
     for k in range(2):
         np.testing.assert_array_equal(model.decoder_kernels[k].numpy(), model.kernels[k].numpy())
@@ -129,15 +132,15 @@ def test_pretraining_then_fine_tuning_runs_once_and_checkpoints_step_0(tmp_path,
     assert "pretrained layer 1 (64-16, sigmoid, bce)" in caplog.text
     assert "saved the pretrained model as" in caplog.text and "ckpt-0" in caplog.text
     # ckpt-0 holds exactly what pretraining the training split and assembling gives.
-    splits = data.load(config.data, config.seed)
-    expected = train.create_model(config)
+    splits = sources.load(config.data, config.seed)
+    expected = architectures.create_model(config)
     pretrain.assemble(expected, pretrain.pretrain_layers(config, splits.train))
     step_0 = state.create_train_state(config)
     tf.train.Checkpoint(model=step_0.model).read(str(tmp_path / "checkpoints" / "ckpt-0")).expect_partial()
     for saved, direct in zip(step_0.model.trainable_variables, expected.trainable_variables):
         np.testing.assert_array_equal(saved.numpy(), direct.numpy())
-    untrained = train.make_evaluate(train.create_model(config), "bce")(
-        data.eval_dataset(splits.validation, 100)
+    untrained = evaluation.make_evaluate(architectures.create_model(config), "bce")(
+        pipelines.eval_dataset(splits.validation, 100)
     )
     assert metrics["val_loss"] < 0.7 * untrained
     caplog.clear()
@@ -147,7 +150,7 @@ def test_pretraining_then_fine_tuning_runs_once_and_checkpoints_step_0(tmp_path,
 
 def test_pretraining_is_reproducible_from_the_seed():
     config = tiny_config(**{**DEEP, "pretrain.steps_per_layer": 10})
-    examples = data.curves(200, seed=0)
+    examples = sources.curves(200, seed=0)
     first, second = pretrain.pretrain_layers(config, examples), pretrain.pretrain_layers(config, examples)
     for a, b in zip(first, second):
         for x, y in zip(a.trainable_variables, b.trainable_variables):

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import data, ratings, ratings_file
-from rawtf_ae.synthetic_ratings import synthetic_ratings
+from rawtf_ae.data import pipelines
+from rawtf_ae.recommender import ratings, ratings_file
+from rawtf_ae.recommender.synthetic import synthetic_ratings
 
 
 def _write(tmp_path, text, name="ratings.csv", encoding="utf-8"):
@@ -20,7 +21,7 @@ def test_reads_movielens_csv_with_header_timestamps_and_bom(tmp_path):
         tmp_path,
         "\ufeffuserId,movieId,rating,timestamp\r\n1,31,2.5,1260759144\r\n1,1029,3.0,1\r\n\r\n7,31,5,2\r\n",
     )
-    parsed = ratings.read_ratings(path)
+    parsed = ratings_file.read_ratings(path)
     assert list(parsed.users) == ["1", "1", "7"]
     assert list(parsed.items) == ["31", "1029", "31"]
     np.testing.assert_array_equal(parsed.values, [2.5, 3.0, 5.0])
@@ -30,7 +31,7 @@ def test_reads_movielens_csv_with_header_timestamps_and_bom(tmp_path):
 @pytest.mark.parametrize("delimiter", ["\t", "::"])
 def test_reads_headerless_files_with_other_delimiters(tmp_path, delimiter):
     path = _write(tmp_path, f"1{delimiter}10{delimiter}4\n2{delimiter}10{delimiter}3{delimiter}99\n")
-    parsed = ratings.read_ratings(path, delimiter)
+    parsed = ratings_file.read_ratings(path, delimiter)
     assert len(parsed) == 2 and list(parsed.users) == ["1", "2"]
 
 
@@ -52,22 +53,22 @@ def test_reads_headerless_files_with_other_delimiters(tmp_path, delimiter):
 def test_bad_ratings_files_name_the_line_and_problem(tmp_path, text, message):
     path = _write(tmp_path, text)
     with pytest.raises(ValueError, match=message):
-        ratings.read_ratings(path)
+        ratings_file.read_ratings(path)
 
 
 def test_missing_directory_and_non_utf8_files_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        ratings.read_ratings(str(tmp_path / "nope.csv"))
+        ratings_file.read_ratings(str(tmp_path / "nope.csv"))
     with pytest.raises(ValueError, match="is a directory"):
-        ratings.read_ratings(str(tmp_path))
+        ratings_file.read_ratings(str(tmp_path))
     with pytest.raises(ValueError, match="not UTF-8"):
-        ratings.read_ratings(_write(tmp_path, "1,2,3\n", encoding="utf-16"))
+        ratings_file.read_ratings(_write(tmp_path, "1,2,3\n", encoding="utf-16"))
     with pytest.raises(ValueError, match="delimiter"):
-        ratings.read_ratings(_write(tmp_path, "1,2,3\n"), "\n")
+        ratings_file.read_ratings(_write(tmp_path, "1,2,3\n"), "\n")
 
 
 def test_vocabulary_orders_integer_ids_numerically_and_round_trips(tmp_path):
-    parsed = ratings.read_ratings(_write(tmp_path, "10,b,1\n2,a,2\n1,c,3\n"))
+    parsed = ratings_file.read_ratings(_write(tmp_path, "10,b,1\n2,a,2\n1,c,3\n"))
     vocabulary = ratings.Vocabulary.build(parsed)
     assert vocabulary.users == ["1", "2", "10"]
     assert vocabulary.items == ["a", "b", "c"]
@@ -80,9 +81,9 @@ def test_vocabulary_orders_integer_ids_numerically_and_round_trips(tmp_path):
 
 
 def _splits(tmp_path, train_text, validation_text=None, **options):
-    train = ratings.read_ratings(_write(tmp_path, train_text))
+    train = ratings_file.read_ratings(_write(tmp_path, train_text))
     validation = (
-        ratings.read_ratings(_write(tmp_path, validation_text, "held_out.csv")) if validation_text else None
+        ratings_file.read_ratings(_write(tmp_path, validation_text, "held_out.csv")) if validation_text else None
     )
     return ratings.build_splits(train, validation, **options)
 
@@ -101,8 +102,8 @@ def test_validation_file_ratings_of_unseen_ids_are_skipped_and_counted_or_refuse
 
 def test_held_out_fraction_partitions_the_ratings_and_inputs_are_training_rows(tmp_path):
     triples = synthetic_ratings(num_users=60, num_items=40, density=0.2, seed=3)
-    path = ratings.write_ratings(str(tmp_path / "s.csv"), triples)
-    splits = ratings.build_splits(ratings.read_ratings(path), validation_fraction=0.2, split_seed=1)
+    path = ratings_file.write_ratings(str(tmp_path / "s.csv"), triples)
+    splits = ratings.build_splits(ratings_file.read_ratings(path), validation_fraction=0.2, split_seed=1)
     assert splits.train.nnz + splits.validation_targets.nnz == len(triples)
     assert 0.1 < splits.validation_targets.nnz / len(triples) < 0.3
     train_dense, train_mask = splits.train.to_dense()
@@ -136,11 +137,11 @@ def test_dense_batches_match_the_sparse_rows_in_any_order():
 
 def test_training_batches_are_dicts_resumable_at_any_step(tmp_path):
     triples = synthetic_ratings(num_users=40, num_items=25, density=0.2, seed=1)
-    path = ratings.write_ratings(str(tmp_path / "s.csv"), triples)
-    splits = ratings.build_splits(ratings.read_ratings(path))
-    full = list(data.train_dataset(splits.train, 8, seed=5).take(9))
+    path = ratings_file.write_ratings(str(tmp_path / "s.csv"), triples)
+    splits = ratings.build_splits(ratings_file.read_ratings(path))
+    full = list(pipelines.train_dataset(splits.train, 8, seed=5).take(9))
     assert full[0]["inputs"].shape == full[0]["mask"].shape == (8, 25)
-    resumed = list(data.train_dataset(splits.train, 8, seed=5, start_step=6).take(3))
+    resumed = list(pipelines.train_dataset(splits.train, 8, seed=5, start_step=6).take(3))
     for a, b in zip(full[6:], resumed):
         np.testing.assert_array_equal(a["inputs"].numpy(), b["inputs"].numpy())
         np.testing.assert_array_equal(a["mask"].numpy(), b["mask"].numpy())
@@ -148,9 +149,9 @@ def test_training_batches_are_dicts_resumable_at_any_step(tmp_path):
 
 def test_evaluation_batches_drop_no_user(tmp_path):
     triples = synthetic_ratings(num_users=53, num_items=20, density=0.3, seed=2)
-    path = ratings.write_ratings(str(tmp_path / "s.csv"), triples)
-    splits = ratings.build_splits(ratings.read_ratings(path), validation_fraction=0.3)
-    batches = list(data.eval_dataset(splits, 16))
+    path = ratings_file.write_ratings(str(tmp_path / "s.csv"), triples)
+    splits = ratings.build_splits(ratings_file.read_ratings(path), validation_fraction=0.3)
+    batches = list(pipelines.eval_dataset(splits, 16))
     assert sum(int(b["mask"].shape[0]) for b in batches) == len(splits.validation_targets)
     assert sum(float(tf.reduce_sum(b["mask"])) for b in batches) == splits.validation_targets.nnz
 
@@ -188,7 +189,7 @@ def test_the_temporal_split_holds_out_each_users_latest_ratings(tmp_path, by):
         "3,11,4,7\n3,12,5,7\n3,10,2,1\n"
     )
     splits = ratings.build_splits(
-        ratings.read_ratings(str(path)), by=by, validation_fraction=0.4, split="temporal"
+        ratings_file.read_ratings(str(path)), by=by, validation_fraction=0.4, split="temporal"
     )
     assert _held_out_pairs(splits) == [("1", "10", 1.0), ("1", "12", 3.0), ("3", "12", 5.0)]
     assert splits.train.nnz == 6
@@ -198,9 +199,9 @@ def test_the_temporal_split_names_a_rating_without_a_timestamp(tmp_path):
     path = tmp_path / "ratings.csv"
     path.write_text("1,10,1,50\n1,11,2\n2,10,3,soon\n")
     with pytest.raises(ValueError, match=r"ratings.csv, line 2: .*needs a numeric timestamp"):
-        ratings.build_splits(ratings.read_ratings(str(path)), split="temporal")
+        ratings.build_splits(ratings_file.read_ratings(str(path)), split="temporal")
     with pytest.raises(ValueError, match="`data.ratings_split` is 'latest'"):
-        ratings.build_splits(ratings.read_ratings(str(path)), split="latest")
+        ratings.build_splits(ratings_file.read_ratings(str(path)), split="latest")
 
 
 @pytest.mark.parametrize("block_bytes", [1 << 25, 7])  # 7 bytes: chunks end mid-file, line by line
@@ -214,7 +215,7 @@ def test_the_vectorized_reader_reads_what_the_line_by_line_reader_reads(tmp_path
     fast = ratings_file._read_vectorized(path, ",")
     assert fast is not None
     monkeypatch.setattr(ratings_file, "_read_vectorized", lambda path, delimiter: None)
-    slow = ratings.read_ratings(path)
+    slow = ratings_file.read_ratings(path)
     for key in ("users", "items", "values", "lines"):
         np.testing.assert_array_equal(getattr(fast, key), getattr(slow, key))
     np.testing.assert_array_equal(fast.timestamps, slow.timestamps)  # NaN where not a number

@@ -50,7 +50,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_readme_loading_example_runs_on_an_exported_workdir(tmp_path, monkeypatch):
-    from rawtf_ae import train
+    from rawtf_ae.program import train
     from tests.conftest import tiny_config
 
     monkeypatch.chdir(tmp_path)
@@ -67,12 +67,13 @@ def test_readme_loading_example_runs_on_an_exported_workdir(tmp_path, monkeypatc
 
 
 def test_readme_recommend_example_runs_on_a_ratings_workdir(tmp_path, monkeypatch):
-    from rawtf_ae import ratings, train
-    from rawtf_ae.synthetic_ratings import synthetic_ratings
+    from rawtf_ae.program import train
+    from rawtf_ae.recommender import ratings_file
+    from rawtf_ae.recommender.synthetic import synthetic_ratings
     from tests.conftest import tiny_ratings_config
 
     monkeypatch.chdir(tmp_path)
-    path = ratings.write_ratings("r.csv", synthetic_ratings(num_users=100, num_items=50, density=0.2))
+    path = ratings_file.write_ratings("r.csv", synthetic_ratings(num_users=100, num_items=50, density=0.2))
     config = tiny_ratings_config(path, **{"train.num_steps": 10})
     train.train_and_evaluate(config, "runs/ratings")
     namespace = {}

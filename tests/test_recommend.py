@@ -9,17 +9,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import corruption, export, ratings, train
-from rawtf_ae.model import TiedAutoencoder
-from rawtf_ae.recommend import Recommender, top_k_unrated
-from rawtf_ae.synthetic_ratings import synthetic_ratings
+from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.program import restore, train
+from rawtf_ae.recommender import ratings
+from rawtf_ae.recommender.ratings_file import write_ratings
+from rawtf_ae.recommender.recommend import Recommender, top_k_unrated
+from rawtf_ae.recommender.synthetic import synthetic_ratings
+from rawtf_ae.serving import saved_model
+from rawtf_ae.training import corruption, steps
 from tests.conftest import REPO, tiny_config, tiny_ratings_config
 
 
 @pytest.fixture
 def ratings_file(tmp_path):
     triples = synthetic_ratings(num_users=400, num_items=120, density=0.1, seed=0)
-    return ratings.write_ratings(str(tmp_path / "ratings.csv"), triples)
+    return write_ratings(str(tmp_path / "ratings.csv"), triples)
 
 
 def _batch(seed=0, batch=6, width=10, density=0.3):
@@ -39,7 +43,7 @@ def test_masked_step_loss_is_squared_error_per_observed_rating():
     batch = _batch()
     optimizer = tf.keras.optimizers.SGD(0.0)
     optimizer.build(model.trainable_variables)
-    step = tf.function(train.make_train_step(model, optimizer, "masked_mse", 6))
+    step = tf.function(steps.make_train_step(model, optimizer, "masked_mse", 6))
     loss = float(step(batch))
     predictions = model(batch["inputs"]).numpy()
     mask = batch["mask"].numpy()
@@ -55,7 +59,7 @@ def test_masked_gradients_ignore_unobserved_targets():
         model = _model()
         optimizer = tf.keras.optimizers.SGD(1.0)
         optimizer.build(model.trainable_variables)
-        tf.function(train.make_train_step(model, optimizer, "masked_mse", 6))(b)
+        tf.function(steps.make_train_step(model, optimizer, "masked_mse", 6))(b)
         gradients.append([v.numpy() for v in model.trainable_variables])
     for a, b in zip(*gradients):
         np.testing.assert_allclose(a, b, rtol=1e-6)
@@ -69,7 +73,7 @@ def test_dense_refeeding_is_a_second_update_on_the_first_output(weight_decay):
     optimizer = tf.keras.optimizers.SGD(learning_rate)
     optimizer.build(model.trainable_variables)
     step = tf.function(
-        train.make_train_step(model, optimizer, "masked_mse", 6, dense_refeeding=1, weight_decay=weight_decay)
+        steps.make_train_step(model, optimizer, "masked_mse", 6, dense_refeeding=1, weight_decay=weight_decay)
     )
     step(batch)
     # By hand: one update on the ratings, a second with y = f(x) (before the first update) as
@@ -106,7 +110,7 @@ def test_code_dropout_drops_the_seeded_units_and_rescales_the_kept_ones():
         model = _model()
         optimizer = tf.keras.optimizers.SGD(0.1)
         optimizer.build(model.trainable_variables)
-        step = train.make_train_step(model, optimizer, "masked_mse", 32, code_dropout=dropout, seed=step_seed)
+        step = steps.make_train_step(model, optimizer, "masked_mse", 32, code_dropout=dropout, seed=step_seed)
         return float(tf.function(step)(batch))
 
     model = _model()
@@ -152,11 +156,11 @@ def test_evaluation_never_drops_codes(tmp_path, ratings_file):
 def test_refeeding_needs_the_masked_loss():
     model = _model()
     with pytest.raises(ValueError, match="needs loss 'masked_mse'"):
-        train.make_train_step(model, tf.keras.optimizers.SGD(0.1), "mse", 4, dense_refeeding=1)
+        steps.make_train_step(model, tf.keras.optimizers.SGD(0.1), "mse", 4, dense_refeeding=1)
 
 
 def test_config_rejects_ratings_without_masked_loss_and_bad_values(ratings_file):
-    from rawtf_ae import config as config_lib
+    from rawtf_ae.config import checks
 
     for overrides, message in [
         ({"train.loss": "mse"}, "ratings data needs loss 'masked_mse'"),
@@ -168,9 +172,9 @@ def test_config_rejects_ratings_without_masked_loss_and_bad_values(ratings_file)
         ({"data.validation_fraction": 0.0}, "data.validation_fraction"),
     ]:
         with pytest.raises(ValueError, match=message):
-            config_lib.validate(tiny_ratings_config(ratings_file, **overrides))
+            checks.validate(tiny_ratings_config(ratings_file, **overrides))
     with pytest.raises(ValueError, match="masked_mse"):
-        config_lib.validate(tiny_config(**{"train.loss": "masked_mse"}))
+        checks.validate(tiny_config(**{"train.loss": "masked_mse"}))
 
 
 @pytest.mark.slow
@@ -178,7 +182,7 @@ def test_the_synthetic_recipe_beats_the_per_item_mean_on_low_rank_ratings(tmp_pa
     from tests.test_config import _load
 
     config = _load(os.path.join(REPO, "configs", "recommender_synthetic.py"))
-    config.data.path = ratings.write_ratings(str(tmp_path / "synthetic.csv"), synthetic_ratings())
+    config.data.path = ratings_file.write_ratings(str(tmp_path / "synthetic.csv"), synthetic_ratings())
     config.train.eval_every_steps = config.train.checkpoint_every_steps = 3_000
     metrics = train.train_and_evaluate(config, str(tmp_path / "run"))
     # Measured 0.686 against 1.064 (docs/recommender.md, seed 0): the model learns the rank-5
@@ -193,16 +197,16 @@ def test_recommendations_exclude_rated_items_and_match_the_saved_model(tmp_path,
     workdir = str(tmp_path / "run")
     metrics = train.train_and_evaluate(tiny_ratings_config(ratings_file), workdir)
     assert metrics["val_skipped_ratings"] == 0 and metrics["val_ratings"] > 0
-    vocabulary = ratings.Vocabulary.load(train.vocabulary_path(workdir))
+    vocabulary = ratings.Vocabulary.load(restore.vocabulary_path(workdir))
     assert len(vocabulary.items) == 120
-    model, _, _ = train.restore_model(tiny_ratings_config(ratings_file), workdir)
+    model, _, _ = restore.restore_model(tiny_ratings_config(ratings_file), workdir)
     new_user = {"3": 5.0, "17": 1.0, "not-an-item": 4.0}
     recommender = Recommender(model, vocabulary)
     ours = recommender.recommend(new_user, k=5)
     assert len(ours) == 5 and not {"3", "17"} & {item for item, _ in ours}
     scores = [score for _, score in ours]
     assert scores == sorted(scores, reverse=True)
-    loaded = export.load(os.path.join(workdir, "export", "saved_model"))
+    loaded = saved_model.load(os.path.join(workdir, "export", "saved_model"))
     assert loaded.vocabulary == vocabulary
     exported = loaded.recommend(new_user, k=5)
     assert [item for item, _ in exported] == [item for item, _ in ours]
@@ -219,10 +223,10 @@ def test_known_users_get_items_they_have_not_rated(tmp_path, ratings_file):
     workdir = str(tmp_path / "run")
     config = tiny_ratings_config(ratings_file, **{"train.export": False})
     train.train_and_evaluate(config, workdir)
-    model, _, _ = train.restore_model(config, workdir)
-    from rawtf_ae import data
+    model, _, _ = restore.restore_model(config, workdir)
+    from rawtf_ae.data import sources
 
-    splits = data.load(config.data, config.seed)
+    splits = sources.load(config.data, config.seed)
     recommender = Recommender(model, splits.vocabulary, splits.train)
     (top,) = recommender.recommend_for_users(["5"], k=10)
     rated = set(splits.train.columns[splits.train.indptr[5] : splits.train.indptr[6]])
@@ -252,7 +256,7 @@ def test_top_k_unrated_clips_k_and_puts_rated_items_last():
 def test_resuming_with_a_different_ratings_file_fails_before_writing(tmp_path, ratings_file):
     workdir = tmp_path / "run"
     train.train_and_evaluate(tiny_ratings_config(ratings_file, **{"train.export": False}), str(workdir))
-    other = ratings.write_ratings(
+    other = ratings_file.write_ratings(
         str(tmp_path / "other.csv"), synthetic_ratings(num_users=400, num_items=90, density=0.1)
     )
     before = sorted(os.listdir(workdir / "checkpoints"))
@@ -262,17 +266,17 @@ def test_resuming_with_a_different_ratings_file_fails_before_writing(tmp_path, r
 
 
 def test_workdir_eval_and_export_keep_the_vocabulary(tmp_path, ratings_file):
-    from rawtf_ae import workdir as workdir_lib
+    from rawtf_ae.program import modes
 
     workdir = str(tmp_path / "run")
     config = tiny_ratings_config(ratings_file, **{"train.export": False})
     trained = train.train_and_evaluate(config, workdir)
-    evaluated = workdir_lib.evaluate(config, workdir)
+    evaluated = modes.evaluate(config, workdir)
     np.testing.assert_allclose(evaluated["val_rmse"], trained["val_rmse"], rtol=1e-5)
     assert evaluated["item_mean_val_rmse"] == pytest.approx(trained["item_mean_val_rmse"])
-    workdir_lib.export_workdir(config, workdir)
-    loaded = export.load(os.path.join(workdir, "export", "saved_model"))
+    modes.export_workdir(config, workdir)
+    loaded = saved_model.load(os.path.join(workdir, "export", "saved_model"))
     assert loaded.vocabulary == ratings.Vocabulary.load(os.path.join(workdir, "export", "vocabulary.json"))
     assert len(loaded.recommend({"1": 3.0}, k=4)) == 4
     with pytest.raises(ValueError, match="--mode=encode works on dense examples"):
-        workdir_lib.encode(config, workdir, str(tmp_path / "codes.npy"))
+        modes.encode(config, workdir, str(tmp_path / "codes.npy"))

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import checkpoints, train
+from rawtf_ae.models import architectures
+from rawtf_ae.program import train
+from rawtf_ae.training import checkpoints
 from tests.conftest import REPO, tiny_config
 
 pytestmark = pytest.mark.fault
@@ -134,12 +136,12 @@ def test_no_readable_checkpoint_is_a_clear_error_never_a_fresh_start(tmp_path, r
 
 
 def test_eval_skips_a_corrupt_checkpoint_without_touching_it(tmp_path, reference):
-    from rawtf_ae import workdir as workdir_lib
+    from rawtf_ae.program import modes
 
     workdir = _interrupted_at_40(tmp_path, reference)
     _truncate(workdir / "checkpoints" / "ckpt-40.index")
     config = tiny_config(**{"train.num_steps": 60})
-    assert workdir_lib.evaluate(config, str(workdir))["step"] == 20
+    assert modes.evaluate(config, str(workdir))["step"] == 20
     assert (workdir / "checkpoints" / "ckpt-40.index").exists()
 
 
@@ -181,7 +183,7 @@ def test_a_killed_runs_lock_does_not_block_the_next_run(tmp_path):
 
 def test_non_finite_weights_are_never_saved(tmp_path):
     config = tiny_config()
-    model = train.create_model(config)
+    model = architectures.create_model(config)
     checkpoint = tf.train.Checkpoint(model=model, step=tf.Variable(0, dtype=tf.int64))
     saver = checkpoints.Checkpointer(checkpoint, str(tmp_path), keep=3, chief=True, worker="local")
     assert saver.save(1).endswith("ckpt-1")

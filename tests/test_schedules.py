@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import optimizers, ratings, train
-from rawtf_ae.model import TiedAutoencoder
-from rawtf_ae.synthetic_ratings import synthetic_ratings
+from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.optim import optimizers, schedules
+from rawtf_ae.program import train
+from rawtf_ae.recommender import ratings_file
+from rawtf_ae.recommender.synthetic import synthetic_ratings
+from rawtf_ae.training import loops, steps
 from tests.conftest import tiny_config, tiny_ratings_config
 
 STEPS, REFEEDS, BATCH, WIDTH = 6, 1, 6, 10
@@ -76,14 +79,14 @@ def test_every_update_of_a_training_step_uses_the_schedule_at_that_step(optimize
     )
     model, reference = _model(), _model()
     step = tf.Variable(0, dtype=tf.int64)
-    library = train.create_optimizer(config.train, model.trainable_variables, step)
+    library = optimizers.create_optimizer(config.train, model.trainable_variables, step)
     library.build(model.trainable_variables)
-    loop = train.make_train_loop(
-        train.make_train_step(model, library, "masked_mse", BATCH, dense_refeeding=REFEEDS), step
+    loop = loops.make_train_loop(
+        steps.make_train_step(model, library, "masked_mse", BATCH, dense_refeeding=REFEEDS), step
     )
     loop(iter(_batches()), tf.constant(STEPS, tf.int64))
 
-    schedule = train.learning_rate_schedule(config.train)
+    schedule = schedules.learning_rate_schedule(config.train)
     plain, grouped = _reference_optimizer(config.train, schedule)
     if grouped:
         make, pairs = grouped
@@ -95,7 +98,7 @@ def test_every_update_of_a_training_step_uses_the_schedule_at_that_step(optimize
         expected = plain
     expected.build(reference.trainable_variables)
     reference_step = tf.function(
-        train.make_train_step(reference, expected, "masked_mse", BATCH, dense_refeeding=REFEEDS)
+        steps.make_train_step(reference, expected, "masked_mse", BATCH, dense_refeeding=REFEEDS)
     )
     for batch in _batches():
         reference_step(batch)
@@ -108,7 +111,7 @@ def test_every_update_of_a_training_step_uses_the_schedule_at_that_step(optimize
 def test_a_schedule_with_refeeding_and_no_step_counter_is_refused():
     config = tiny_config(**{"train.schedule": "cosine", "train.dense_refeeding": 1})
     with pytest.raises(ValueError, match="needs the training step counter"):
-        train.create_optimizer(config.train)
+        optimizers.create_optimizer(config.train)
     # Built by hand from the pieces: a plain Keras schedule follows the update count.
     for multipliers in ("", "bias=2"):
         model = _model()
@@ -120,7 +123,7 @@ def test_a_schedule_with_refeeding_and_no_step_counter_is_refused():
         else:
             optimizer = tf.keras.optimizers.Adam(rate)
         with pytest.raises(ValueError, match="must follow the training step"):
-            train.make_train_step(model, optimizer, "masked_mse", BATCH, dense_refeeding=1)
+            steps.make_train_step(model, optimizer, "masked_mse", BATCH, dense_refeeding=1)
 
 
 def _logged(workdir, tag):
@@ -141,7 +144,7 @@ def _checkpoint_kernel(workdir, step):
 
 
 def test_cosine_with_refeeding_trains_to_the_end_and_logs_the_rate_it_applies(tmp_path):
-    path = ratings.write_ratings(
+    path = ratings_file.write_ratings(
         str(tmp_path / "r.csv"), synthetic_ratings(num_users=80, num_items=30, density=0.2)
     )
     config = tiny_ratings_config(

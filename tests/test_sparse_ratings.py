@@ -10,21 +10,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import (
-    data,
-    distribute,
-    evaluation,
-    lazy_optimizers,
-    optimizers,
-    ratings,
-    ratings_batches,
-    state,
-    steps,
-    train,
-)
-from rawtf_ae.config import validate
-from rawtf_ae.model import TiedAutoencoder
-from rawtf_ae.synthetic_ratings import catalog_ratings, synthetic_ratings
+from rawtf_ae.config.checks import validate
+from rawtf_ae.data import pipelines
+from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.optim import lazy, optimizers
+from rawtf_ae.program import restore, train
+from rawtf_ae.recommender import batching, ratings, ratings_file, sparse_noise
+from rawtf_ae.recommender.synthetic import catalog_ratings, synthetic_ratings
+from rawtf_ae.training import distribute, evaluation, state, steps
 from tests.conftest import REPO, tiny_ratings_config
 from tests.test_distribute import _assert_weights_close, _small_ratings, _train_pieces
 
@@ -144,7 +137,7 @@ def test_sparse_step_on_two_mirrored_replicas_matches_one_device(overrides):
 
 def test_clipping_sums_a_sparse_gradients_rows_once_and_clips_the_sums():
     model = TiedAutoencoder((6, 3), seed=0)
-    optimizer = lazy_optimizers.LazyAdam(0.01)
+    optimizer = lazy.LazyAdam(0.01)
     optimizer.build(model.trainable_variables)
     objective = steps.Objective(model, optimizer, steps.StepOptions("masked_mse", 4, clip_norm=0.5))
     rng = np.random.default_rng(0)
@@ -157,7 +150,7 @@ def test_clipping_sums_a_sparse_gradients_rows_once_and_clips_the_sums():
     as_dense = [tf.convert_to_tensor(sparse).numpy(), dense.numpy()]
     scale = 0.5 / np.sqrt(sum((g**2).sum() for g in as_dense))
     assert scale < 1
-    assert isinstance(clipped_sparse, lazy_optimizers.UniqueRows)
+    assert isinstance(clipped_sparse, lazy.UniqueRows)
     assert sorted(clipped_sparse.indices.numpy()) == [0, 1, 4]  # each row once: summed
     np.testing.assert_allclose(tf.convert_to_tensor(clipped_sparse), scale * as_dense[0], rtol=1e-6)
     np.testing.assert_allclose(clipped_dense, scale * as_dense[1], rtol=1e-6)
@@ -170,7 +163,7 @@ def test_clipping_sums_a_sparse_gradients_rows_once_and_clips_the_sums():
     step = tf.function(
         steps.make_step(trained.model, trained.optimizer, steps.StepOptions.from_config(config))
     )
-    batch = next(iter(data.train_dataset(_small_ratings(), 8, seed=0, sparse=True)))
+    batch = next(iter(pipelines.train_dataset(_small_ratings(), 8, seed=0, sparse=True)))
     graph_def = step.get_concrete_function(batch).graph.as_graph_def()
     nodes = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
     summed = [n.input[0] for n in nodes if n.op == "Unique"]
@@ -182,27 +175,27 @@ def test_masking_noise_is_uniform_per_entry_and_independent_of_the_batch():
     seed = tf.constant([3, 7], tf.int64)
     rows = tf.range(200, dtype=tf.int64)[:, None] * tf.ones([1, 500], tf.int64)
     columns = tf.range(500, dtype=tf.int64)[None, :] * tf.ones([200, 1], tf.int64)
-    u = ratings_batches.entry_uniform(seed, tf.reshape(rows, [-1]), tf.reshape(columns, [-1])).numpy()
+    u = sparse_noise.entry_uniform(seed, tf.reshape(rows, [-1]), tf.reshape(columns, [-1])).numpy()
     assert 0 <= u.min() and u.max() < 1
     assert abs(u.mean() - 0.5) < 0.005 and abs((u < 0.3).mean() - 0.3) < 0.005
     assert (
         abs(np.corrcoef(u.reshape(200, 500)[:, :-1].ravel(), u.reshape(200, 500)[:, 1:].ravel())[0, 1]) < 0.01
     )
-    some = ratings_batches.entry_uniform(
+    some = sparse_noise.entry_uniform(
         seed, tf.constant([7, 150], tf.int64), tf.constant([0, 499], tf.int64)
     )
     np.testing.assert_array_equal(some, [u[7 * 500], u[150 * 500 + 499]])
-    other_step = ratings_batches.entry_uniform(tf.constant([3, 8], tf.int64), rows[0], columns[0]).numpy()
+    other_step = sparse_noise.entry_uniform(tf.constant([3, 8], tf.int64), rows[0], columns[0]).numpy()
     assert not np.allclose(other_step, u[:500])
 
 
 def test_sparse_evaluation_equals_dense_evaluation(tmp_path):
-    path = ratings.write_ratings(str(tmp_path / "r.csv"), synthetic_ratings(num_users=60, num_items=40))
-    splits = ratings.build_splits(ratings.read_ratings(path))
+    path = ratings_file.write_ratings(str(tmp_path / "r.csv"), synthetic_ratings(num_users=60, num_items=40))
+    splits = ratings.build_splits(ratings_file.read_ratings(path))
     model = TiedAutoencoder((40, 16), activation="selu", output_activation="linear", seed=0)
     evaluate = evaluation.make_evaluate(model, "masked_mse")
-    dense = evaluate(data.eval_dataset(splits, 7))
-    sparse = evaluate(data.eval_dataset(splits, 7, sparse=True))
+    dense = evaluate(pipelines.eval_dataset(splits, 7))
+    sparse = evaluate(pipelines.eval_dataset(splits, 7, sparse=True))
     assert sparse == pytest.approx(dense, rel=1e-5)
 
 
@@ -217,28 +210,28 @@ def test_options_that_need_dense_batches_are_refused_or_make_auto_dense(tmp_path
         np.arange(10), np.arange(10) * 100, np.ones(10), num_rows=10, width=1000
     )
     config.data.ratings_batches = "auto"
-    assert ratings_batches.choose(config, wide) == "dense"  # dense re-feeding and decay: dense
+    assert batching.choose(config, wide) == "dense"  # dense re-feeding and decay: dense
     config.train.weight_decay, config.train.dense_refeeding = 0.0, 0
-    assert ratings_batches.choose(config, wide) == "sparse"
-    assert ratings_batches.choose(config, _small_ratings()) == "dense"  # 40 items
+    assert batching.choose(config, wide) == "sparse"
+    assert batching.choose(config, _small_ratings()) == "dense"  # 40 items
 
 
 def test_auto_is_decided_once_per_run(tmp_path, monkeypatch):
     # 3 ratings per user over 900 items: `auto` takes sparse batches, and says so once.
     triples = [(u, 3 * u + k, 1.0 + k) for u in range(300) for k in range(3)]
-    path = ratings.write_ratings(str(tmp_path / "r.csv"), triples)
+    path = ratings_file.write_ratings(str(tmp_path / "r.csv"), triples)
     overrides = {"data.ratings_batches": "auto", "train.dense_refeeding": 0, "train.optimizer": "lazy_adam"}
     logged = []
     with monkeypatch.context() as patch:
+        # absl's logging, which program.train and recommender.batching both log through.
         patch.setattr(train.logging, "info", lambda message, *args: logged.append(message % args))
-        patch.setattr(ratings_batches.logging, "info", lambda message, *args: logged.append(message % args))
         train.train_and_evaluate(tiny_ratings_config(path, **overrides), str(tmp_path / "run"))
     assert sum(line.startswith("data.ratings_batches='auto': sparse") for line in logged) == 1
     assert sum("the first kernel is read by rows" in line for line in logged) == 1
 
 
 def test_train_py_trains_resumes_and_evaluates_on_sparse_batches(tmp_path, monkeypatch):
-    path = ratings.write_ratings(
+    path = ratings_file.write_ratings(
         str(tmp_path / "r.csv"), synthetic_ratings(num_users=80, num_items=30, density=0.2)
     )
     overrides = {"data.ratings_batches": "sparse", "train.dense_refeeding": 0, "train.optimizer": "lazy_adam"}
@@ -272,7 +265,7 @@ def test_train_py_trains_resumes_and_evaluates_on_sparse_batches(tmp_path, monke
         raise AssertionError("restore_model made an optimizer")
 
     monkeypatch.setattr(optimizers, "create_optimizer", no_optimizer)
-    model, _, _ = state.restore_model(tiny_ratings_config(path, **overrides), resumed)
+    model, _, _ = restore.restore_model(tiny_ratings_config(path, **overrides), resumed)
     assert model.input_width == 30
 
 

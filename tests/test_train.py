@@ -8,14 +8,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import TiedAutoencoder, data, state, train
+from rawtf_ae import files
+from rawtf_ae.data import pipelines, sources
+from rawtf_ae.models import architectures
+from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.optim import schedules
+from rawtf_ae.program import restore, train
+from rawtf_ae.training import evaluation, state, steps
 from tests.conftest import tiny_config
 
 
 def _initial_val_loss(config):
-    splits = data.load(config.data, config.seed)
-    evaluate = train.make_evaluate(train.create_model(config), config.train.loss)
-    return evaluate(data.eval_dataset(splits.validation, 100))
+    splits = sources.load(config.data, config.seed)
+    evaluate = evaluation.make_evaluate(architectures.create_model(config), config.train.loss)
+    return evaluate(pipelines.eval_dataset(splits.validation, 100))
 
 
 def _restore_model(config, workdir):
@@ -172,14 +178,13 @@ def test_a_damaged_saved_config_is_a_one_line_error_naming_it(tmp_path, damage):
     # A truncated config.json used to read as "input width 0", silently.
     (tmp_path / "config.json").write_bytes(damage)
     with pytest.raises(ValueError, match=r"config .*config\.json is damaged") as error:
-        train.trained_input_width(str(tmp_path))
+        restore.trained_input_width(str(tmp_path))
     assert "\n" not in str(error.value)
     (tmp_path / "config.json").unlink()
-    assert train.trained_input_width(str(tmp_path)) == 0  # no saved config: nothing to check
+    assert restore.trained_input_width(str(tmp_path)) == 0  # no saved config: nothing to check
 
 
 def test_config_json_is_written_atomically(tmp_path, monkeypatch):
-    from rawtf_ae import files
 
     train.train_and_evaluate(tiny_config(**{"train.num_steps": 10}), str(tmp_path))
     before = (tmp_path / "config.json").read_bytes()
@@ -236,23 +241,23 @@ def test_learning_rate_schedules_warm_up_then_decay():
             decay_rate=0.5,
         )
     )
-    schedule = train.learning_rate_schedule(config)
+    schedule = schedules.learning_rate_schedule(config)
     assert float(schedule(0)) == pytest.approx(0.01)
     assert float(schedule(9)) == pytest.approx(0.1)
     assert float(schedule(60)) == pytest.approx(0.05, rel=1e-5)
     assert float(schedule(110)) == pytest.approx(0.0, abs=1e-7)
     config.update(dict(schedule="exponential", warmup_steps=0, decay_steps=10))
-    assert float(train.learning_rate_schedule(config)(20)) == pytest.approx(0.025)
+    assert float(schedules.learning_rate_schedule(config)(20)) == pytest.approx(0.025)
     config.update(dict(schedule="constant"))
-    assert train.learning_rate_schedule(config) == 0.1
+    assert schedules.learning_rate_schedule(config) == 0.1
 
 
 def test_pieces_compose_into_a_custom_research_loop():
     model = TiedAutoencoder([784, 32], activation="sigmoid", seed=0)
     optimizer = tf.keras.optimizers.Adam(1e-2)
     optimizer.build(model.trainable_variables)
-    step = tf.function(train.make_train_step(model, optimizer, "bce", global_batch_size=64))
-    batches = iter(data.train_dataset(data.curves(640, seed=0), batch_size=64, seed=0))
+    step = tf.function(steps.make_train_step(model, optimizer, "bce", global_batch_size=64))
+    batches = iter(pipelines.train_dataset(sources.curves(640, seed=0), batch_size=64, seed=0))
     losses = [float(step(next(batches))) for _ in range(60)]
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:3])
     assert len(model.trainable_variables) == 3  # one kernel, two biases

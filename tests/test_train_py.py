@@ -116,7 +116,7 @@ def test_the_console_shows_the_runs_own_lines_and_tensorflows_only_with_verbose(
 
 
 def test_list_config_prints_every_key_with_its_default_and_doc_and_the_configs():
-    from rawtf_ae.config import default_config
+    from rawtf_ae.config.defaults import default_config
 
     result = _run("--list_config")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -209,7 +209,7 @@ def test_the_console_filter_knows_the_package_from_a_clone_named_rawtf_ae():
     # .../rawtf_ae/.venv/..., which must not pass as the run's own lines.
     import logging
 
-    from rawtf_ae import cli
+    from rawtf_ae.program import cli
 
     def passes(path, level=logging.INFO):
         return cli._OwnLines().filter(logging.LogRecord("x", level, path, 1, "message", None, None))

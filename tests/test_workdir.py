@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rawtf_ae import export, train, workdir
+from rawtf_ae.models import weights_file
+from rawtf_ae.program import modes, restore, train
+from rawtf_ae.serving import saved_model
 from tests.conftest import REPO, tiny_config
 
 MNIST = {
@@ -43,18 +45,18 @@ def _tree(folder):
 
 def test_training_exports_a_model_that_matches_the_checkpoint(trained):
     config, run, _ = trained
-    model, step, _ = train.restore_model(config, run)
-    loaded = export.load(os.path.join(run, "export", "saved_model"))
+    model, step, _ = restore.restore_model(config, run)
+    loaded = saved_model.load(os.path.join(run, "export", "saved_model"))
     x = tf.random.stateless_uniform([7, 784], seed=[4, 4])
     assert step == 30
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-7)
-    rebuilt = export.load_weights(os.path.join(run, "export", "weights.npz"))
+    rebuilt = weights_file.load_weights(os.path.join(run, "export", "weights.npz"))
     np.testing.assert_array_equal(rebuilt.encode(x).numpy(), model.encode(x).numpy())
 
 
 def test_eval_reports_the_training_runs_validation_loss_and_draws_the_pictures(trained):
     config, run, metrics = trained
-    result = workdir.evaluate(config, run)
+    result = modes.evaluate(config, run)
     assert result["step"] == 30
     assert result["val_loss"] == pytest.approx(metrics["val_loss"], rel=1e-5)
     out = os.path.join(run, "eval")
@@ -72,17 +74,17 @@ def test_eval_reports_the_training_runs_validation_loss_and_draws_the_pictures(t
 @pytest.mark.parametrize("split, count", [("validation", 300), ("train", 1_000)])
 def test_encode_writes_the_codes_of_a_split_with_labels(trained, tmp_path, split, count):
     config, run, _ = trained
-    output = workdir.encode(config, run, str(tmp_path / "codes.npz"), split)
+    output = modes.encode(config, run, str(tmp_path / "codes.npz"), split)
     with np.load(output, allow_pickle=False) as archive:
         codes, labels = archive["codes"], archive["labels"]
     assert codes.shape == (count, 8) and labels.shape == (count,)
-    model, _, _ = train.restore_model(config, run)
-    from rawtf_ae import data
+    model, _, _ = restore.restore_model(config, run)
+    from rawtf_ae.data import sources
 
-    splits = data.load(config.data, config.seed)
+    splits = sources.load(config.data, config.seed)
     examples = splits.validation if split == "validation" else splits.train
     np.testing.assert_allclose(codes, model.encode(examples).numpy(), rtol=1e-5, atol=1e-6)
-    plain = workdir.encode(config, run, str(tmp_path / "codes.npy"), split)
+    plain = modes.encode(config, run, str(tmp_path / "codes.npy"), split)
     np.testing.assert_array_equal(np.load(plain), codes)
 
 
@@ -90,7 +92,7 @@ def test_modes_on_a_workdir_without_checkpoint_or_of_another_model_fail_and_chan
     config, run, _ = trained
     empty = tmp_path / "empty"
     empty.mkdir()
-    for call in (workdir.evaluate, workdir.export_workdir):
+    for call in (modes.evaluate, modes.export_workdir):
         with pytest.raises(FileNotFoundError, match="has no checkpoint"):
             call(config, str(empty))
     assert os.listdir(empty) == []
@@ -98,13 +100,13 @@ def test_modes_on_a_workdir_without_checkpoint_or_of_another_model_fail_and_chan
     other = tiny_config(**{**MNIST, "model.layer_sizes": (784, 32, 8), "data.path": config.data.path})
     message = r"model/kernels/0: the checkpoint has shape \[784, 64\], the config's model \[784, 32\]"
     with pytest.raises(ValueError, match=message):
-        workdir.evaluate(other, run)
+        modes.evaluate(other, run)
     with pytest.raises(ValueError, match=message):
-        workdir.export_workdir(other, run)
+        modes.export_workdir(other, run)
     with pytest.raises(ValueError, match=message):
-        workdir.encode(other, run, str(tmp_path / "codes.npy"))
+        modes.encode(other, run, str(tmp_path / "codes.npy"))
     with pytest.raises(ValueError, match="must end in .npy"):
-        workdir.encode(config, run, str(tmp_path / "codes.csv"))
+        modes.encode(config, run, str(tmp_path / "codes.csv"))
     assert _tree(run) == before
     assert not os.path.exists(tmp_path / "codes.npy")
 
@@ -209,13 +211,13 @@ def test_eval_on_the_test_split_leaves_the_validation_outputs(tmp_path):
     config = tiny_config(**{**MNIST, **overrides, "train.batch_size": 8})
     run = str(tmp_path / "run")
     metrics = train.train_and_evaluate(config, run)
-    validation = workdir.evaluate(config, run)
-    test = workdir.evaluate(config, run, "test")
+    validation = modes.evaluate(config, run)
+    test = modes.evaluate(config, run, "test")
     assert (
         validation["val_loss"] == pytest.approx(metrics["val_loss"], rel=1e-5) and validation["examples"] == 7
     )
     assert test["split"] == "test" and test["examples"] == 10 and test["test_loss"] != validation["val_loss"]
-    model, _, _ = train.restore_model(config, run)
+    model, _, _ = restore.restore_model(config, run)
     images = written["t10k"][0].reshape(10, -1).astype(np.float32) / 255.0
     assert test["test_mse"] == pytest.approx(float(np.mean((model(images).numpy() - images) ** 2)), rel=1e-5)
     with open(os.path.join(run, "eval", "test", "projector", "metadata.tsv")) as f:
@@ -226,16 +228,17 @@ def test_eval_on_the_test_split_leaves_the_validation_outputs(tmp_path):
 def test_a_relative_data_path_is_saved_absolute_so_the_modes_run_from_anywhere(tmp_path, monkeypatch):
     # A run given data.path=ratings.csv from its folder saved the relative path: --mode=eval
     # from another folder then failed with "Ratings file ratings.csv does not exist".
-    from rawtf_ae import config_files, ratings
-    from rawtf_ae.synthetic_ratings import synthetic_ratings
+    from rawtf_ae.config import saved
+    from rawtf_ae.recommender import ratings_file
+    from rawtf_ae.recommender.synthetic import synthetic_ratings
     from tests.conftest import tiny_ratings_config
 
     (tmp_path / "project").mkdir()
-    ratings.write_ratings(str(tmp_path / "project" / "r.csv"), synthetic_ratings(num_users=60, num_items=20))
+    ratings_file.write_ratings(str(tmp_path / "project" / "r.csv"), synthetic_ratings(num_users=60, num_items=20))
     monkeypatch.chdir(tmp_path / "project")
     trained = train.train_and_evaluate(tiny_ratings_config("r.csv", **{"train.num_steps": 4}), "run")
     monkeypatch.chdir(tmp_path)
-    saved = config_files.saved(str(tmp_path / "project" / "run" / "config.json"))
+    saved = saved.saved(str(tmp_path / "project" / "run" / "config.json"))
     assert saved.data.path == str(tmp_path / "project" / "r.csv")
-    evaluated = workdir.evaluate(saved, str(tmp_path / "project" / "run"))
+    evaluated = modes.evaluate(saved, str(tmp_path / "project" / "run"))
     assert evaluated["val_rmse"] == pytest.approx(trained["val_rmse"], rel=1e-5)

@@ -1,0 +1,18 @@
+"""The training machinery: losses, noise, the step, the loop, state, checkpoints, signals.
+
+  losses.py          reconstruction losses, masked squared error, penalties
+  corruption.py      denoising noise and code dropout, drawn for the global batch
+  steps.py           StepOptions (frozen, from the config), the objective, make_step
+  loops.py           make_train_loop: N steps in one tf.function
+  state.py           TrainState, create_train_state (model + optimizer + step)
+  evaluation.py      make_evaluate, ratings metrics
+  checkpoints.py     restore with fallback, safe saves, the workdir lock
+  preemption.py      SIGTERM/Ctrl-C, PreemptionCheckpointHandler, lost workers
+  early_stopping.py  the best validation loss so far: its weights kept, early stopping
+  distribute.py      the tf.distribute strategy a config names
+  pretrain.py        greedy layer-wise pretraining and assembly
+  classifier.py      a softmax layer on the encoder, supervised fine-tuning
+
+Imports `data`, `recommender`, `optim`, `models` and `rawtf_ae.files`; never `serving`,
+`config` or `program`.
+"""

@@ -1,0 +1,71 @@
+"""A run's state, and where a workdir keeps it.
+
+`TrainState` is what a checkpoint holds: the model, the optimizer and the training step.
+`create_train_state` is the one function that builds them from a config (under a
+`tf.distribute` strategy), for training, greedy pretraining, the classifier, the workdir
+modes, the benchmarks and the tests alike, as Flax's `create_train_state` does.
+`restore_model` rebuilds a workdir's model from its newest checkpoint.
+"""
+
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import ml_collections
+import tensorflow as tf
+
+from rawtf_ae.models import architectures
+from rawtf_ae.optim import optimizers
+from rawtf_ae.training import early_stopping
+
+
+@dataclasses.dataclass
+class TrainState:
+    """The model, its optimizer (built) and the training step counter, all checkpointed."""
+
+    model: tf.Module
+    optimizer: object
+    step: tf.Variable
+    best: Optional[tf.Module] = None  # `early_stopping.BestSoFar` with train.keep_best
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        """A `tf.train.Checkpoint` of the three (the layout every rawtf_ae checkpoint has), and
+        of the best-so-far record when there is one."""
+        extra = {"best": self.best} if self.best is not None else {}
+        return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step, **extra)
+
+
+def create_train_state(
+    config: ml_collections.ConfigDict,
+    strategy: Optional[tf.distribute.Strategy] = None,
+    *,
+    model: Optional[tf.Module] = None,
+    variables=None,
+    multipliers: bool = True,
+) -> TrainState:
+    """The model of `config`, a step counter at 0 and the optimizer of `config.train`, built.
+
+    Everything is created under `strategy.scope()` (default: the current strategy), so that
+    the variables are mirrored and the optimizer is built on them, as Keras 3 needs under
+    `MirroredStrategy`. The optimizer's schedule follows the step counter.
+
+    Args:
+      config: the run's config.
+      strategy: the `tf.distribute` strategy.
+      model: a model made already (e.g. a single pretraining layer, a classifier), instead of
+        `architectures.create_model(config)`; create it under the same strategy's scope.
+      variables: what the optimizer updates (default: `model.trainable_variables`).
+      multipliers: apply `train.learning_rate_multipliers` (off for models whose variable
+        names they do not describe, e.g. a pretraining layer).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = architectures.create_model(config) if model is None else model
+        variables = model.trainable_variables if variables is None else variables
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        optimizer = optimizers.create_optimizer(config.train, variables if multipliers else None, step)
+        optimizer.build(variables)
+        best = early_stopping.BestSoFar() if config.train.keep_best else None
+    return TrainState(model=model, optimizer=optimizer, step=step, best=best)

@@ -1,0 +1,365 @@
+"""The training step: one frozen `StepOptions`, the objective as terms, the step built from them.
+
+A step, per replica: corrupt the batch (denoising), encode, decode, and differentiate the
+objective = reconstruction + penalties with one `tf.GradientTape`. A tied kernel is one
+variable used by the encoder and (transposed) by the decoder, so the tape hands it the sum of
+both paths' gradients. Then, with dense re-feeding, more updates on the step's own output.
+
+Everything is divided so that the replicas' *summed* gradients (what Keras optimizers apply
+under `tf.distribute`) are the gradients of the global batch's objective: N replicas take the
+step one device takes with the whole batch (tested for every option).
+
+`make_step(model, optimizer, StepOptions.from_config(config))` is what the trainer uses;
+`make_train_step(model, optimizer, loss, global_batch_size, **options)` is the same step with
+the options as keywords, for research code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+import tensorflow as tf
+
+from rawtf_ae.optim import lazy, optimizers
+from rawtf_ae.recommender import sparse_gradients, sparse_noise
+from rawtf_ae.training import corruption, losses
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """What a step does, made once from the config (`from_config`) and never changed.
+
+    Attributes:
+      loss: `"bce"` or `"mse"` for batches `[per_replica_batch, width]`; `"masked_mse"` for
+        ratings batches `{"inputs", "mask"}` (Kuchaiev & Ginsburg 2017: the squared error over
+        the observed ratings, divided by their number in the global batch), or sparse ones
+        `{"inputs": tf.SparseTensor}` (`rawtf_ae.ratings_batches`: the same loss, at a cost
+        that follows the ratings; never XLA-compiled).
+      global_batch_size: the batch size summed over all replicas.
+      jit_compile: compile with XLA: the whole step on one replica; across replicas only the
+        loss and gradients, because the optimizer's all-reduce (`merge_call`) cannot be compiled.
+      corruption_kind, corruption_level: denoising (see `rawtf_ae.corruption`); the noise is
+        seeded by `(seed, optimizer.iterations)` and drawn for the global batch, so N replicas
+        draw what one device draws.
+      seed: the run's seed, for the noise.
+      weight_decay: L2 penalty `weight_decay / 2 * sum(W^2)` on the kernels only (biases are
+        never decayed, as in Caffe-style setups with decay multiplier 0 for biases). It is part
+        of every update, the re-fed ones included (NVIDIA's DeepRecommender decays in the
+        optimizer, so on each of its steps).
+      sparsity_weight, sparsity_target: `sparsity_weight * sum_j KL(target || mean code_j)`
+        (`losses.kl_sparsity_of_mean`; codes must lie in (0, 1), e.g. a sigmoid code layer).
+        The mean is over the global batch (`losses.global_mean`, an all-reduce across
+        replicas), so N replicas match one device; with several replicas this step is then
+        not compiled with XLA (the all-reduce cannot be).
+      contractive_weight: `contractive_weight * ||d code / d input||_F^2` per example
+        (`losses.contractive`, Rifai et al. 2011).
+      code_dropout: the probability of dropping each code unit during training (Kuchaiev &
+        Ginsburg 2017 drop 0.8 of the code layer); seeded like the corruption noise.
+      dense_refeeding: after the update on the batch, this many more updates on dense
+        re-fed examples (Kuchaiev & Ginsburg 2017, section 2.3): `y = f(x)`, computed by the
+        forward pass just done, becomes a new example whose input and target are both `y`
+        (held constant), with every entry observed; the next re-feed uses `f(y)`, and so on.
+        The original ratings are the target of the first update only, as in the paper and
+        NVIDIA's code. Needs `loss="masked_mse"`. A learning-rate schedule must follow the
+        training step, not the update count (`optimizers.create_optimizer(..., step_counter)`).
+      clip_norm: clip each update's gradient to this global norm (0: off), the norm of the
+        global batch's gradient (all-reduced across replicas first, so N replicas clip as one
+        device does). Every update is clipped, the re-fed ones included.
+      sparse_capacity: sparse ratings batches on several replicas: the most rows one
+        replica's sparse gradient can touch (`ratings_batches.gradient_capacity`); each
+        replica sends that many (`ratings_batches.padded_for_replicas`).
+    """
+
+    loss: str
+    global_batch_size: int
+    jit_compile: bool = False
+    corruption_kind: str = "none"
+    corruption_level: float = 0.0
+    seed: int = 0
+    weight_decay: float = 0.0
+    sparsity_weight: float = 0.0
+    sparsity_target: float = 0.05
+    contractive_weight: float = 0.0
+    code_dropout: float = 0.0
+    dense_refeeding: int = 0
+    clip_norm: float = 0.0
+    sparse_capacity: int = 0
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict, **changes) -> "StepOptions":
+        """The options `config.train` (and `config.seed`) set, with `changes` on top.
+
+        E.g. `from_config(config, seed=config.seed + 1, sparsity_weight=0.0)` for a pretrained
+        layer, whose code need not be logistic.
+        """
+        train = config.train
+        options = cls(
+            loss=train.loss,
+            global_batch_size=train.batch_size,
+            jit_compile=uses_xla(train),
+            corruption_kind=train.corruption,
+            corruption_level=train.corruption_level,
+            seed=config.seed,
+            weight_decay=train.weight_decay,
+            sparsity_weight=train.sparsity_weight,
+            sparsity_target=train.sparsity_target,
+            contractive_weight=train.contractive_weight,
+            code_dropout=train.code_dropout,
+            dense_refeeding=train.dense_refeeding,
+            clip_norm=train.clip_norm,
+        )
+        return dataclasses.replace(options, **changes)
+
+
+def uses_xla(train_config) -> bool:
+    """Whether the step is compiled with XLA: `train.jit_compile`, with "auto" resolved.
+
+    "auto" compiles float32 steps, the fastest setting in every case of
+    `benchmarks/throughput.py` (1.26-1.5x on this project's CPU). It leaves mixed precision
+    uncompiled (XLA with bfloat16 measured slower than bfloat16 alone in
+    `benchmarks/speed_options.py`; float16 loss scaling is not compiled), steps with the
+    contractive penalty (XLA took minutes to compile its `batch_jacobian` on a tiny model), and
+    TPUs alone (they compile everything anyway).
+    """
+    if train_config.jit_compile != "auto":
+        return bool(train_config.jit_compile)
+    return (
+        train_config.precision == "float32"
+        and train_config.strategy != "tpu"
+        and not train_config.contractive_weight
+    )
+
+
+def unpack(batch):
+    """A batch -> `(inputs, targets, mask)`.
+
+    A tensor `[b, width]` is its own target (mask None); a ratings batch is a dict with
+    `inputs` and `mask` (the observed entries) and, for evaluation, `targets`. A sparse
+    ratings batch has `tf.SparseTensor` inputs (and targets), whose entries are the mask.
+    """
+    if isinstance(batch, dict):
+        return batch["inputs"], batch.get("targets", batch["inputs"]), batch.get("mask")
+    return batch, batch, None
+
+
+def is_sparse(batch) -> bool:
+    """Whether `batch` is a sparse ratings batch (`{"inputs": tf.SparseTensor, ...}`)."""
+    return isinstance(batch, dict) and isinstance(batch["inputs"], tf.SparseTensor)
+
+
+def global_sum(value):
+    """`value` summed over the replicas of the current replica context (itself on one)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+class Objective:
+    """The terms of a step's objective, one method each; call them while a tape records.
+
+    `reconstruction` (dense, or masked for ratings), `penalties` (weight decay, sparsity,
+    contractive), `refeeding` (the dense re-fed loss). Each replica's terms are divided so that
+    the replicas' summed gradients are the global batch's.
+    """
+
+    def __init__(self, model, optimizer, options: StepOptions):
+        self.model, self.optimizer, self.options = model, optimizer, options
+        self.decayed = list(model.kernels) + [k for k in model.decoder_kernels if k is not None]
+        self.scales_loss = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
+
+    def noise_seed(self):
+        return corruption.noise_seed(self.options.seed, self.optimizer.iterations)
+
+    def corrupt(self, clean):
+        """Denoising: the encoder sees the corrupted input, the loss compares with `clean`."""
+        if self.options.corruption_kind == "none":
+            return clean
+        options = self.options
+        if isinstance(clean, tf.SparseTensor):  # `masking`: config checks refuse other kinds
+            return sparse_noise.mask_entries(clean, options.corruption_level, self.noise_seed())
+        return corruption.corrupt(clean, options.corruption_kind, options.corruption_level, self.noise_seed())
+
+    def drop_codes(self, codes, stream: int):
+        """Code dropout; `stream` 0 for the batch, k for the k-th re-fed update."""
+        if not self.options.code_dropout:
+            return codes
+        seed = tf.random.experimental.stateless_fold_in(self.noise_seed(), stream, alg="philox")
+        return corruption.dropout(codes, self.options.code_dropout, seed)
+
+    def normalizer(self, batch):
+        """What the reconstruction's sum is divided by: the global batch, or its observed count."""
+        _, targets, mask = unpack(batch)
+        if isinstance(targets, tf.SparseTensor):  # its entries are the observed ratings
+            count = tf.cast(tf.size(targets.values), tf.float32)
+        elif mask is None:
+            return tf.constant(float(self.options.global_batch_size))
+        else:
+            count = tf.reduce_sum(mask)
+        # The masked loss is a mean over the global batch's observed ratings: count them all.
+        return tf.maximum(global_sum(count), 1.0)
+
+    def reconstruction(self, inputs, targets, mask, normalizer):
+        """`(loss, codes, outputs)`: this replica's share of the global mean reconstruction loss."""
+        model, options = self.model, self.options
+        if isinstance(inputs, tf.SparseTensor):  # outputs at the observed entries only
+            # Inputs and targets share their entries (the noise only zeroes values): a tied
+            # first kernel's rows are read once for both directions.
+            rows = model.first_kernel_rows(inputs.indices[:, 1]) if model.tied_layers[0] else None
+            codes = model.encode_sparse(inputs, rows)
+            outputs = model.decode_at(self.drop_codes(codes, 0), targets, rows)
+            loss = tf.reduce_sum(tf.math.squared_difference(targets.values, outputs)) / normalizer
+            return loss, codes, None
+        if mask is not None:
+            codes = model.encode(inputs)
+            outputs = model.decode(self.drop_codes(codes, 0))
+            loss = tf.reduce_sum(losses.masked_squared_error(targets, outputs, mask)) / normalizer
+            return loss, codes, outputs
+        if options.sparsity_weight or options.code_dropout:  # encode once for penalty and loss
+            codes = model.encode(inputs)
+            per_example = losses.loss_from_codes(model, self.drop_codes(codes, 0), targets, options.loss)
+        else:
+            codes = None
+            per_example = losses.reconstruction_loss(model, inputs, targets, options.loss)
+        # Keras optimizers sum the replicas' gradients, so every replica divides its sum by the
+        # *global* batch size: the sum over replicas is then the global mean.
+        return (
+            tf.nn.compute_average_loss(per_example, global_batch_size=options.global_batch_size),
+            codes,
+            None,
+        )
+
+    def weight_decay(self):
+        """This replica's share of `weight_decay / 2 * sum(W^2)` (the replicas' sum holds it once)."""
+        penalty = (
+            0.5 * self.options.weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in self.decayed])
+        )
+        return tf.nn.scale_regularization_loss(penalty)
+
+    def penalties(self, objective, codes, inputs):
+        """`objective` plus the configured penalties."""
+        options = self.options
+        if options.weight_decay:
+            objective += self.weight_decay()
+        if options.sparsity_weight:
+            # Every replica adds the whole penalty of the global mean; `global_mean` passes each
+            # replica the gradient of its own rows only, so the sum is the gradient once.
+            mean = losses.global_mean(codes, options.global_batch_size)
+            objective += options.sparsity_weight * losses.kl_sparsity_of_mean(mean, options.sparsity_target)
+        if options.contractive_weight:
+            objective += tf.nn.compute_average_loss(
+                options.contractive_weight * losses.contractive(self.model, inputs),
+                global_batch_size=options.global_batch_size,
+            )
+        return objective
+
+    def refeeding(self, refed, stream: int):
+        """`(objective, f(refed))` of a dense re-fed example `refed` `[b, width]` (held constant)."""
+        outputs = self.model.decode(self.drop_codes(self.model.encode(refed), stream))
+        # Every entry is observed: the global count is the global batch times the width.
+        squared = tf.reduce_sum(tf.math.squared_difference(refed, outputs))
+        objective = squared / float(self.options.global_batch_size * self.model.input_width)
+        if self.options.weight_decay:
+            objective += self.weight_decay()
+        return objective, outputs
+
+    def clipped(self, gradients):
+        """`gradients` scaled so that the global batch's gradient has at most `clip_norm` norm.
+
+        Each replica holds its share of the global gradient (the shares sum to it): the norm is
+        taken of their all-reduced sum, and every share is scaled by the same factor.
+        """
+        if not self.options.clip_norm:
+            return gradients
+        # A sparse gradient's rows may repeat (one per rating): sum them before the norm. On
+        # one device the sums are what is clipped and applied: the optimizer does not sum again.
+        unique = lazy.deduplicated
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            gradients = [unique(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
+        summed = global_sum([g for g in gradients if g is not None])
+        norm = tf.linalg.global_norm([unique(g) if isinstance(g, tf.IndexedSlices) else g for g in summed])
+        clipped = tf.clip_by_global_norm(gradients, self.options.clip_norm, use_norm=norm)[0]
+        return [
+            lazy.UniqueRows(c.values, c.indices, c.dense_shape)
+            if isinstance(g, lazy.UniqueRows)
+            else c
+            for g, c in zip(gradients, clipped)
+        ]
+
+    def scaled(self, objective):
+        # float16 gradients underflow: differentiate the scaled loss; the optimizer unscales.
+        return self.optimizer.scale_loss(objective) if self.scales_loss else objective
+
+
+def make_step(model, optimizer, options: StepOptions):
+    """The per-replica step `batch -> scalar loss contribution` that `options` describe.
+
+    Wrap it in `tf.function` to call it directly on one device, or pass it to
+    `loops.make_train_loop`. The optimizer must already be built on `model.trainable_variables`.
+    The returned loss is the reconstruction loss of the (first) update, without penalties.
+    """
+    if options.dense_refeeding and options.loss != "masked_mse":
+        raise ValueError(f"`dense_refeeding` needs loss 'masked_mse', got {options.loss!r}.")
+    if options.dense_refeeding and optimizers.follows_update_count(optimizer):
+        raise ValueError(
+            "With `dense_refeeding`, a learning-rate schedule must follow the training step, not "
+            "the optimizer's update count (1 + dense_refeeding updates per step): create the "
+            "optimizer with `create_optimizer(train_config, variables, step_counter)`."
+        )
+    variables = model.trainable_variables
+    objective = Objective(model, optimizer, options)
+
+    def loss_and_gradients(batch, normalizer):
+        """`(loss, gradients, outputs)`; `normalizer` divides the reconstruction's sum."""
+        clean, targets, mask = unpack(batch)
+        inputs = objective.corrupt(clean)
+        with tf.GradientTape() as tape:
+            loss, codes, outputs = objective.reconstruction(inputs, targets, mask, normalizer)
+            total = objective.scaled(objective.penalties(loss, codes, inputs))
+        # A tied kernel is one variable used twice: the tape sums both paths' gradients.
+        return loss, tape.gradient(total, variables), outputs
+
+    def refeed_gradients(refed, stream):
+        """Gradients of the dense re-feeding loss on `refed`; `(gradients, f(refed))`."""
+        refed = tf.stop_gradient(refed)
+        with tf.GradientTape() as tape:
+            total, outputs = objective.refeeding(refed, stream)
+            total = objective.scaled(total)
+        return tape.gradient(total, variables), outputs
+
+    def run_step(batch, gradients_fn, refeed_fn):
+        loss, gradients, outputs = gradients_fn(batch, objective.normalizer(batch))
+        if is_sparse(batch):
+            gradients = sparse_gradients.gradients_to_apply(gradients, optimizer, options.sparse_capacity)
+        optimizer.apply_gradients(zip(objective.clipped(gradients), variables))
+        for stream in range(1, options.dense_refeeding + 1):
+            gradients, outputs = refeed_fn(outputs, stream)
+            optimizer.apply_gradients(zip(objective.clipped(gradients), variables))
+        return loss
+
+    if not options.jit_compile:
+        return lambda batch: run_step(batch, loss_and_gradients, refeed_gradients)
+    compiled_step = tf.function(
+        lambda batch: run_step(batch, loss_and_gradients, refeed_gradients), jit_compile=True
+    )
+    compiled_gradients = tf.function(loss_and_gradients, jit_compile=True)
+    compiled_refeed = tf.function(refeed_gradients, jit_compile=True)
+
+    def train_step(batch):
+        context = tf.distribute.get_replica_context()
+        if is_sparse(batch):  # a varying number of ratings per batch: no static shapes for XLA
+            return run_step(batch, loss_and_gradients, refeed_gradients)
+        if context is None or context.num_replicas_in_sync == 1:
+            return compiled_step(batch)
+        if options.sparsity_weight:  # its all-reduce of the mean code cannot be compiled
+            return run_step(batch, loss_and_gradients, refeed_gradients)
+        return run_step(batch, compiled_gradients, compiled_refeed)
+
+    return train_step
+
+
+def make_train_step(model, optimizer, loss: str, global_batch_size: int, **options):
+    """`make_step` with the options as keywords (see `StepOptions` for each one)."""
+    return make_step(model, optimizer, StepOptions(loss=loss, global_batch_size=global_batch_size, **options))
