@@ -264,7 +264,7 @@ def _print_end_to_end() -> None:
         path = _E2E_DATA.value or os.path.join(folder, "catalog.csv")
         if not _E2E_DATA.value:
             subprocess.run(
-                [sys.executable, "-m", "rawtf_ae.synthetic_ratings", path, f"--users={_E2E_USERS.value}",
+                [sys.executable, "-m", "rawtf_ae.recommender.synthetic", path, f"--users={_E2E_USERS.value}",
                  f"--items={_E2E_ITEMS.value}", f"--ratings_per_user={_PER_USER.value}",
                  "--popularity_exponent=0"],
                 check=True, capture_output=True, cwd=REPO,

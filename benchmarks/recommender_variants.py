@@ -1,6 +1,6 @@
 """Held-out RMSE of recommender variants over seeds, with the loss spikes each run had.
 
-    python -m rawtf_ae.synthetic_ratings synthetic_ratings.csv
+    python -m rawtf_ae.recommender.synthetic synthetic_ratings.csv
     python -m benchmarks.recommender_variants --config=configs/recommender_synthetic.py \
         --config.data.path=synthetic_ratings.csv --seeds=10
 

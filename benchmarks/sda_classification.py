@@ -4,8 +4,8 @@
         [--config.train.strategy=mirrored --config.train.logical_cpus=2]
 
 For each seed: (a) the encoder from random initialization, (b) the encoder after greedy
-denoising pretraining (`rawtf_ae.pretrain`, unsupervised, training split only); then a softmax
-layer on top and supervised fine-tuning of the whole encoder (`rawtf_ae.classifier`) for the
+denoising pretraining (`rawtf_ae.training.pretrain`, unsupervised, training split only); then a softmax
+layer on top and supervised fine-tuning of the whole encoder (`rawtf_ae.training.classifier`) for the
 same number of steps; test error on the held-out split. With test files (the full MNIST at
 `data.num_validation=10000`), the validation split picks the fine-tuning step
 (`--eval_every`, `--patience`) and the test files are scored once. Prints a markdown table. The

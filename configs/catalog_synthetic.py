@@ -1,6 +1,6 @@
 """The recommender autoencoder on a large catalog: sparse ratings batches, a row-wise optimizer.
 
-    python -m rawtf_ae.synthetic_ratings catalog.csv --users=100000 --items=1048576 \
+    python -m rawtf_ae.recommender.synthetic catalog.csv --users=100000 --items=1048576 \
         --ratings_per_user=100 --popularity_exponent=0
     python train.py --config=configs/catalog_synthetic.py --config.data.path=catalog.csv
 

@@ -4,11 +4,11 @@ Smaller layers (128-64), code dropout 0.5, Adam at 1e-3, gradients clipped to no
 linear output layer; the rest (SELU, tied, masked MSE, one dense re-feeding step) as in
 `recommender.py`.
 
-    python -m rawtf_ae.synthetic_ratings synthetic_ratings.csv
+    python -m rawtf_ae.recommender.synthetic synthetic_ratings.csv
     python train.py --config=configs/recommender_synthetic.py --config.data.path=synthetic_ratings.csv
 
 The synthetic file holds ~52,000 ratings of 2,000 users on 500 items, generated from rank-5
-user and item factors plus biases and noise (`rawtf_ae.synthetic_ratings`). 10% of
+user and item factors plus biases and noise (`rawtf_ae.recommender.synthetic`). 10% of
 the ratings are held out; the run reports their RMSE next to the per-item-mean baseline.
 """
 

@@ -117,7 +117,8 @@ _MOVED = {
         "training.classifier": "Classifier error_rate fine_tune",
     },
     "cli": {
-        "program.cli": "MODES PREEMPTED_EXIT_STATUS define_flags main run",
+        "program.cli": "MODES PREEMPTED_EXIT_STATUS define_flags run",
+        "program.console": "main",
     },
     "config": {
         "config.checks": "flat_keys validate",
@@ -148,7 +149,7 @@ _MOVED = {
         ),
     },
     "early_stopping": {
-        "training.early_stopping": "BestSoFar Tracker weights_path",
+        "training.early_stopping": "BestSoFar Tracker",
     },
     "evaluation": {
         "training.evaluation": "make_evaluate ratings_metrics",
@@ -248,7 +249,7 @@ _MOVED = {
         "models.row_ops": "gather_rows read_without_copy row_dots row_ids sum_by_row",
     },
     "state": {
-        "program.restore": "check_vocabulary restore_model trained_input_width vocabulary_path",
+        "program.restore": "check_vocabulary restore_model trained_input_width",
         "training.state": "TrainState create_train_state",
     },
     "steps": {
@@ -272,7 +273,7 @@ _MOVED = {
             "TrainingStepSchedule WarmupSchedule learning_rate_at "
             "learning_rate_schedule"
         ),
-        "program.restore": "restore_model trained_input_width vocabulary_path",
+        "program.restore": "restore_model trained_input_width",
         "program.train": "train_and_evaluate",
         "training.evaluation": "make_evaluate ratings_metrics",
         "training.loops": "make_train_loop",

@@ -1,4 +1,5 @@
-"""Every file rawtf_ae writes goes through here: a temporary name beside it, then a rename.
+"""Every file rawtf_ae writes goes through here: a temporary name beside it, then a rename;
+and `Workdir`, the one place that names what a workdir holds.
 
 A run killed at any moment (kill -9, a full disk, a preemption) then leaves either the previous
 file or the new one, never half of one: `os.replace` within a directory is atomic on POSIX.
@@ -14,7 +15,7 @@ import os
 import re
 import shutil
 import uuid
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 # `atomic_path`'s temporaries and `_replace`'s moved-aside directories: `<name>.tmp-<8 hex>...`.
 _LEFTOVER = re.compile(r"\.(?:tmp|old)-[0-9a-f]{8}(?:\.\w+)?$")
@@ -30,6 +31,112 @@ def workdir_path(path: str) -> str:
     if not path:
         raise ValueError("The workdir is empty; pass --workdir=DIR.")
     return os.path.abspath(os.path.expanduser(path))
+
+
+class EvalFolder(NamedTuple):
+    """What `--mode=eval` writes for one split: `eval/` (validation) or `eval/<split>/`."""
+
+    folder: str
+    metrics: str  # metrics.json
+    reconstructions: str  # reconstructions.png
+    codes: str  # codes.png, the code scatter plot
+    projector: str  # the TensorBoard projector's folder
+
+
+class Workdir:
+    """A workdir's layout: every file and folder a run writes or reads there, named once.
+
+        .lock                       the run's exclusive lock (`checkpoints.WorkdirLock`)
+        config.json                 the run's config (`rawtf_ae.config.saved`)
+        metrics.json                the final metrics
+        reconstructions.png         originals over reconstructions
+        summaries/<name>/           TensorBoard summaries (train, validation)
+        checkpoints/                TensorFlow checkpoints, and beside them:
+        checkpoints/best.npz        the best evaluation's weights (train.keep_best)
+        checkpoints/vocabulary.json a ratings run's id vocabularies
+        export/saved_model/         the SavedModel, and export/weights.npz, export/vocabulary.json,
+                                    export/model.tflite, export/onnx/
+        eval/[<split>/]             what --mode=eval writes (`EvalFolder`)
+
+    `Workdir(path).path` is absolute and normalized (`workdir_path`).
+    """
+
+    def __init__(self, path: str):
+        self.path = workdir_path(path)
+
+    def __repr__(self) -> str:
+        return f"Workdir({self.path!r})"
+
+    def _join(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    @property
+    def lock(self) -> str:
+        return self._join(".lock")
+
+    @property
+    def config(self) -> str:
+        return self._join("config.json")
+
+    @property
+    def metrics(self) -> str:
+        return self._join("metrics.json")
+
+    @property
+    def reconstructions(self) -> str:
+        return self._join("reconstructions.png")
+
+    def summaries(self, name: str = "") -> str:
+        """The summaries folder, or one writer's folder in it (`train`, `validation`)."""
+        return self._join("summaries", name) if name else self._join("summaries")
+
+    @property
+    def checkpoints(self) -> str:
+        return self._join("checkpoints")
+
+    @property
+    def best_weights(self) -> str:
+        return self._join("checkpoints", "best.npz")
+
+    @property
+    def vocabulary(self) -> str:
+        return self._join("checkpoints", "vocabulary.json")
+
+    @property
+    def export(self) -> str:
+        return self._join("export")
+
+    @property
+    def saved_model(self) -> str:
+        return self._join("export", "saved_model")
+
+    @property
+    def weights(self) -> str:
+        return self._join("export", "weights.npz")
+
+    @property
+    def export_vocabulary(self) -> str:
+        return self._join("export", "vocabulary.json")
+
+    @property
+    def tflite(self) -> str:
+        return self._join("export", "model.tflite")
+
+    @property
+    def onnx(self) -> str:
+        return self._join("export", "onnx")
+
+    def evaluation(self, split: str = "validation") -> EvalFolder:
+        folder = self._join("eval") if split == "validation" else self._join("eval", split)
+        join = os.path.join
+        return EvalFolder(
+            folder, join(folder, "metrics.json"), join(folder, "reconstructions.png"),
+            join(folder, "codes.png"), join(folder, "projector"),
+        )
+
+    def temporary(self, worker: str) -> "Workdir":
+        """A non-chief worker's own scratch workdir inside this one (`tmp_<worker>/`)."""
+        return Workdir(self._join(f"tmp_{worker}"))
 
 
 def check_writable(workdir: str) -> None:

@@ -163,7 +163,7 @@ def test_a_killed_runs_lock_does_not_block_the_next_run(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from rawtf_ae.checkpoints import WorkdirLock; "
+            "import sys, time; from rawtf_ae.training.checkpoints import WorkdirLock; "
             "lock = WorkdirLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(600)",
             str(workdir),
         ],

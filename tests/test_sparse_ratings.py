@@ -272,9 +272,9 @@ def test_train_py_trains_resumes_and_evaluates_on_sparse_batches(tmp_path, monke
 _NO_DENSE_BATCH = """
 import numpy as np, tensorflow as tf
 from rawtf_ae import data, loops, ratings
-from rawtf_ae.lazy_optimizers import LazyAdam
-from rawtf_ae.model import TiedAutoencoder
-from rawtf_ae.steps import make_train_step
+from rawtf_ae.optim.lazy import LazyAdam
+from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.training.steps import make_train_step
 width, users = 1 << 23, 64  # a dense batch of 32 rows: 32 x 8.4M x 4 bytes = 1 GiB, twice (mask)
 rng = np.random.default_rng(0)
 rows = np.repeat(np.arange(users), 50)
@@ -321,8 +321,8 @@ _NO_KERNEL_COPY = """
 import os, tempfile
 import numpy as np, tensorflow as tf
 from rawtf_ae import checkpoints, export
-from rawtf_ae.lazy_optimizers import LazyAdam
-from rawtf_ae.model import TiedAutoencoder
+from rawtf_ae.optim.lazy import LazyAdam
+from rawtf_ae.models.dense import TiedAutoencoder
 width = 1 << 22  # a first kernel of 4.2M x 32 floats: 512 MiB
 model = TiedAutoencoder((width, 32, 8), activation="selu", output_activation="linear", seed=0)
 optimizer = LazyAdam(1e-3)
@@ -374,7 +374,7 @@ def test_catalog_ratings_draw_distinct_items_per_user_with_power_law_popularity(
 def test_the_synthetic_ratings_script_names_bad_flags_and_paths_in_one_line(tmp_path):
     def run(*args):
         return subprocess.run(
-            [sys.executable, "-m", "rawtf_ae.synthetic_ratings", *args],
+            [sys.executable, "-m", "rawtf_ae.recommender.synthetic", *args],
             cwd=tmp_path,
             capture_output=True,
             text=True,

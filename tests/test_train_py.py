@@ -189,8 +189,8 @@ def test_multi_worker_without_tf_config_is_a_one_line_error(tmp_path):
 
 def test_installed_console_script_trains_with_the_packaged_default_config(tmp_path):
     with open(os.path.join(REPO, "pyproject.toml")) as f:
-        assert 'rawtf-ae = "rawtf_ae.cli:main"' in f.read()
-    script = "import sys; from rawtf_ae.cli import main; sys.argv[0] = 'rawtf-ae'; main()"
+        assert 'rawtf-ae = "rawtf_ae.program.cli:main"' in f.read()
+    script = "import sys; from rawtf_ae.program.cli import main; sys.argv[0] = 'rawtf-ae'; main()"
     result = subprocess.run(
         [sys.executable, "-c", script, "--config.train.num_steps=10", *_TINY],
         cwd=tmp_path,

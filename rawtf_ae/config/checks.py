@@ -1,9 +1,7 @@
-"""Every knob of a run, with its default: the schema that `configs/*.py` override.
-
-`default_config()` is the built-in default job (tied autoencoder on generated `curves`);
-`validate(config)` rejects unknown keys and bad values before anything is built or written.
+"""`validate(config)`: unknown keys and bad values rejected, each naming its key, before anything
+is built or written. Each part checks its own keys (`losses.check`, `corruption.check`,
+`batching.check_config`, ...); this module calls them in order.
 """
-
 
 from __future__ import annotations
 
@@ -76,7 +74,7 @@ def _check_keys(config) -> None:
     missing = sorted(set(known) - set(given))
     if missing:
         raise ValueError(
-            f"Config lacks key(s) {', '.join(missing)}; start from rawtf_ae.config.default_config()."
+            f"Config lacks key(s) {', '.join(missing)}; start from rawtf_ae.config.defaults.default_config()."
         )
 
 

@@ -1,5 +1,9 @@
-"""TODO: docstring."""
+"""Every knob of a run, with its default: the schema that `configs/*.py` override.
 
+`default_config()` is the built-in default job (a tied autoencoder on generated `curves`);
+the comment above each key is its documentation (`--list_config` prints it). Validation is
+`rawtf_ae.config.checks`. No TensorFlow here: config files load in a blink.
+"""
 
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.unseen_ids = "skip"
     # dense: [batch, items] batches (fastest for small catalogs); sparse: the step reads the tied
     # first kernel as rows, its cost follows the ratings (large catalogs; use lazy_adam);
-    # auto: sparse for wide, sparse rows (rawtf_ae.ratings_batches, docs/large-catalogs.md).
+    # auto: sparse for wide, sparse rows (rawtf_ae.recommender.batching, docs/large-catalogs.md).
     config.data.ratings_batches = "auto"
     # curves: how many to generate. Files: the first `num_train` training examples (0 = all).
     config.data.num_train = 20_000
@@ -109,7 +113,7 @@ def default_config() -> ml_collections.ConfigDict:
     # stops the loss spikes of untied recommenders with re-feeding (docs/recommender.md).
     config.train.clip_norm = 0.0
     # adam | sgd | rmsprop | lazy_adam | lazy_adagrad (row-wise updates of sparse gradients, for
-    # the sparse ratings step: rawtf_ae.lazy_optimizers)
+    # the sparse ratings step: rawtf_ae.optim.lazy)
     config.train.optimizer = "adam"
     config.train.learning_rate = 1e-3  # the peak rate of any schedule
     # Per-variable learning-rate multipliers (Caffe's lr_mult): "PATTERN=MULTIPLIER,...", each
@@ -140,7 +144,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.num_picture_examples = 32
     # At the end of training, export the model: `export/saved_model/` and `export/weights.npz`.
     config.train.export = True
-    # The export's `recommend`: auto | int8 | none (rawtf_ae.item_index: an exact int8 first
+    # The export's `recommend`: auto | int8 | none (rawtf_ae.recommender.top_k: an exact int8 first
     # pass from 131,072 items, XLA-compiled; TensorFlow Serving runs it with
     # --xla_cpu_compilation_enabled=true only, so "none" for a SavedModel without XLA).
     config.train.export_first_pass = "auto"

@@ -1,5 +1,9 @@
-"""TODO: docstring."""
+"""The tf.data pipelines: training batches that resume exactly, evaluation batches.
 
+`train_dataset` makes global batch `s` from `(seed, s)` alone, so a resumed run continues with
+the batch it stopped at, and each replica (`input_context`) takes its slice of the same global
+batch. Dense arrays, or ratings rows as dense or sparse batches (`rawtf_ae.recommender.batching`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from rawtf_ae.data.idx import read_idx, read_idx_pair  # noqa: F401 (read_idx: public here too)
 from rawtf_ae.recommender import ratings
 
 # ---------------------------------------------------------------------------------------------
@@ -34,7 +37,7 @@ def train_dataset(
     Args:
       examples: `[n, width]`, or a `ratings.RatingMatrix` of `n` sparse rows (then batches are
         dicts `{"inputs": ratings, "mask": observed}`, both `[batch, width]`, made dense per batch,
-        or with `sparse` `{"inputs": tf.SparseTensor [batch, width]}`: `rawtf_ae.ratings_batches`).
+        or with `sparse` `{"inputs": tf.SparseTensor [batch, width]}`: `rawtf_ae.recommender.batching`).
       batch_size: the global batch size.
       seed: orders the epochs.
       start_step: the first global step to produce.

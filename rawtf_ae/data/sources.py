@@ -1,11 +1,11 @@
-"""Data: the built-in `curves` images, MNIST / Fashion-MNIST, any `.npy`/`.npz` matrix, ratings.
+"""The data a config names: the built-in `curves` images, MNIST / Fashion-MNIST, any `.npy`/`.npz`
+matrix, ratings.
 
 `load(config.data, seed)` returns a `Splits` of float32 NumPy matrices `[num_examples, width]`,
-or for `ratings` (see `rawtf_ae.ratings`) a `RatingSplits` of sparse rows; `train_dataset` and
-`eval_dataset` turn either into `tf.data` pipelines. Every reader checks what it reads and
-raises `ValueError`/`FileNotFoundError` naming the file and the problem.
+or for `ratings` (see `rawtf_ae.recommender.ratings`) a `RatingSplits` of sparse rows;
+`rawtf_ae.data.pipelines` turns either into `tf.data` pipelines. Every reader checks what it
+reads and raises `ValueError`/`FileNotFoundError` naming the file and the problem.
 """
-
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import numpy as np
 import tensorflow as tf
 
 from rawtf_ae.data import array_files, pipelines
-from rawtf_ae.data.idx import read_idx, read_idx_pair  # noqa: F401 (read_idx: public here too)
 from rawtf_ae.recommender import ratings, ratings_file
 
 NAMES = ("curves", "mnist", "fashion_mnist", "array", "ratings")

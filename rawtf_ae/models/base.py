@@ -1,5 +1,6 @@
-"""TODO: docstring."""
-
+"""`Autoencoder`: what every rawtf_ae model shares, the dense (`dense.py`) and conv (`conv.py`)
+kinds alike: dtypes, widths, the variables' names, and the public `encode`/`decode`/`__call__`.
+"""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ class TiedAutoencoder(Autoencoder):
 
         Args:
           layer_sizes: input width, then each encoder width, e.g. `[784, 392, 196]`.
-          activation: a name from `rawtf_ae.activations.NAMES`, a callable, or a list with one
+          activation: a name from `rawtf_ae.models.activations.NAMES`, a callable, or a list with one
             entry per encoder layer (e.g. `["sigmoid", "sigmoid", "linear"]` for a linear code).
             Decoder layer `i` (reconstructing encoder layer `i-1`'s output) uses `activation[i-1]`.
           output_activation: the last decoder layer's activation, the reconstruction's range.

@@ -1,5 +1,9 @@
-"""TODO: docstring."""
+"""PCA with the autoencoder's code size, the baseline its reconstructions are measured against.
 
+An SVD of the centred training data, in TensorFlow. A linear autoencoder trained with squared
+error spans the same subspace (Baldi & Hornik 1989), so it can at best match PCA's error;
+nonlinear deep autoencoders should beat it clearly (Hinton & Salakhutdinov 2006).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""TODO: docstring."""
+"""A model's weights as an `.npz` of plain arrays (no pickled objects), for other frameworks.
 
+`save_weights(model, path)` writes the kernels, biases and the architecture atomically;
+`load_weights(path)` builds the model again (or fills a given one, after checking every shape).
+"""
 
 from __future__ import annotations
 
@@ -62,7 +65,7 @@ def load_weights(path: str, model: TiedAutoencoder = None) -> TiedAutoencoder:
     missing = [k for k in ("layer_sizes", "activations", "output_activation", "tied") if k not in arrays]
     if missing:
         raise ValueError(
-            f"Weights file {path} lacks {missing}; was it written by rawtf_ae.export.save_weights?"
+            f"Weights file {path} lacks {missing}; was it written by rawtf_ae.models.weights_file.save_weights?"
         )
     layer_sizes = [int(s) for s in arrays["layer_sizes"]]
     # One flag per layer (a single flag in files of fully tied or untied models).

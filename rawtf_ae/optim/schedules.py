@@ -1,5 +1,11 @@
-"""TODO: docstring."""
+"""Learning-rate schedules built from `config.train`, and the wrappers that make them follow
+the *training* step.
 
+`learning_rate_schedule(config.train)`: a constant, cosine (to 0 at `num_steps`) or
+exponential rate, after a linear warm-up (`WarmupSchedule`). `TrainingStepSchedule` drives a
+schedule by the run's step counter, not the optimizer's update count (they differ with dense
+re-feeding); `ScaledSchedule` multiplies one for per-variable learning-rate multipliers.
+"""
 
 from __future__ import annotations
 

@@ -144,7 +144,7 @@ def _with_saved_config(config, run_dir: str, argv):
     `--config.KEY=VALUE` overrides given still apply, except to `model.*`, whose change would
     make another architecture than the checkpoints hold (an error, before anything is read).
     """
-    path = os.path.join(run_dir, "config.json")
+    path = files.Workdir(run_dir).config
     if _config_file_given(argv) or not os.path.exists(path):
         return config
     trained = saved.saved(path)

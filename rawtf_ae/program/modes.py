@@ -15,10 +15,9 @@ from absl import logging
 
 from rawtf_ae import files
 from rawtf_ae.data import pipelines, sources
-from rawtf_ae.models import pca, weights_file
-from rawtf_ae.program import images, restore
+from rawtf_ae.models import pca
+from rawtf_ae.program import images, outputs, restore
 from rawtf_ae.recommender import batching, ratings
-from rawtf_ae.serving import saved_model
 from rawtf_ae.training import evaluation
 
 SPLITS = ("validation", "train", "test")
@@ -82,8 +81,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = "vali
     else:  # an overcomplete code: PCA with as many components reconstructs exactly
         pca_mse = None
         logging.info("%s MSE per input: autoencoder %.5f (code wider than the data: no PCA)", split, mse)
-    out = os.path.join(workdir, "eval") if split == "validation" else os.path.join(workdir, "eval", split)
-    os.makedirs(out, exist_ok=True)
+    out = files.Workdir(workdir).evaluation(split)
+    os.makedirs(out.folder, exist_ok=True)
     metrics = {
         "step": step,
         "checkpoint": path,
@@ -97,18 +96,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = "vali
     originals = examples[: config.train.num_picture_examples]
     if splits.image_shape and len(originals):
         grid = images.reconstruction_grid(originals, model(originals).numpy(), splits.image_shape)
-        images.write_png(os.path.join(out, "reconstructions.png"), grid)
+        images.write_png(out.reconstructions, grid)
     codes = encode_examples(model, examples, config.train.eval_batch_size)
-    write_projector(os.path.join(out, "projector"), codes, labels)
-    scatter = images.code_scatter(codes, labels, os.path.join(out, "codes.png"))
+    write_projector(out.projector, codes, labels)
+    scatter = images.code_scatter(codes, labels, out.codes)
     if scatter is None:
         logging.info(
             "codes.png skipped: install matplotlib (pip install rawtf_ae[plots]) for the scatter plot"
         )
-    files.write_json(os.path.join(out, "metrics.json"), metrics)
-    logging.info(
-        "eval outputs: %s (tensorboard --logdir %s for the projector)", out, os.path.join(out, "projector")
-    )
+    files.write_json(out.metrics, metrics)
+    logging.info("eval outputs: %s (tensorboard --logdir %s for the projector)", out.folder, out.projector)
     return metrics
 
 
@@ -126,9 +123,9 @@ def _evaluate_ratings(model, step, path, splits, config, workdir) -> dict:
         "loss": config.train.loss,
         **evaluation.ratings_metrics(splits, val_loss),
     }
-    out = os.path.join(workdir, "eval")
-    os.makedirs(out, exist_ok=True)
-    files.write_json(os.path.join(out, "metrics.json"), metrics)
+    out = files.Workdir(workdir).evaluation()
+    os.makedirs(out.folder, exist_ok=True)
+    files.write_json(out.metrics, metrics)
     return metrics
 
 
@@ -155,35 +152,27 @@ def export_workdir(
 ) -> dict:
     """Exports the newest checkpoint: `export/saved_model/` and `export/weights.npz`.
 
-    With `tflite`, also `export/model.tflite` (`rawtf_ae.tflite`); with `onnx`,
-    `export/onnx/{encode,decode,reconstruct}.onnx` (`rawtf_ae.onnx_export`, the onnx extra).
+    With `tflite`, also `export/model.tflite` (`rawtf_ae.serving.tflite`); with `onnx`,
+    `export/onnx/{encode,decode,reconstruct}.onnx` (`rawtf_ae.serving.onnx`, the onnx extra).
     """
-    workdir = files.workdir_path(workdir)
-    model, step, path = restore.restore_model(config, workdir)
+    layout = files.Workdir(workdir)
+    model, step, path = restore.restore_model(config, layout.path)
     vocabulary = None
     if config.data.name == "ratings":
-        vocabulary = ratings.Vocabulary.load(restore.vocabulary_path(workdir))
+        vocabulary = ratings.Vocabulary.load(layout.vocabulary)
     recommends = vocabulary is not None and config.data.ratings_by == "user"
-    saved_model_path = saved_model.save(
-        model,
-        os.path.join(workdir, "export", "saved_model"),
-        vocabulary if recommends else None,
-        config.train.export_first_pass,
-    )
-    weights = weights_file.save_weights(model, os.path.join(workdir, "export", "weights.npz"))
-    if vocabulary is not None:
-        vocabulary.save(os.path.join(workdir, "export", "vocabulary.json"))
-    logging.info("exported %s (step %d) to %s and %s", path, step, saved_model_path, weights)
-    exported = {"saved_model": saved_model_path, "weights": weights, "step": step}
+    exported = outputs.export(model, layout, vocabulary, recommends, config.train.export_first_pass)
+    logging.info("exported %s (step %d) to %s and %s", path, step, exported["saved_model"], exported["weights"])
+    exported["step"] = step
     if tflite:
         from rawtf_ae.serving import tflite  # noqa: PLC0415 (the converter loads slowly)
 
-        exported["tflite"] = tflite.save(saved_model_path, os.path.join(workdir, "export", "model.tflite"))
+        exported["tflite"] = tflite.save(exported["saved_model"], layout.tflite)
         logging.info("exported %s (%d bytes)", exported["tflite"], os.path.getsize(exported["tflite"]))
     if onnx:
         from rawtf_ae.serving import onnx  # noqa: PLC0415 (an optional extra)
 
-        exported["onnx"] = onnx.save(saved_model_path, os.path.join(workdir, "export", "onnx"))
+        exported["onnx"] = onnx.save(exported["saved_model"], layout.onnx)
         logging.info("exported %s", ", ".join(exported["onnx"].values()))
     return exported
 

@@ -1,5 +1,9 @@
-"""TODO: docstring."""
+"""A trained workdir read back: its model from the newest (or best) checkpoint, the input width
+its run was trained with, and the id vocabularies a resumed ratings run must keep.
 
+The workdir modes (`--mode=eval|export|encode`) and a resumed training run read a workdir
+through here; `rawtf_ae.files.Workdir` names the files.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple:
     """The config's model with the weights of the newest checkpoint in `workdir`.
 
     With `train.keep_best` and `checkpoints/best.npz` there, the model gets the best
-    evaluation's weights instead (`rawtf_ae.early_stopping`), and `step` is that evaluation's.
+    evaluation's weights instead (`rawtf_ae.training.early_stopping`), and `step` is that evaluation's.
 
     Returns:
       `(model, step, checkpoint_path)`.
@@ -29,8 +33,8 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple:
       ValueError: the checkpoint's shapes differ from the config's model (both named).
     """
     checks.validate(config)
-    workdir = files.workdir_path(workdir)
-    directory = os.path.join(workdir, "checkpoints")
+    layout = files.Workdir(workdir)
+    workdir, directory = layout.path, layout.checkpoints
     if not checkpoints.candidates(directory):
         raise FileNotFoundError(f"Workdir {workdir} has no checkpoint in {directory}; train first.")
     config = architectures.with_input_width(config, trained_input_width(workdir))
@@ -45,18 +49,13 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple:
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = tf.train.Checkpoint(model=model, step=step)
     path = checkpoints.restore_latest(checkpoint, directory, move_aside=False)
-    best = early_stopping.weights_path(workdir)
+    best = layout.best_weights
     if config.train.keep_best and os.path.exists(best):
         record = early_stopping.BestSoFar()
         tf.train.Checkpoint(best=record).read(path).expect_partial()
         best_step = early_stopping.Tracker(record, model, workdir, 0, True).restore_best()
         return model, best_step, best
     return model, int(step.numpy()), path
-
-
-def vocabulary_path(workdir: str) -> str:
-    """Where a ratings run keeps its id vocabularies, beside its checkpoints."""
-    return os.path.join(workdir, "checkpoints", "vocabulary.json")
 
 
 def trained_input_width(workdir: str) -> int:
@@ -67,7 +66,7 @@ def trained_input_width(workdir: str) -> int:
     Raises:
       ValueError: `config.json` exists but is damaged (one line naming it).
     """
-    path = os.path.join(workdir, "config.json")
+    path = files.Workdir(workdir).config
     try:
         saved = files.read_json(path, "run's saved config")
     except FileNotFoundError:
@@ -82,7 +81,7 @@ def trained_input_width(workdir: str) -> int:
 
 def check_vocabulary(splits, workdir: str) -> None:
     """A resumed ratings run must map ids as before: same users and items, same order."""
-    path = vocabulary_path(workdir)
+    path = files.Workdir(workdir).vocabulary
     if getattr(splits, "vocabulary", None) is not None and os.path.exists(path):
         saved = ratings.Vocabulary.load(path)
         if saved != splits.vocabulary:

@@ -23,23 +23,17 @@ from absl import logging
 from rawtf_ae import files
 from rawtf_ae.config import checks, saved
 from rawtf_ae.data import pipelines, sources
-from rawtf_ae.files import write_json  # noqa: F401
 from rawtf_ae.models import architectures
-
-# The pieces, also under the names research code and the README have always used (train.X).
-from rawtf_ae.models.architectures import compute_dtype, create_model, tied_flags  # noqa: F401
 from rawtf_ae.optim import optimizers
 from rawtf_ae.optim.schedules import (
     learning_rate_at,
 )
 from rawtf_ae.program import outputs, progress, restore
-from rawtf_ae.program.restore import restore_model, trained_input_width, vocabulary_path  # noqa: F401
 from rawtf_ae.recommender import batching, sparse_gradients
 from rawtf_ae.training import checkpoints, distribute, early_stopping, preemption, pretrain, state
 from rawtf_ae.training.evaluation import make_evaluate, ratings_metrics
 from rawtf_ae.training.loops import make_train_loop
-from rawtf_ae.training.preemption import PeerLost, Preempted  # noqa: F401
-from rawtf_ae.training.steps import StepOptions, make_step, make_train_step, uses_xla  # noqa: F401
+from rawtf_ae.training.steps import StepOptions, make_step, uses_xla
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -111,7 +105,7 @@ class _Run:
         self.config, self.workdir, self.strategy = config, workdir, strategy
         self.splits, self.sparse, self.chief, self.stop_signal = splits, sparse, chief, stop_signal
         self.train_config = config.train
-        self.metrics_path = os.path.join(workdir, "metrics.json")
+        self.layout = files.Workdir(workdir)
 
     def start(self) -> None:
         """Builds the state, restores (or pretrains), writes `config.json`, makes the loop."""
@@ -120,7 +114,7 @@ class _Run:
         model = self.state.model
         checkpoint = self.state.checkpoint()
         # Restore first: it may repair the state file that the CheckpointManager then reads.
-        directory = os.path.join(workdir, "checkpoints")
+        directory = self.layout.checkpoints
         restored = checkpoints.restore_latest(checkpoint, directory, move_aside=chief)
         self.checkpointer = checkpoints.Checkpointer(
             checkpoint, workdir, train_config.keep_checkpoints, chief, distribute.worker_id(self.strategy)
@@ -136,7 +130,7 @@ class _Run:
             )
         if chief and self.splits.vocabulary is not None:
             os.makedirs(directory, exist_ok=True)
-            self.splits.vocabulary.save(restore.vocabulary_path(workdir))
+            self.splits.vocabulary.save(self.layout.vocabulary)
         if not restored and config.pretrain.steps_per_layer:
             # Pretraining runs on one device, whatever the strategy: under MirroredStrategy,
             # training a second model in the same process collides on collective instance keys
@@ -156,17 +150,17 @@ class _Run:
         if chief:
             os.makedirs(workdir, exist_ok=True)
             leftovers = checkpoints.remove_partial_writes(directory)
-            for folder in (workdir, directory, os.path.join(workdir, "export")):
+            for folder in (workdir, directory, self.layout.export):
                 leftovers += files.remove_leftovers(folder)
             for leftover in leftovers:
                 logging.info("removed %s, left by an interrupted write", leftover)
-            files.write_text(os.path.join(workdir, "config.json"), saved.to_json(config))
+            files.write_text(self.layout.config, saved.to_json(config))
         self._make_loop()
 
     def _make_loop(self) -> None:
         splits, start = self.splits, self.start_step
         batch_size, replicas = self.train_config.batch_size, self.strategy.num_replicas_in_sync
-        sparse = self.sparse  # sparse ratings batches (rawtf_ae.ratings_batches)
+        sparse = self.sparse  # sparse ratings batches (rawtf_ae.recommender.batching)
         capacity = sparse_gradients.gradient_capacity(splits.train, batch_size // replicas) if sparse else 0
         dataset = self.strategy.distribute_datasets_from_function(
             lambda c: pipelines.train_dataset(splits.train, batch_size, self.config.seed, start, c, sparse)
@@ -182,12 +176,12 @@ class _Run:
     def _writer(self, name):
         if not self.chief:
             return tf.summary.create_noop_writer()
-        return tf.summary.create_file_writer(os.path.join(self.workdir, "summaries", name))
+        return tf.summary.create_file_writer(self.layout.summaries(name))
 
     def train(self) -> None:
         """The outer loop: calls of the N-step loop, ended by log, eval and checkpoint steps."""
         train_config = self.train_config
-        previous = progress.read_previous_metrics(self.metrics_path)
+        previous = progress.read_previous_metrics(self.layout.metrics)
         self.train_loss = previous.get("train_loss", float("nan"))
         self.examples_per_sec = previous.get("examples_per_sec", float("nan"))
         self.current, num_steps = self.start_step, train_config.num_steps

@@ -1,15 +1,9 @@
-"""Baselines that give autoencoder results their meaning.
+"""Baselines that give a recommender autoencoder's RMSE its meaning.
 
-PCA with the autoencoder's code size, in TensorFlow (SVD of the centred training data). A linear
-autoencoder trained with squared error spans the same subspace (Baldi & Hornik 1989), so it can
-at best match PCA's reconstruction error; nonlinear deep autoencoders should beat it clearly
-(Hinton & Salakhutdinov 2006).
-
-For ratings, the per-item mean rating, which a recommender autoencoder must beat clearly, and a
-biased matrix factorisation fit by alternating least squares (`biased_mf`, `biased_mf_rmse`),
-the classic model to compare it with.
+The per-item mean rating, which a recommender autoencoder must beat clearly, and a biased
+matrix factorisation fit by alternating least squares (`biased_mf`, `biased_mf_rmse`), the
+classic model to compare it with.
 """
-
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dense or sparse ratings batches (`data.ratings_batches`), and the sparse batch's noise.
+"""Dense or sparse ratings batches (`data.ratings_batches`): what each is, and which a run takes.
 
 A *dense* batch is `{"inputs": ratings, "mask": observed}`, each `[batch, items]`: the step
 multiplies the whole first kernel both ways, so a step costs in proportion to the catalog.
@@ -18,7 +18,7 @@ kernel row on every step), dense re-feeding (its re-fed examples are dense by de
 the contractive penalty, noise on unobserved entries (`gaussian`, `salt_and_pepper`), mixed
 precision and XLA (the number of ratings per batch varies). `masking` noise drops observed
 ratings, drawn per (step, example, item) by a counter-based hash, so N replicas draw what one
-device draws; its draws differ from the dense path's (same distribution, other numbers).
+device draws (`sparse_noise`).
 """
 
 

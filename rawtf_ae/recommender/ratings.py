@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from rawtf_ae import files
-from rawtf_ae.recommender.ratings_file import MAX_FILE_BYTES, Ratings, read_ratings, write_ratings  # noqa: F401
+from rawtf_ae.recommender.ratings_file import Ratings
 
 UNSEEN_POLICIES = ("skip", "error")
 ORIENTATIONS = ("user", "item")

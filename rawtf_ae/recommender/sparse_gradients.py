@@ -1,5 +1,10 @@
-"""TODO: docstring."""
+"""The sparse ratings step's gradients, as the optimizer and the replicas need them.
 
+On sparse batches the first kernel's gradient is a `tf.IndexedSlices` of the touched rows.
+A row-wise optimizer (`rawtf_ae.optim.lazy`) applies it as it is; any other optimizer gets it
+dense, as it would on dense batches. Across replicas the slices are summed and padded to one
+fixed capacity, because the collectives fix their shapes at the first call.
+"""
 
 from __future__ import annotations
 

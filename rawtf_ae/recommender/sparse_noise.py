@@ -1,5 +1,9 @@
-"""TODO: docstring."""
+"""Masking noise on the observed entries of a sparse ratings batch, the same on any replicas.
 
+Each entry's draw is a pure function of `(seed, global row, column)`, a counter-based hash, so
+N replicas each corrupting their rows draw what one device draws for the whole batch. The
+draws differ from the dense path's masking (same distribution, other numbers).
+"""
 
 from __future__ import annotations
 

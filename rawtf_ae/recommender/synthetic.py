@@ -1,8 +1,8 @@
 """Synthetic low-rank ratings: a known structure for tests, the offline recipe of
 docs/recommender.md, and catalogs of any size (docs/large-catalogs.md).
 
-    python -m rawtf_ae.synthetic_ratings synthetic_ratings.csv
-    python -m rawtf_ae.synthetic_ratings catalog.csv --users=20000 --items=1048576 \\
+    python -m rawtf_ae.recommender.synthetic synthetic_ratings.csv
+    python -m rawtf_ae.recommender.synthetic catalog.csv --users=20000 --items=1048576 \\
         --ratings_per_user=100 --popularity_exponent=1.0
 
 The first writes ~52,000 ratings of 2,000 users on 500 items as a `user,item,rating` CSV
@@ -126,7 +126,7 @@ def _define_flags() -> None:
 def main(argv) -> None:
     if len(argv) != 2 or not argv[1].endswith(".csv"):
         sys.exit(
-            "usage: python -m rawtf_ae.synthetic_ratings OUT.csv [--users --items --ratings_per_user ...]"
+            "usage: python -m rawtf_ae.recommender.synthetic OUT.csv [--users --items --ratings_per_user ...]"
         )
     given = flags.FLAGS
     try:

@@ -1,4 +1,4 @@
-"""Getting a trained model out: SavedModel with serving signatures, and `.npz` weights.
+"""Getting a trained model out: a SavedModel with serving signatures (`save`, `load`).
 
 SavedModel signatures (batch size unknown, widths fixed), usable from TensorFlow Serving and
 any language with a TensorFlow binding:
@@ -12,7 +12,6 @@ and, for a ratings model exported with its vocabulary (rows per user), one user 
                and counted)
 The tied kernels are saved once each: the decoder reads the same variables.
 """
-
 
 from __future__ import annotations
 

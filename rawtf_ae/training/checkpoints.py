@@ -244,13 +244,14 @@ class Checkpointer:
     """
 
     def __init__(self, checkpoint, workdir: str, keep: int, chief: bool, worker: str):
-        workdir = os.path.abspath(workdir)
-        self.directory = os.path.join(workdir, "checkpoints")
+        layout = files.Workdir(workdir)
+        self.directory = layout.checkpoints
         self._checkpoint = checkpoint
         self._chief = chief
         self._seconds = float("nan")  # how long the last `save` took
-        self._temporary = None if chief else os.path.join(workdir, f"tmp_{worker}")
-        directory = self.directory if chief else os.path.join(self._temporary, "checkpoints")
+        scratch = None if chief else layout.temporary(worker)
+        self._temporary = scratch and scratch.path
+        directory = self.directory if chief else scratch.checkpoints
         try:
             self._manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep)
         except (UnicodeDecodeError, text_format.ParseError, ValueError) as e:  # an unreadable state file
@@ -326,7 +327,7 @@ class WorkdirLock:
     """
 
     def __init__(self, workdir: str):
-        self.path = os.path.join(os.path.abspath(workdir), ".lock")
+        self.path = files.Workdir(workdir).lock
         self._file = None
 
     def acquire(self) -> "WorkdirLock":

@@ -1,7 +1,7 @@
 """Supervised fine-tuning of a (pretrained) encoder: a softmax layer on the code, trained on labels.
 
 The stacked denoising autoencoder classifier of Vincent et al. (2010): pretrain the encoder
-layer by layer without labels (`rawtf_ae.pretrain`), put a softmax layer on top, and train the
+layer by layer without labels (`rawtf_ae.training.pretrain`), put a softmax layer on top, and train the
 whole encoder and the softmax layer on the labels. The encoder's own variables are trained in
 place (no copy); the decoder is not used.
 """
@@ -12,7 +12,6 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from rawtf_ae.config.defaults import default_config
 from rawtf_ae.data import pipelines
 from rawtf_ae.models import initializers
 from rawtf_ae.models.dense import TiedAutoencoder
@@ -74,7 +73,7 @@ def fine_tune(
       strategy: e.g. a `MirroredStrategy`; each replica trains on its slice of every global
         batch (the same batches as on one device) and the loss is averaged over the global
         batch, so replicas match one device. Use a strategy of its own (see
-        `rawtf_ae.distribute.mirrored_strategy`) if another model trained under the same one.
+        `rawtf_ae.training.distribute.mirrored_strategy`) if another model trained under the same one.
     """
     if len(examples) != len(labels):
         raise ValueError(f"{len(examples)} examples but {len(labels)} labels.")
@@ -84,12 +83,12 @@ def fine_tune(
             f"`batch_size` ({batch_size}) must divide evenly over {strategy.num_replicas_in_sync} replicas."
         )
     variables = classifier.fine_tuned_variables
-    config = default_config()
-    config.train.update(
-        optimizer="adam", learning_rate=float(learning_rate), schedule="constant", warmup_steps=0
-    )
     trained = state.create_train_state(
-        config, strategy, model=classifier, variables=variables, multipliers=False
+        None,
+        strategy,
+        model=classifier,
+        variables=variables,
+        make_optimizer=lambda step: tf.keras.optimizers.Adam(float(learning_rate)),
     )
     optimizer = trained.optimizer
     paired = np.concatenate([examples, labels[:, None].astype(np.float32)], axis=1)

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from rawtf_ae import files
 from rawtf_ae.models import weights_file
 
 
@@ -33,16 +34,12 @@ class BestSoFar(tf.Module):
         self.stale = tf.Variable(0, dtype=tf.int64, trainable=False, name="evaluations_since")
 
 
-def weights_path(workdir: str) -> str:
-    return os.path.join(workdir, "checkpoints", "best.npz")
-
-
 class Tracker:
     """Updates a `BestSoFar` with each validation loss; keeps and restores the best weights."""
 
     def __init__(self, record: BestSoFar, model, workdir: str, patience: int, chief: bool):
         self.record, self.model, self.patience, self.chief = record, model, patience, chief
-        self.path = weights_path(workdir)
+        self.path = files.Workdir(workdir).best_weights
 
     @property
     def stopped(self) -> bool:

@@ -2,7 +2,7 @@
 
 Each returns a `[batch_size]` vector: the mean over features, as Keras's `binary_crossentropy`
 and `mean_squared_error` do, so learning rates carry over between input widths. The training
-step reduces it with `tf.nn.compute_average_loss` (see `rawtf_ae.train`).
+step reduces it with `tf.nn.compute_average_loss` (see `rawtf_ae.program.train`).
 """
 
 from __future__ import annotations

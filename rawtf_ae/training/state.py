@@ -1,17 +1,15 @@
-"""A run's state, and where a workdir keeps it.
+"""A run's state: the model, the optimizer and the training step, as a checkpoint holds them.
 
-`TrainState` is what a checkpoint holds: the model, the optimizer and the training step.
-`create_train_state` is the one function that builds them from a config (under a
-`tf.distribute` strategy), for training, greedy pretraining, the classifier, the workdir
-modes, the benchmarks and the tests alike, as Flax's `create_train_state` does.
-`restore_model` rebuilds a workdir's model from its newest checkpoint.
+`create_train_state` is the one function that builds them (under a `tf.distribute` strategy),
+from a config or from a model and an optimizer factory, for training, greedy pretraining, the
+classifier, the benchmarks and the tests alike, as Flax's `create_train_state` does. Reading a
+trained workdir back is `rawtf_ae.program.restore`.
 """
-
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import ml_collections
 import tensorflow as tf
@@ -38,12 +36,13 @@ class TrainState:
 
 
 def create_train_state(
-    config: ml_collections.ConfigDict,
+    config: Optional[ml_collections.ConfigDict],
     strategy: Optional[tf.distribute.Strategy] = None,
     *,
     model: Optional[tf.Module] = None,
     variables=None,
     multipliers: bool = True,
+    make_optimizer: Optional[Callable[[tf.Variable], object]] = None,
 ) -> TrainState:
     """The model of `config`, a step counter at 0 and the optimizer of `config.train`, built.
 
@@ -59,13 +58,21 @@ def create_train_state(
       variables: what the optimizer updates (default: `model.trainable_variables`).
       multipliers: apply `train.learning_rate_multipliers` (off for models whose variable
         names they do not describe, e.g. a pretraining layer).
+      make_optimizer: `step -> optimizer` (not yet built), instead of `config.train`'s; with a
+        `model`, `config` may then be None (e.g. the classifier's Adam).
     """
+    if config is None and (model is None or make_optimizer is None):
+        raise ValueError("create_train_state needs a config, or a model and make_optimizer.")
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = architectures.create_model(config) if model is None else model
         variables = model.trainable_variables if variables is None else variables
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        optimizer = optimizers.create_optimizer(config.train, variables if multipliers else None, step)
+        if make_optimizer is None:
+            optimizer = optimizers.create_optimizer(config.train, variables if multipliers else None, step)
+        else:
+            optimizer = make_optimizer(step)
         optimizer.build(variables)
-        best = early_stopping.BestSoFar() if config.train.keep_best else None
+        keep_best = config is not None and config.train.keep_best
+        best = early_stopping.BestSoFar() if keep_best else None
     return TrainState(model=model, optimizer=optimizer, step=step, best=best)

@@ -34,12 +34,12 @@ class StepOptions:
       loss: `"bce"` or `"mse"` for batches `[per_replica_batch, width]`; `"masked_mse"` for
         ratings batches `{"inputs", "mask"}` (Kuchaiev & Ginsburg 2017: the squared error over
         the observed ratings, divided by their number in the global batch), or sparse ones
-        `{"inputs": tf.SparseTensor}` (`rawtf_ae.ratings_batches`: the same loss, at a cost
+        `{"inputs": tf.SparseTensor}` (`rawtf_ae.recommender.batching`: the same loss, at a cost
         that follows the ratings; never XLA-compiled).
       global_batch_size: the batch size summed over all replicas.
       jit_compile: compile with XLA: the whole step on one replica; across replicas only the
         loss and gradients, because the optimizer's all-reduce (`merge_call`) cannot be compiled.
-      corruption_kind, corruption_level: denoising (see `rawtf_ae.corruption`); the noise is
+      corruption_kind, corruption_level: denoising (see `rawtf_ae.training.corruption`); the noise is
         seeded by `(seed, optimizer.iterations)` and drawn for the global batch, so N replicas
         draw what one device draws.
       seed: the run's seed, for the noise.
