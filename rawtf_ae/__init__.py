@@ -348,9 +348,11 @@ class _MovedFinder(_importlib_abc.MetaPathFinder):
 
     def find_spec(self, fullname, path, target=None):
         old = fullname[len(__name__) + 1 :] if fullname.startswith(__name__ + ".") else ""
-        if old in _MOVED and old not in _PARTS:
-            return _importlib_util.spec_from_loader(fullname, _MovedLoader())
-        return None
+        if old not in _MOVED or old in _PARTS:
+            return None
+        # A command's origin is its new file: `python -m` runs it as the script (sys.argv[0]).
+        origin = _importlib_util.find_spec(f"{__name__}.{_MAIN[old]}").origin if old in _MAIN else None
+        return _importlib_util.spec_from_loader(fullname, _MovedLoader(), origin=origin)
 
 
 # The old modules that were commands (`python -m rawtf_ae.synthetic_ratings`).

@@ -179,7 +179,7 @@ def test_config_rejects_ratings_without_masked_loss_and_bad_values(ratings_file)
 
 @pytest.mark.slow
 def test_the_synthetic_recipe_beats_the_per_item_mean_on_low_rank_ratings(tmp_path):
-    from tests.test_config import _load
+    from tests.config.test_config import _load
 
     config = _load(os.path.join(REPO, "configs", "recommender_synthetic.py"))
     config.data.path = ratings_file.write_ratings(str(tmp_path / "synthetic.csv"), synthetic_ratings())

@@ -19,7 +19,7 @@ from rawtf_ae.recommender import batching, ratings, ratings_file, sparse_noise
 from rawtf_ae.recommender.synthetic import catalog_ratings, synthetic_ratings
 from rawtf_ae.training import distribute, evaluation, state, steps
 from tests.conftest import REPO, tiny_ratings_config
-from tests.test_distribute import _assert_weights_close, _small_ratings, _train_pieces
+from tests.training.test_distribute import _assert_weights_close, _small_ratings, _train_pieces
 
 _SGD = {"train.optimizer": "sgd", "train.momentum": 0.0, "train.learning_rate": 0.05}
 

@@ -197,7 +197,7 @@ def test_modes_use_the_workdirs_saved_config_and_refuse_another_architecture(tra
 
 
 def test_eval_on_the_test_split_leaves_the_validation_outputs(tmp_path):
-    from tests.test_data import _train_and_test_folder
+    from tests.data.test_sources import _train_and_test_folder
 
     folder = tmp_path / "images"
     folder.mkdir()
