@@ -7,7 +7,7 @@ again in another workdir, each time killing it with SIGKILL after a random delay
 start-up, training steps, checkpoint writes or the deletion of old checkpoints), checks that
 every checkpoint left behind is readable, and finally lets it finish. It prints: kills that
 landed, checkpoints found corrupt, the most steps lost to a kill, and whether the final weights
-equal the reference bit for bit. `tests/test_reliability.py` runs a short version in CI.
+equal the reference bit for bit. `tests/training/test_reliability.py` runs a short version in CI.
 
 As a user types it, each run starts in the campaign's folder with a relative `--workdir`
 (`--norelative`: absolute paths); a run that starts from scratch although a checkpoint exists

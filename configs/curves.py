@@ -2,7 +2,7 @@
 
     python train.py --config=configs/curves.py
 
-Every key and its meaning: `rawtf_ae/config.py`.
+Every key and its meaning: `rawtf_ae/config/defaults.py`.
 """
 
 from rawtf_ae.config.defaults import default_config

@@ -149,7 +149,7 @@ def default_config() -> ml_collections.ConfigDict:
     # --xla_cpu_compilation_enabled=true only, so "none" for a SavedModel without XLA).
     config.train.export_first_pass = "auto"
 
-    # Distribution and speed (see rawtf_ae/distribute.py and docs/distributed.md).
+    # Distribution and speed (see rawtf_ae/training/distribute.py and docs/distributed.md).
     # default | one_device | mirrored | multi_worker_mirrored (cluster from TF_CONFIG) | tpu
     config.train.strategy = "default"
     # one_device/mirrored: comma-separated devices, e.g. "/gpu:0,/gpu:1" (empty: all GPUs, else CPUs).

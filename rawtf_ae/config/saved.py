@@ -81,5 +81,5 @@ def key_docs() -> list[tuple[str, object, str]]:
         elif not text:
             group = ""
         block = []
-    order = [*docs, *(key for key in defaults if key not in docs)]  # the source's order
-    return [(key, defaults[key], docs.get(key, "")) for key in order]
+    order = [*docs, *(key for key in known if key not in docs)]  # the source's order
+    return [(key, known[key], docs.get(key, "")) for key in order]

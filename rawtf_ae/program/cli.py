@@ -200,6 +200,8 @@ def _main(argv, config_flag, default_config_file):
         _fail(" ".join(str(e).split()))
     config_file = config_flags.get_config_filename(flags.FLAGS[_CONFIG_ARGUMENT])
     config_name = os.path.splitext(os.path.basename(config_file))[0]
+    if os.path.realpath(config_file) == os.path.realpath(defaults.__file__):
+        config_name = "config"  # the packaged default's workdir keeps its name (workdirs/config)
     given = flags.FLAGS.workdir
     run_dir = given or os.path.join("workdirs", config_name)
     logging.info("config: %s%s", config_name, "" if given else f" (default workdir {run_dir})")

@@ -3,7 +3,7 @@
 Needs the optional extra (`pip install -e ".[onnx]"`: `tf2onnx` and `onnxruntime`). Each
 signature of the SavedModel is converted by `tf2onnx` into a file of its own, with one input
 (`inputs` or `codes`) and one output; `run` calls one through onnxruntime (tested against the
-SavedModel, `tests/test_export.py`). The ratings export's `recommend` signature (a hash table of
+SavedModel, `tests/serving/test_export.py`). The ratings export's `recommend` signature (a hash table of
 item ids) is not converted.
 """
 

@@ -102,11 +102,11 @@ def test_a_saved_config_reads_back_with_its_types_and_bad_ones_are_clear_errors(
     config = tiny_config(**{"model.untied_layers": (1,), "train.jit_compile": False})
     path = tmp_path / "config.json"
     path.write_text(config.to_json_best_effort(indent=2))
-    saved = saved.saved(str(path))
-    assert saved.model.layer_sizes == (784, 64, 16) and saved.model.untied_layers == (1,)
-    assert saved.train.jit_compile is False and saved.train.num_steps == 40
-    checks.validate(saved)
-    assert saved.to_dict() == config.to_dict()
+    read_back = saved.saved(str(path))
+    assert read_back.model.layer_sizes == (784, 64, 16) and read_back.model.untied_layers == (1,)
+    assert read_back.train.jit_compile is False and read_back.train.num_steps == 40
+    checks.validate(read_back)
+    assert read_back.to_dict() == config.to_dict()
     path.write_text('{"model": {"layer_sizes": [784, 8], "widths": 3}}')
     with pytest.raises(ValueError, match=r"config\.json has the unknown key model\.widths"):
         saved.saved(str(path))

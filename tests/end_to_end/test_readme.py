@@ -80,3 +80,47 @@ def test_readme_recommend_example_runs_on_a_ratings_workdir(tmp_path, monkeypatc
     exec(compile(_python_blocks("docs/recommender.md")[0], "docs/recommender.md", "exec"), namespace)
     top = namespace["top"]
     assert len(top) == 10 and not {"12", "40", "7"} & {item for item, _ in top}
+
+
+
+def _pages():
+    return ["README.md", *(f"docs/{name}" for name in sorted(os.listdir(os.path.join(REPO, "docs"))))]
+
+
+def _resolve(dotted):
+    """Imports and reads `rawtf_ae.a.b.c` as far as it names modules and attributes."""
+    import importlib
+
+    parts = dotted.split(".")
+    value = importlib.import_module(parts[0])
+    for i, part in enumerate(parts[1:], 2):
+        try:
+            value = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            if not hasattr(value, part):
+                return False
+            value = getattr(value, part)
+    return True
+
+
+def test_every_rawtf_ae_name_the_docs_give_is_today_s():
+    # Every `rawtf_ae.x.y` a page names (prose, commands and code blocks alike) and every
+    # import in its code blocks resolves, with no DeprecationWarning: no page teaches an old
+    # flat path. The blocks not run above at least compile.
+    import ast
+    import warnings
+
+    checked = 0
+    for page in _pages():
+        text = _readme(page)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            for dotted in sorted(set(re.findall(r"\brawtf_ae(?:\.[A-Za-z_]\w*)+", text))):
+                assert _resolve(dotted), f"{page} names {dotted}, which does not exist"
+                checked += 1
+            for block in _python_blocks(page):
+                for node in ast.walk(ast.parse(block, page)):
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "rawtf_ae":
+                        exec(compile(ast.Module([node], []), page, "exec"), {})
+                        checked += 1
+    assert checked > 30

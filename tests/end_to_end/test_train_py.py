@@ -101,7 +101,7 @@ def test_the_console_shows_the_runs_own_lines_and_tensorflows_only_with_verbose(
     env["PYTHONPATH"] = REPO
     result = _run(f"--workdir={tmp_path / 'run'}", "--config.train.num_steps=20", *_TINY, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    own = {name for name in os.listdir(os.path.join(REPO, "rawtf_ae")) if name.endswith(".py")}
+    own = {name for _, _, names in os.walk(os.path.join(REPO, "rawtf_ae")) for name in names if name.endswith(".py")}
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     for line in lines:  # absl's format: I1124 19:31:19.849334 140268270050176 train.py:77] ...
         found = re.match(r"^[IWEF]\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\] ", line)
@@ -189,8 +189,8 @@ def test_multi_worker_without_tf_config_is_a_one_line_error(tmp_path):
 
 def test_installed_console_script_trains_with_the_packaged_default_config(tmp_path):
     with open(os.path.join(REPO, "pyproject.toml")) as f:
-        assert 'rawtf-ae = "rawtf_ae.program.cli:main"' in f.read()
-    script = "import sys; from rawtf_ae.program.cli import main; sys.argv[0] = 'rawtf-ae'; main()"
+        assert 'rawtf-ae = "rawtf_ae.program.console:main"' in f.read()
+    script = "import sys; from rawtf_ae.program.console import main; sys.argv[0] = 'rawtf-ae'; main()"
     result = subprocess.run(
         [sys.executable, "-c", script, "--config.train.num_steps=10", *_TINY],
         cwd=tmp_path,

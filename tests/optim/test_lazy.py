@@ -111,31 +111,31 @@ def test_a_vector_built_inside_a_tf_function_with_an_empty_step_matches_the_refe
 def test_lazy_adam_differs_from_dense_adam_only_on_untouched_rows():
     """Dense Adam keeps moving a row its momentum remembers; lazy Adam leaves it alone."""
     w0 = np.random.default_rng(2).normal(size=SHAPE).astype(np.float32)
-    lazy, dense = tf.Variable(w0), tf.Variable(w0)
+    lazy_w, dense = tf.Variable(w0), tf.Variable(w0)
     lazy_optimizer, dense_optimizer = lazy.LazyAdam(0.05), tf.keras.optimizers.Adam(0.05)
     for indices, values in _sparse_gradients(2):
-        _apply(lazy_optimizer, lazy, indices, values)
+        _apply(lazy_optimizer, lazy_w, indices, values)
         g = np.zeros(SHAPE, np.float32)
         np.add.at(g, indices, values)
         dense_optimizer.apply_gradients([(tf.constant(g), dense)])
     # Step 1 touched rows 1, 4, 6 and step 2 rows 0, 2: at step 2 dense Adam moves 1, 4, 6 again.
-    np.testing.assert_allclose(lazy.numpy()[[0, 2]], dense.numpy()[[0, 2]], rtol=1e-5, atol=1e-6)
-    assert np.abs(lazy.numpy()[[1, 4, 6]] - dense.numpy()[[1, 4, 6]]).min() > 1e-3
+    np.testing.assert_allclose(lazy_w.numpy()[[0, 2]], dense.numpy()[[0, 2]], rtol=1e-5, atol=1e-6)
+    assert np.abs(lazy_w.numpy()[[1, 4, 6]] - dense.numpy()[[1, 4, 6]]).min() > 1e-3
 
 
 def test_dense_gradients_get_the_dense_update():
     w0 = np.random.default_rng(3).normal(size=SHAPE).astype(np.float32)
     gradients = [np.random.default_rng(t).normal(size=SHAPE).astype(np.float32) for t in range(4)]
-    lazy, keras_adam, adagrad = tf.Variable(w0), tf.Variable(w0), tf.Variable(w0)
+    lazy_w, keras_adam, adagrad = tf.Variable(w0), tf.Variable(w0), tf.Variable(w0)
     optimizers_ = [
         lazy.LazyAdam(0.05),
         tf.keras.optimizers.Adam(0.05),
         lazy.LazyAdagrad(0.05),
     ]
     for g in gradients:
-        for optimizer, variable in zip(optimizers_, (lazy, keras_adam, adagrad)):
+        for optimizer, variable in zip(optimizers_, (lazy_w, keras_adam, adagrad)):
             optimizer.apply_gradients([(tf.constant(g), variable)])
-    np.testing.assert_allclose(lazy.numpy(), keras_adam.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lazy_w.numpy(), keras_adam.numpy(), rtol=1e-5, atol=1e-5)
     reference = _numpy_adagrad(w0, [(np.arange(SHAPE[0]), g) for g in gradients], 0.05)
     np.testing.assert_allclose(adagrad.numpy(), reference, rtol=1e-5, atol=1e-6)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from rawtf_ae import files
 from rawtf_ae.models.dense import TiedAutoencoder
 from rawtf_ae.program import restore, train
 from rawtf_ae.recommender import ratings
@@ -182,7 +183,7 @@ def test_the_synthetic_recipe_beats_the_per_item_mean_on_low_rank_ratings(tmp_pa
     from tests.config.test_config import _load
 
     config = _load(os.path.join(REPO, "configs", "recommender_synthetic.py"))
-    config.data.path = ratings_file.write_ratings(str(tmp_path / "synthetic.csv"), synthetic_ratings())
+    config.data.path = write_ratings(str(tmp_path / "synthetic.csv"), synthetic_ratings())
     config.train.eval_every_steps = config.train.checkpoint_every_steps = 3_000
     metrics = train.train_and_evaluate(config, str(tmp_path / "run"))
     # Measured 0.686 against 1.064 (docs/recommender.md, seed 0): the model learns the rank-5
@@ -197,7 +198,7 @@ def test_recommendations_exclude_rated_items_and_match_the_saved_model(tmp_path,
     workdir = str(tmp_path / "run")
     metrics = train.train_and_evaluate(tiny_ratings_config(ratings_file), workdir)
     assert metrics["val_skipped_ratings"] == 0 and metrics["val_ratings"] > 0
-    vocabulary = ratings.Vocabulary.load(restore.vocabulary_path(workdir))
+    vocabulary = ratings.Vocabulary.load(files.Workdir(workdir).vocabulary)
     assert len(vocabulary.items) == 120
     model, _, _ = restore.restore_model(tiny_ratings_config(ratings_file), workdir)
     new_user = {"3": 5.0, "17": 1.0, "not-an-item": 4.0}
@@ -256,7 +257,7 @@ def test_top_k_unrated_clips_k_and_puts_rated_items_last():
 def test_resuming_with_a_different_ratings_file_fails_before_writing(tmp_path, ratings_file):
     workdir = tmp_path / "run"
     train.train_and_evaluate(tiny_ratings_config(ratings_file, **{"train.export": False}), str(workdir))
-    other = ratings_file.write_ratings(
+    other = write_ratings(
         str(tmp_path / "other.csv"), synthetic_ratings(num_users=400, num_items=90, density=0.1)
     )
     before = sorted(os.listdir(workdir / "checkpoints"))
