@@ -19,7 +19,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rawtf_ae import files
-from rawtf_ae.config import saved
+from rawtf_ae.config import defaults, saved
 from rawtf_ae.models import architectures
 from rawtf_ae.program import modes, train
 from rawtf_ae.training import preemption
