@@ -54,7 +54,7 @@ def random_ratings(num_rows: int, width: int, density: float, seed: int = 0):
     return ratings.RatingMatrix.from_triples(rows, columns, values, num_rows, width)
 
 
-def loop_runner(config, strategy=None, window_seconds=1.5, steps_per_call=10):
+def loop_runner(config, strategy=None, window_seconds=1.5, steps_per_call=10, stop_check=True):
     """Builds the model/optimizer/step of `config` under `strategy`; returns `(parameters, window)`.
 
     `window()` runs calls of `steps_per_call` steps on random batches for at least
@@ -65,7 +65,9 @@ def loop_runner(config, strategy=None, window_seconds=1.5, steps_per_call=10):
     trained = state.create_train_state(config, strategy)
     model = trained.model
     step_fn = make_step(model, trained.optimizer, StepOptions.from_config(config))
-    loop = loops.make_train_loop(step_fn, trained.step, strategy)
+    # With the preemption flag the program's loop reads before every step (train.py's loop).
+    stop = tf.Variable(False, trainable=False) if stop_check else None
+    loop = loops.make_train_loop(step_fn, trained.step, strategy, stop)
     if config.train.loss == "masked_mse":
         examples = random_ratings(16 * batch, model.input_width, RATINGS_DENSITY)
     else:

@@ -7,7 +7,8 @@
 
 Errors a user can fix (bad flags, files, config values, checkpoints) end in one line and exit 1.
 SIGTERM or Ctrl-C during training saves a checkpoint of the current step and exits with
-status 143 (128 + SIGTERM, what schedulers expect of a preempted job); rerun to resume.
+status 143 (128 + SIGTERM, what schedulers expect of a preempted job; 130 for Ctrl-C), within
+one step whatever train.steps_per_loop is; rerun to resume.
 """
 
 import ast
@@ -224,7 +225,7 @@ def _main(argv, config_flag, default_config_file):
         _fail(e)
     except preemption.Preempted as e:
         logging.warning("%s", e)
-        sys.exit(PREEMPTED_EXIT_STATUS)
+        sys.exit(128 + e.signal_number)  # 143 for SIGTERM (what schedulers expect), 130 for Ctrl-C
 
 
 def run(default_config_file: str) -> None:

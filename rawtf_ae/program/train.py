@@ -168,7 +168,7 @@ class _Run:
         self.iterator = iter(dataset)
         options = StepOptions.from_config(self.config, sparse_capacity=capacity)
         step = make_step(self.state.model, self.state.optimizer, options)
-        self.train_loop = make_train_loop(step, self.state.step, self.strategy)
+        self.train_loop = make_train_loop(step, self.state.step, self.strategy, self.stop_signal.flag)
         self.evaluate = make_evaluate(self.state.model, self.train_config.loss)
         self.validation = splits.evaluation_dataset(self.train_config.eval_batch_size, sparse)
         self.train_writer, self.validation_writer = self._writer("train"), self._writer("validation")
@@ -212,12 +212,19 @@ class _Run:
             started = time.perf_counter()
             chunk_loss = self._call_loop(stop)
             seconds = time.perf_counter() - started
+            if self._signalled():
+                # A signal ended the call early, after the step under way: save where it got.
+                stop, previous = int(self.state.step.numpy()), self.current
+                chunk_loss = chunk_loss if stop > previous else self.train_loss
             throughput.add((stop - self.current) * train_config.batch_size, seconds, stop == num_steps)
             chunk_rate = (stop - self.current) * train_config.batch_size / seconds
             self.current, self.train_loss = stop, chunk_loss
             if throughput.seconds > 0:
                 self.examples_per_sec = throughput.examples / throughput.seconds
             self._after_call(chunk_rate, throughput)
+
+    def _signalled(self) -> bool:
+        return self.stop_signal.flag is not None and bool(self.stop_signal.flag.numpy())
 
     def _stopped_early(self) -> bool:
         return self.tracker is not None and self.tracker.stopped
@@ -278,7 +285,8 @@ class _Run:
         if stopping:
             raise preemption.Preempted(
                 f"Received {self.stop_signal.received} at step {current}: saved {self.checkpointer.latest} "
-                "and stopped. Run the same command again to resume from it."
+                "and stopped. Run the same command again to resume from it.",
+                self.stop_signal.number,
             )
         if self.preemption is not None:
             # Every worker calls it once per loop call, so their counts agree. After a SIGTERM to

@@ -13,24 +13,37 @@ from typing import Optional
 import tensorflow as tf
 
 
-def make_train_loop(train_step, step_counter: tf.Variable, strategy: Optional[tf.distribute.Strategy] = None):
+def make_train_loop(
+    train_step,
+    step_counter: tf.Variable,
+    strategy: Optional[tf.distribute.Strategy] = None,
+    stop: Optional[tf.Variable] = None,
+):
     """A `tf.function` `(iterator, num_steps) -> mean loss` running `num_steps` steps.
 
     `num_steps` is a scalar tensor, so a new count does not retrace. `step_counter` advances
     after every step, so a schedule that reads it (`optimizers.TrainingStepSchedule`) sees the
     step. The loss is the replicas' summed per-replica losses (each already a share of the
-    global mean), averaged over the steps.
+    global mean), averaged over the steps run.
+
+    With `stop` (a boolean `tf.Variable`, e.g. `preemption.StopSignal.flag`), the loop reads it
+    before every step and ends early once it is set, so that a preemption notice is honoured
+    within one step whatever `num_steps` is; `step_counter` then says how far it got.
     """
     strategy = strategy or tf.distribute.get_strategy()
 
     @tf.function
     def train_loop(iterator, num_steps):
         total = tf.constant(0.0, tf.float32)
+        done = tf.constant(0, tf.int64)
         for _ in tf.range(num_steps):
+            if stop is not None and stop.read_value():
+                break
             per_replica = strategy.run(train_step, args=(next(iterator),))
             total += tf.cast(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None), tf.float32)
             step_counter.assign_add(1)
-        return total / tf.cast(num_steps, tf.float32)
+            done += 1
+        return total / tf.cast(tf.maximum(done, 1), tf.float32)
 
     return train_loop
 

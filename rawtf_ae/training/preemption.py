@@ -1,7 +1,9 @@
 """Preemption and lost workers: how a run stops cleanly, saving first, and how it says why.
 
-- `StopSignal` records SIGTERM (a scheduler's preemption) or SIGINT (Ctrl-C) so that the
-  outer loop saves the current step and raises `Preempted` (exit status 143);
+- `StopSignal` records SIGTERM (a scheduler's preemption) or SIGINT (Ctrl-C) and sets a flag
+  that the compiled N-step loop reads before every step, so that the loop ends within one step
+  and the outer loop saves that step and raises `Preempted` (exit status 143, or 130 for
+  Ctrl-C);
 - `create_handler` is TensorFlow's `PreemptionCheckpointHandler` for multi-worker runs, where
   every worker must save the same step;
 - `peer_lost` turns the collective errors of a worker that died into `PeerLost`, one line
@@ -10,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -24,32 +27,72 @@ class PeerLost(RuntimeError):
 
 
 class Preempted(Exception):
-    """Training stopped on SIGTERM/SIGINT after saving a checkpoint; rerun to resume."""
+    """Training stopped on SIGTERM/SIGINT after saving a checkpoint; rerun to resume.
+
+    `signal_number` is the signal's (the command exits with 128 + it: 143, or 130 for Ctrl-C).
+    """
+
+    def __init__(self, message: str, signal_number: int = signal.SIGTERM):
+        super().__init__(message)
+        self.signal_number = int(signal_number)
+
+
+_STOPPING = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopSignal:
     """Records SIGTERM (preemption) and SIGINT while training, so the loop can save and stop.
 
-    The loop checks it after every call of the compiled loop (at most `train.steps_per_loop`
-    steps), saves a checkpoint at that step and raises `Preempted`. Only in the main thread,
-    and not under `multi_worker_mirrored`, whose workers must stop together.
+    A Python signal handler runs only when the main thread is back in the interpreter, which
+    is after the compiled loop's call returns (up to `train.steps_per_loop` steps later). So
+    the signal also reaches `flag`, a boolean variable that the loop reads before every step
+    (`loops.make_train_loop(..., stop=flag)`), at once: the C-level handler writes the signal's
+    number to a pipe (`signal.set_wakeup_fd`), and a thread waiting on it sets the flag while
+    the step runs. The loop then ends after the step under way, the outer loop saves that step
+    and raises `Preempted`. Only in the main thread, and not under `multi_worker_mirrored`,
+    whose workers must stop together (TensorFlow's `PreemptionCheckpointHandler`).
     """
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.received = None
+        self.received = None  # the signal's name, once the Python handler ran
+        self.number = None
+        self.flag = tf.Variable(False, trainable=False, name="stop_requested") if self.enabled else None
         self._previous = {}
+        self._pipe = None
+        self._previous_wakeup = -1
 
     def _handle(self, number, frame):
-        self.received = signal.Signals(number).name
+        self.number = self.number or number
+        self.received = self.received or signal.Signals(self.number).name
+
+    def _watch(self, read_end: int) -> None:
+        try:
+            while numbers := os.read(read_end, 64):  # b"" once the write end is closed
+                stopping = [number for number in numbers if number in _STOPPING]
+                if stopping:
+                    self.number = self.number or stopping[0]
+                    self.received = self.received or signal.Signals(self.number).name
+                    self.flag.assign(True)
+        finally:
+            os.close(read_end)
 
     def __enter__(self):
         if self.enabled:
-            for number in (signal.SIGTERM, signal.SIGINT):
+            for number in _STOPPING:
                 self._previous[number] = signal.signal(number, self._handle)
+            read_end, write_end = os.pipe()
+            os.set_blocking(write_end, False)  # the handler must never block
+            self._pipe = (read_end, write_end)
+            self._previous_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+            threading.Thread(target=self._watch, args=(read_end,), name="stop-signal", daemon=True).start()
         return self
 
     def __exit__(self, *exc):
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            os.close(self._pipe[1])  # ends the watcher, which closes the read end
+            self._pipe = None
         for number, handler in self._previous.items():
             signal.signal(number, handler)
 

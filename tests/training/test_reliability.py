@@ -244,6 +244,66 @@ def test_sigterm_saves_the_current_step_exits_143_and_the_rerun_repeats_no_step(
     _assert_same_weights(_weights(str(tmp_path / "run")), _weights(str(tmp_path / "straight")))
 
 
+# One step takes about 0.7 s here, and a call of the compiled loop 100 of them (70 s).
+_SLOW_STEP_FLAGS = [
+    "--config.model.layer_sizes=(784,4096,4096,32)",
+    "--config.model.activation=selu,selu,linear",
+    "--config.data.num_train=2048",
+    "--config.data.num_validation=256",
+    "--config.train.batch_size=1024",
+    "--config.train.num_steps=1000",
+    "--config.train.steps_per_loop=100",
+    "--config.train.log_every_steps=100",
+    "--config.train.eval_every_steps=1000",
+    "--config.train.checkpoint_every_steps=1000",
+    "--config.train.export=False",
+]
+
+
+def _signal_after(command, cwd, env, signal_number, ready, seconds):
+    """Starts `command`, waits for a stderr line matching `ready` and `seconds` more, sends the
+    signal; returns `(process, the rest of stderr, seconds from the signal to the exit)`."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:
+            if re.search(ready, line):
+                break
+        time.sleep(seconds)
+        sent = time.monotonic()
+        process.send_signal(signal_number)
+        rest = process.communicate(timeout=120)[1]
+        return process, rest, time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_loop_is_saved_within_a_step_not_a_call(tmp_path):
+    # The signal arrives inside a call of 100 steps of ~0.7 s: the loop ends after the step
+    # under way (the old bound was the whole call, 62 s here), saves it, and exits 143.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    command = [sys.executable, os.path.join(REPO, "train.py"), *_SLOW_STEP_FLAGS, "--workdir=run"]
+    process, rest, seconds = _signal_after(command, tmp_path, env, signal.SIGTERM, r"model: tied", 8)
+    assert process.returncode == 143, rest[-2000:]
+    stopped = re.search(r"Received SIGTERM at step (\d+): saved \S+ckpt-(\d+)", rest)
+    assert stopped and stopped.group(1) == stopped.group(2), rest[-2000:]
+    assert 0 < int(stopped.group(1)) < 100  # mid-call: no call boundary before step 100
+    assert seconds < 30, seconds  # a step, the save and the exit (about 2 s here)
+    assert (tmp_path / "run" / "checkpoints" / f"ckpt-{stopped.group(1)}.index").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_current_step_and_exits_130(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    command = [sys.executable, os.path.join(REPO, "train.py"), *_SIGTERM_FLAGS, "--workdir=run"]
+    process, rest, _ = _signal_after(command, tmp_path, env, signal.SIGINT, r"step \d+/3000", 0.5)
+    assert process.returncode == 130, rest[-2000:]
+    stopped = re.search(r"Received SIGINT at step (\d+): saved \S+ckpt-(\d+)", rest)
+    assert stopped and stopped.group(1) == stopped.group(2), rest[-2000:]
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_moments_loses_nothing(tmp_path):
     from benchmarks.chaos import campaign
