@@ -1,5 +1,6 @@
 """Every file rawtf_ae writes goes through here: a temporary name beside it, then a rename;
-and `Workdir`, the one place that names what a workdir holds.
+`Workdir`, the one place that names what a workdir holds; and, for the commands only, standard
+error closed while TensorFlow loads (`quiet_standard_error`). No TensorFlow here.
 
 A run killed at any moment (kill -9, a full disk, a preemption) then leaves either the previous
 file or the new one, never half of one: `os.replace` within a directory is atomic on POSIX.
@@ -14,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import uuid
 from typing import Iterator, NamedTuple
 
@@ -133,6 +135,17 @@ class Workdir:
             folder, join(folder, "metrics.json"), join(folder, "reconstructions.png"),
             join(folder, "codes.png"), join(folder, "projector"),
         )
+
+    def check_folders(self, *, export: bool = True) -> None:
+        """Raises `ValueError` naming a file that stands where the workdir keeps a folder
+        (`checkpoints/`, `summaries/`, and with `export` `export/`); touches nothing."""
+        folders = [self.checkpoints, self.summaries()] + ([self.export] if export else [])
+        for folder in folders:
+            if os.path.exists(folder) and not os.path.isdir(folder):
+                raise ValueError(
+                    f"{folder} is a file, not a folder: the workdir keeps its {os.path.basename(folder)}/ "
+                    "there. Move the file away (it was left untouched), or use another --workdir."
+                )
 
     def temporary(self, worker: str) -> "Workdir":
         """A non-chief worker's own scratch workdir inside this one (`tmp_<worker>/`)."""
@@ -273,3 +286,25 @@ def write_error_cause(error: Exception) -> str:
     text = (getattr(error, "message", None) or str(error)).strip()
     first = text.splitlines()[0] if text else type(error).__name__
     return re.sub(r"^\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]$", "", first)[-300:]
+
+
+@contextlib.contextmanager
+def quiet_standard_error(quiet: bool) -> Iterator[None]:
+    """With `quiet`, standard error (descriptor 2) goes to /dev/null inside the block only, and
+    TensorFlow's C++ log level defaults to errors; without it, nothing changes. For a command's
+    `main` (`train.py`, `python -m rawtf_ae.recommender.synthetic`) around its TensorFlow import:
+    TensorFlow's C++ start-up lines are written to descriptor 2 while it loads. A library never
+    calls it."""
+    if not quiet:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

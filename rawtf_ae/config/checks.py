@@ -14,7 +14,7 @@ from rawtf_ae.optim import optimizers
 from rawtf_ae.optim.optimizers import OPTIMIZERS
 from rawtf_ae.optim.schedules import SCHEDULES
 from rawtf_ae.recommender import batching, top_k
-from rawtf_ae.training import corruption, distribute, losses
+from rawtf_ae.training import corruption, distribute, losses, pretrain
 
 # Kept here for existing imports; the model kinds live in `architectures`.
 activation_spec = architectures.activation_spec
@@ -52,14 +52,14 @@ def _one_of(name, value, choices):
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises `ValueError` naming the key for unknown keys and bad values."""
     _check_keys(config)
-    _check_model(config)
+    architectures.check(config)
     _one_of("data.name", config.data.name, sources.NAMES)
     for key in ("num_validation", "num_train", "split_seed"):
         _non_negative_int(f"data.{key}", config.data[key])
     _check_loss(config)
     _check_optimizer(config.train, config)
     _check_regularizers(config)
-    _check_pretraining(config)
+    pretrain.check(config)
     _check_runtime(config.train)
 
 
@@ -75,38 +75,6 @@ def _check_keys(config) -> None:
     if missing:
         raise ValueError(
             f"Config lacks key(s) {', '.join(missing)}; start from rawtf_ae.config.defaults.default_config()."
-        )
-
-
-def _check_model(config) -> None:
-    model = config.model
-    _one_of("model.kind", model.kind, architectures.KINDS)
-    try:
-        sizes = architectures.widths(config)
-    except TypeError:  # not a sequence of widths
-        sizes = ()
-    if (
-        len(sizes) < 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in sizes)
-        or not all(s > 0 for s in sizes[1:])
-    ):
-        raise ValueError(
-            f"`model.layer_sizes` ({sizes!r}) needs at least two positive integer widths (the first "
-            "may be 0: the data's width)."
-        )
-    spec = activation_spec(model.activation)
-    for name in spec if isinstance(spec, list) else [spec]:
-        activations.get(name)
-    if isinstance(spec, list) and len(spec) != len(sizes) - 1:
-        raise ValueError(
-            f"`model.activation` ({model.activation!r}) has {len(spec)} entries for "
-            f"{len(sizes) - 1} encoder layers."
-        )
-    activations.get(model.output_activation)
-    bad = [i for i in model.untied_layers if not isinstance(i, int) or not 0 <= i < len(sizes) - 1]
-    if bad:
-        raise ValueError(
-            f"`model.untied_layers` ({model.untied_layers!r}) must be layer indices in [0, {len(sizes) - 1})."
         )
 
 
@@ -179,26 +147,6 @@ def _check_regularizers(config) -> None:
         raise ValueError(
             f"`train.sparsity_weight` needs codes in (0, 1): a sigmoid code layer, got {code_activation!r}."
         )
-
-
-def _check_pretraining(config) -> None:
-    steps_per_layer = config.pretrain.steps_per_layer
-    _non_negative_int("pretrain.steps_per_layer", steps_per_layer)
-    if steps_per_layer and config.model.kind != "dense":
-        raise ValueError("`pretrain.steps_per_layer` works with model.kind='dense' only.")
-    levels = tuple(config.pretrain.corruption_levels)
-    if not levels:
-        return
-    layers = len(config.model.layer_sizes) - 1
-    if len(levels) != layers:
-        raise ValueError(
-            f"`pretrain.corruption_levels` has {len(levels)} levels for the {layers} encoder layers of "
-            f"model.layer_sizes={tuple(config.model.layer_sizes)}."
-        )
-    if config.train.corruption == "none":
-        raise ValueError("`pretrain.corruption_levels` needs a `train.corruption` kind, got 'none'.")
-    for level in levels:
-        corruption.check(config.train.corruption, level, "pretrain.corruption_levels")
 
 
 def _check_runtime(train) -> None:

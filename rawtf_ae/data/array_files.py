@@ -56,6 +56,7 @@ def load_images(name: str, path: str):
 # Arrays larger than this (uncompressed) are refused before loading: a corrupt or hostile
 # .npz could otherwise exhaust memory while decompressing.
 MAX_ARRAY_BYTES = 8 * 2**30
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 def read_npz(path: str) -> dict:
@@ -98,11 +99,22 @@ def read_array(path: str):
             )
         return next(iter(arrays.values())), None, None
     try:
+        with open(path, "rb") as f:
+            magic = f.read(len(_NPY_MAGIC))
+        if magic != _NPY_MAGIC:  # else np.load would take it for a pickle (and suggest one)
+            raise ValueError(
+                f"Data file {path} (data.path) is not a NumPy array file: it does not start with the "
+                ".npy header (np.save writes one)."
+            )
         return np.load(path, allow_pickle=False), None, None
     except FileNotFoundError:
         raise FileNotFoundError(f"Data file {path} (data.path) does not exist.") from None
+    except IsADirectoryError:
+        raise ValueError(f"Data file {path} (data.path) is a folder, not a .npy file.") from None
     except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"Data file {path} is corrupt or not a NumPy .npy: {e}") from None
+        if str(e).startswith(f"Data file {path}"):
+            raise
+        raise ValueError(f"Data file {path} is corrupt or not a NumPy .npy: {' '.join(str(e).split())}") from None
 
 
 def as_matrix(array, path: str, what: str) -> np.ndarray:

@@ -13,6 +13,7 @@ import math
 import ml_collections
 import tensorflow as tf
 
+from rawtf_ae.models import activations
 from rawtf_ae.models.conv import TiedConvAutoencoder
 from rawtf_ae.models.dense import TiedAutoencoder
 
@@ -77,6 +78,41 @@ def variable_names(config) -> list[str]:
         if not tied:
             names.append(f"decoder/{layer}_{i}/kernel")
     return names
+
+
+def check(config) -> None:
+    """Raises `ValueError` naming the key for a bad `config.model` (kind, widths, activations,
+    untied layers), before anything is built."""
+    model = config.model
+    if model.kind not in KINDS:
+        raise ValueError(f"`model.kind` is {model.kind!r}; expected one of {', '.join(KINDS)}.")
+    try:
+        sizes = widths(config)
+    except TypeError:  # not a sequence of widths
+        sizes = ()
+    if (
+        len(sizes) < 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in sizes)
+        or not all(s > 0 for s in sizes[1:])
+    ):
+        raise ValueError(
+            f"`model.layer_sizes` ({sizes!r}) needs at least two positive integer widths (the first "
+            "may be 0: the data's width)."
+        )
+    spec = activation_spec(model.activation)
+    for name in spec if isinstance(spec, list) else [spec]:
+        activations.get(name)
+    if isinstance(spec, list) and len(spec) != len(sizes) - 1:
+        raise ValueError(
+            f"`model.activation` ({model.activation!r}) has {len(spec)} entries for "
+            f"{len(sizes) - 1} encoder layers."
+        )
+    activations.get(model.output_activation)
+    bad = [i for i in model.untied_layers if not isinstance(i, int) or not 0 <= i < len(sizes) - 1]
+    if bad:
+        raise ValueError(
+            f"`model.untied_layers` ({model.untied_layers!r}) must be layer indices in [0, {len(sizes) - 1})."
+        )
 
 
 def compute_dtype(config: ml_collections.ConfigDict) -> tf.DType:

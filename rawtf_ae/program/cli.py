@@ -99,7 +99,52 @@ def define_flags(default_config_file: str):
 _HELP_FLAGS = ("--help", "--helpfull", "--helpshort", "--helpxml", "-h", "-?")
 
 
+def _config_file_argument(argv):
+    """The `--config` file a command line names (`--config=F` or `--config F`), or None."""
+    for i, arg in enumerate(argv[1:], 1):
+        if arg.startswith(f"--{_CONFIG_ARGUMENT}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{_CONFIG_ARGUMENT}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def check_config_file(path: str) -> None:
+    """Raises `ValueError` naming `path` (and the line) for a config file that cannot be one:
+    missing, unreadable, a syntax error, or no `get_config`. Read, never run, here."""
+    path = path.split(":", 1)[0] if not os.path.exists(path) and ":" in path else path  # FILE:ARG
+    if not os.path.isfile(path):
+        what = "is a folder, not a file" if os.path.isdir(path) else f"does not exist (in {os.getcwd()})"
+        raise ValueError(f"--config file {path} {what}.")
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), path)
+    except SyntaxError as e:
+        raise ValueError(f"--config file {path}: syntax error on line {e.lineno}: {e.msg}.") from None
+    except (OSError, ValueError) as e:  # unreadable; NUL bytes or bad encoding
+        raise ValueError(f"--config file {path} cannot be read as Python: {e}.") from None
+    defined = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign):
+            defined.update(target.id for target in node.targets if isinstance(target, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined.update(alias.asname or alias.name for alias in node.names)
+    if "get_config" not in defined:
+        raise ValueError(
+            f"--config file {path} defines no get_config(): a config file is Python with a "
+            "`def get_config():` that returns the ConfigDict (see configs/curves.py)."
+        )
+
+
 def _parse_flags(argv):
+    given = _config_file_argument(argv)
+    if given is not None:
+        try:
+            check_config_file(given)
+        except ValueError as e:
+            _fail(e)
     try:
         return flags.FLAGS(argv)
     except SystemExit:
@@ -112,6 +157,8 @@ def _parse_flags(argv):
         _fail(e)
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         _override_error(e)
+    except Exception as e:  # noqa: BLE001 (the config file's own code failed while loading)
+        _fail(f"--config file {given}: {type(e).__name__}: {' '.join(str(e).split())}")
 
 
 def _overrides(argv) -> list[str]:

@@ -3,40 +3,22 @@
 TensorFlow's C++ start-up lines (the oneDNN banner, CUDA probes on CPU machines, the XLA
 service) are written to standard error while it loads. The command shows the run's own lines
 only, so `main` closes standard error for the import of the program (which imports TensorFlow)
-and opens it again right after, unless `--verbose` is given. This is the program's business:
+and opens it again right after, unless `--verbose` is given (`files.quiet_standard_error`). This is the program's business:
 `import rawtf_ae` and its parts leave the process's descriptors alone. No TensorFlow here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from typing import Iterator, Optional
+from typing import Optional
+
+from rawtf_ae import files
 
 # The package's own default config (`rawtf-ae` without --config): rawtf_ae/config/defaults.py.
 PACKAGE_DEFAULT_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "defaults.py"
 )
-
-
-@contextlib.contextmanager
-def quiet_standard_error(quiet: bool) -> Iterator[None]:
-    """With `quiet`, standard error (descriptor 2) goes to /dev/null inside the block only, and
-    TensorFlow's C++ log level defaults to errors; without it, nothing changes."""
-    if not quiet:
-        yield
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def main(default_config_file: Optional[str] = None, argv: Optional[list] = None) -> None:
@@ -47,6 +29,6 @@ def main(default_config_file: Optional[str] = None, argv: Optional[list] = None)
         the installed command's own `rawtf_ae/config/defaults.py` when None).
     """
     argv = sys.argv if argv is None else argv
-    with quiet_standard_error("--verbose" not in argv):
+    with files.quiet_standard_error("--verbose" not in argv):
         from rawtf_ae.program import cli  # noqa: PLC0415 (TensorFlow loads here)
     cli.run(default_config_file or PACKAGE_DEFAULT_CONFIG)

@@ -156,6 +156,7 @@ def export_workdir(
     `export/onnx/{encode,decode,reconstruct}.onnx` (`rawtf_ae.serving.onnx`, the onnx extra).
     """
     layout = files.Workdir(workdir)
+    layout.check_folders()
     model, step, path = restore.restore_model(config, layout.path)
     vocabulary = None
     if config.data.name == "ratings":

@@ -67,6 +67,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     chief = distribute.is_chief(strategy)
     if chief:  # one prober: workers starting together must not remove each other's folder
         files.check_writable(workdir)
+        files.Workdir(workdir).check_folders(export=train_config.export)
     logging.info("workdir: %s", workdir)
     config, splits = _load_data(config, workdir)
     sparse = batching.uses_sparse(config, splits)  # decided once: `auto` logs its choice
@@ -94,6 +95,13 @@ def _load_data(config, workdir: str):
             f"{architectures.input_width_name(config)} is {expected_width}."
         )
     logging.info("data: %s", splits.describe(config.data.name))
+    examples, batch_size = len(splits.train), config.train.batch_size
+    if batch_size > examples:
+        what = "rows of ratings" if splits.vocabulary is not None else "examples"
+        raise ValueError(
+            f"`train.batch_size` ({batch_size:,}) is larger than the {examples:,} training {what} of "
+            f"data {config.data.name!r}: every batch would repeat each of them; set it to at most {examples:,}."
+        )
     restore.check_vocabulary(splits, workdir)
     return config, splits
 

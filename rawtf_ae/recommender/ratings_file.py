@@ -108,13 +108,19 @@ def _parse_line(path: str, number: int, line: str, delimiter: str, first_row: bo
             f"{line[:80]!r}."
         )
     user, item, text = fields[0].strip(), fields[1].strip(), fields[2].strip()
-    timestamp = _number(fields[3]) if len(fields) == 4 else math.nan
     try:
         value = float(text)
     except ValueError:
         if first_row:  # a header such as userId,movieId,rating,timestamp
             return None
         raise ValueError(f"{path}, line {number}: the rating {text[:40]!r} is not a number.") from None
+    stamp = fields[3].strip() if len(fields) == 4 else ""
+    timestamp = _number(stamp) if stamp else math.nan  # an empty 4th field: no timestamp
+    if stamp and math.isnan(timestamp):
+        raise ValueError(
+            f"{path}, line {number}: the 4th field {stamp[:40]!r} is not a number (a timestamp); "
+            "a ratings line is user,item,rating[,timestamp]."
+        )
     if not math.isfinite(value):
         raise ValueError(f"{path}, line {number}: the rating is {text!r}; expected a finite number.")
     if not user or not item:
@@ -222,6 +228,8 @@ def _parse_chunk(lines: tf.Tensor, first: int, delimiter: str, header_allowed: b
         return None
     values = tf.strings.to_number(columns[:, 2], tf.float32)
     timed = tf.strings.regex_full_match(columns[:, 3], _NUMBER)
+    if tf.reduce_any(~timed & (tf.strings.length(columns[:, 3]) > 0)):
+        return None  # a 4th field that is no number: the line-by-line reader names its line
     times = tf.strings.to_number(tf.where(timed, columns[:, 3], "0"), tf.float64)
     times = tf.where(timed, times, float("nan"))
     users, user_codes = tf.unique(columns[:, 0], out_idx=tf.int64)

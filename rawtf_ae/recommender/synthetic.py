@@ -17,7 +17,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from rawtf_ae.recommender.ratings_file import write_ratings
+from rawtf_ae import files
 
 
 def synthetic_ratings(
@@ -136,6 +136,9 @@ def main(argv) -> None:
             )
         else:
             triples = synthetic_ratings(given.users, given.items, seed=given.seed)
+        with files.quiet_standard_error("--verbose" not in sys.argv):  # TensorFlow loads here
+            from rawtf_ae.recommender.ratings_file import write_ratings  # noqa: PLC0415
+
         print(f"wrote {len(triples):,} ratings to {write_ratings(argv[1], triples)}")
     except ValueError as e:  # one line naming the flags
         sys.exit(f"synthetic_ratings: {e}")

@@ -16,7 +16,7 @@ from absl import logging
 from rawtf_ae.data import pipelines
 from rawtf_ae.models import architectures
 from rawtf_ae.models.dense import TiedAutoencoder
-from rawtf_ae.training import loops, state, steps
+from rawtf_ae.training import corruption, loops, state, steps
 
 
 def layer_loss(config, k: int) -> str:
@@ -27,6 +27,28 @@ def layer_loss(config, k: int) -> str:
     activation = architectures.activation_spec(config.model.activation)
     previous = activation[k - 1] if isinstance(activation, list) else activation
     return "bce" if previous == "sigmoid" else "mse"
+
+
+def check(config) -> None:
+    """Raises `ValueError` naming the key for bad `pretrain.*` settings."""
+    steps_per_layer = config.pretrain.steps_per_layer
+    if isinstance(steps_per_layer, bool) or not isinstance(steps_per_layer, int) or steps_per_layer < 0:
+        raise ValueError(f"`pretrain.steps_per_layer` must be a non-negative integer, got {steps_per_layer!r}.")
+    if steps_per_layer and config.model.kind != "dense":
+        raise ValueError("`pretrain.steps_per_layer` works with model.kind='dense' only.")
+    levels = tuple(config.pretrain.corruption_levels)
+    if not levels:
+        return
+    layers = len(config.model.layer_sizes) - 1
+    if len(levels) != layers:
+        raise ValueError(
+            f"`pretrain.corruption_levels` has {len(levels)} levels for the {layers} encoder layers of "
+            f"model.layer_sizes={tuple(config.model.layer_sizes)}."
+        )
+    if config.train.corruption == "none":
+        raise ValueError("`pretrain.corruption_levels` needs a `train.corruption` kind, got 'none'.")
+    for level in levels:
+        corruption.check(config.train.corruption, level, "pretrain.corruption_levels")
 
 
 def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAutoencoder]:
@@ -42,8 +64,16 @@ def pretrain_layers(config, examples: np.ndarray, strategy=None) -> list[TiedAut
     Returns:
       The trained single-layer autoencoders, layer 0 first.
     """
-    strategy = strategy or tf.distribute.get_strategy()
+    # Every argument checked before any layer trains (one line naming the key or the examples).
+    architectures.check(config)
+    check(config)
     sizes = list(config.model.layer_sizes)
+    shape = np.shape(examples)
+    if len(shape) != 2 or (sizes[0] and shape[1] != sizes[0]):
+        raise ValueError(f"`examples` have shape {shape}; pretraining needs [n, model.layer_sizes[0]={sizes[0]}].")
+    if not 0 < config.train.batch_size <= shape[0]:
+        raise ValueError(f"`train.batch_size` ({config.train.batch_size}) must be in [1, {shape[0]} examples].")
+    strategy = strategy or tf.distribute.get_strategy()
     activation = architectures.activation_spec(config.model.activation)
     activations = activation if isinstance(activation, list) else [activation] * (len(sizes) - 1)
     batch, num_steps = config.train.batch_size, config.pretrain.steps_per_layer
