@@ -45,6 +45,22 @@ def _devices(train_config) -> list[str]:
     return [d.strip() for d in train_config.devices.split(",") if d.strip()]
 
 
+def _check_known(devices) -> None:
+    """Raises `ValueError` naming `train.devices` for devices this machine lacks (TensorFlow's
+    soft placement would otherwise run on another device without a word)."""
+    known = {d.name.lower() for d in tf.config.list_logical_devices()}
+    missing = []
+    for device in devices:
+        try:
+            name = tf.DeviceSpec.from_string(device).to_string().lower()
+        except ValueError:
+            name = None
+        if name not in known:
+            missing.append(device)
+    if missing:
+        raise ValueError(f"train.devices names devices this machine lacks: {missing}; it has {sorted(known)}.")
+
+
 def mirrored_strategy(devices) -> tf.distribute.MirroredStrategy:
     """A `MirroredStrategy` over `devices` whose collective keys no earlier strategy used.
 
@@ -93,18 +109,14 @@ def create_strategy(train_config) -> tf.distribute.Strategy:
     if name == "one_device":
         if len(devices) > 1:
             raise ValueError(f"train.strategy='one_device' takes one device, got train.devices={devices}.")
+        _check_known(devices)
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy(devices[0] if devices else ("/gpu:0" if gpus else "/cpu:0"))
     if name == "mirrored":
         if not devices:
             gpus = tf.config.list_logical_devices("GPU")
             devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        known = {d.name.lower() for d in tf.config.list_logical_devices()}
-        missing = [d for d in devices if tf.DeviceSpec.from_string(d).to_string().lower() not in known]
-        if missing:
-            raise ValueError(
-                f"train.devices names devices this machine lacks: {missing}; it has {sorted(known)}."
-            )
+        _check_known(devices)
         return mirrored_strategy(devices)
     if name == "multi_worker_mirrored":
         if not os.environ.get("TF_CONFIG"):

@@ -40,11 +40,11 @@ def masked_squared_error(targets, outputs, mask) -> tf.Tensor:
 def check(loss: str, output_activation_name: str) -> None:
     """Raises `ValueError` for an unknown `loss` or `bce` on a non-sigmoid output."""
     if loss not in NAMES:
-        raise ValueError(f"Unknown loss {loss!r}; expected one of {', '.join(NAMES)}.")
+        raise ValueError(f"`train.loss` is {loss!r}; expected one of {', '.join(NAMES)}.")
     if loss == "bce" and output_activation_name != "sigmoid":
         raise ValueError(
-            f"Loss 'bce' is a sigmoid cross-entropy computed from logits, so it needs "
-            f"output_activation='sigmoid', got {output_activation_name!r}; use loss 'mse' instead."
+            f"`train.loss='bce'` is a sigmoid cross-entropy computed from logits, so it needs "
+            f"model.output_activation='sigmoid', got {output_activation_name!r}; use loss 'mse' instead."
         )
 
 

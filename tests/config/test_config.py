@@ -45,7 +45,7 @@ def test_activation_spec_accepts_names_lists_and_comma_separated_strings():
         ({"train.learnin_rate": 0.1}, "Unknown config key.*train.learnin_rate"),
         ({"train.optimizer": "adagrad"}, "`train.optimizer` is 'adagrad'"),
         ({"train.loss": "l1"}, "`train.loss` is 'l1'"),
-        ({"train.loss": "bce", "model.output_activation": "linear"}, "needs output_activation='sigmoid'"),
+        ({"train.loss": "bce", "model.output_activation": "linear"}, "needs model.output_activation='sigmoid'"),
         ({"train.batch_size": 0}, "`train.batch_size` must be a positive integer"),
         ({"train.num_steps": -5}, "`train.num_steps` must be a positive integer"),
         ({"train.learning_rate": -1.0}, "`train.learning_rate` must be positive"),

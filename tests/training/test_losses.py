@@ -36,9 +36,9 @@ def test_reconstruction_loss_uses_logits_for_bce_and_outputs_for_mse():
 
 
 def test_loss_checks_name_and_output_activation():
-    with pytest.raises(ValueError, match="Unknown loss 'l1'"):
+    with pytest.raises(ValueError, match="`train.loss` is 'l1'"):
         losses.check("l1", "sigmoid")
-    with pytest.raises(ValueError, match="needs output_activation='sigmoid', got 'linear'"):
+    with pytest.raises(ValueError, match="needs model.output_activation='sigmoid', got 'linear'"):
         losses.check("bce", "linear")
     losses.check("mse", "linear")
 
