@@ -104,3 +104,13 @@ def test_python_m_of_an_old_command_runs_the_new_one_and_says_where_it_went(tmp_
     assert result.returncode == 0, result.stderr
     assert "python -m rawtf_ae.synthetic_ratings moved to python -m rawtf_ae.recommender.synthetic" in result.stderr
     assert out.exists() and len(out.read_text().splitlines()) > 20
+
+
+def test_the_synthetic_ratings_command_keeps_tensorflow_s_start_up_lines_out(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "rawtf_ae.recommender.synthetic", "r.csv", "--users=20", "--items=10"],
+        capture_output=True, text=True, cwd=str(tmp_path), timeout=300,
+        env={**{k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}, "PYTHONPATH": REPO},
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith("wrote ") and (tmp_path / "r.csv").exists()

@@ -155,3 +155,25 @@ def test_pretraining_is_reproducible_from_the_seed():
     for a, b in zip(first, second):
         for x, y in zip(a.trainable_variables, b.trainable_variables):
             np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+@pytest.mark.parametrize(
+    "overrides, examples_width, named",
+    [
+        ({"model.activation": "selu,selu,linear"}, 784, "`model.activation`"),  # 3 for 2 layers
+        ({"model.layer_sizes": (784,)}, 784, "`model.layer_sizes`"),
+        ({"pretrain.corruption_levels": (0.1,), "train.corruption": "masking"}, 784, "corruption_levels"),
+        ({"train.batch_size": 5_000}, 784, "`train.batch_size`"),
+        ({}, 100, "`examples` have shape"),
+    ],
+)
+def test_greedy_pretraining_checks_its_arguments_before_any_work(monkeypatch, overrides, examples_width, named):
+    # From Python, as research code calls it: a bad argument fails before the first layer trains.
+    def no_training(*args, **kwargs):
+        raise AssertionError("a layer was built or trained before the arguments were checked")
+
+    monkeypatch.setattr(pretrain, "TiedAutoencoder", no_training)
+    config = tiny_config(**{"pretrain.steps_per_layer": 5, **overrides})
+    examples = np.zeros((400, examples_width), np.float32)
+    with pytest.raises(ValueError, match=named):
+        pretrain.pretrain_layers(config, examples)
