@@ -43,6 +43,13 @@ def test_readme_pieces_example_runs():
     assert 0 < float(namespace["mean_loss"]) < 0.69  # below BCE at initialization
 
 
+def test_library_pretraining_and_fine_tuning_example_runs():
+    namespace = {}
+    exec(compile(_python_blocks("docs/library.md")[1], "docs/library.md", "exec"), namespace)
+    assert len(namespace["layers"]) == 2
+    assert namespace["error"] < 0.25  # the two classes separate easily; chance is 0.5
+
+
 def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"```bash\n# Install and run the tests\n(.*?)\n```", _readme())
     with open(os.path.join(REPO, ".ci", "run")) as f:
