@@ -82,6 +82,10 @@ def read_npz(path: str) -> dict:
     ) as e:
         if str(e).startswith(f"Data file {path}"):
             raise
+        if "allow_pickle" in str(e):
+            raise ValueError(
+                f"Data file {path} holds Python objects, not numbers; rawtf_ae never unpickles data."
+            ) from None
         raise ValueError(f"Data file {path} is corrupt or not a NumPy .npz: {e}") from None
 
 
@@ -114,6 +118,11 @@ def read_array(path: str):
     except (OSError, ValueError, EOFError) as e:
         if str(e).startswith(f"Data file {path}"):
             raise
+        if "allow_pickle" in str(e):  # NumPy's message would point at unpickling: never
+            raise ValueError(
+                f"Data file {path} (data.path) holds Python objects, not numbers; rawtf_ae never "
+                "unpickles data: save a numeric array (np.save(path, array.astype(np.float32)))."
+            ) from None
         raise ValueError(f"Data file {path} is corrupt or not a NumPy .npy: {' '.join(str(e).split())}") from None
 
 

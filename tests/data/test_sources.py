@@ -149,8 +149,8 @@ def _with_non_finite():
         (lambda d: np.save(d / "x.npy", _with_non_finite()), "2 non-finite values .*first in example 3"),
         (lambda d: np.save(d / "x.npy", np.zeros((0, 4))), "is empty"),
         (lambda d: np.save(d / "x.npy", np.zeros(7)), r"expected \[num_examples, width\]"),
-        (lambda d: (d / "x.npy").write_bytes(b"not numpy at all"), "corrupt or not a NumPy .npy"),
-        (lambda d: np.save(d / "x.npy", np.array([{"a": 1}] * 3)), "corrupt or not a NumPy .npy"),
+        (lambda d: (d / "x.npy").write_bytes(b"not numpy at all"), r"x.npy \(data.path\) is not a NumPy array file"),
+        (lambda d: np.save(d / "x.npy", np.array([{"a": 1}] * 3)), "holds Python objects, not numbers"),
     ],
 )
 def test_bad_array_file_raises_naming_the_file(tmp_path, make, message):
@@ -159,6 +159,7 @@ def test_bad_array_file_raises_naming_the_file(tmp_path, make, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message) as info:
         sources.load(_data_config(name="array", path=path, num_validation=1), seed=0)
     assert path in str(info.value)
+    assert "allow_pickle" not in str(info.value)  # never advice to unpickle
 
 
 def test_bad_npz_files_raise_naming_the_file(tmp_path):

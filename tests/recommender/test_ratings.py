@@ -197,7 +197,7 @@ def test_the_temporal_split_holds_out_each_users_latest_ratings(tmp_path, by):
 
 def test_the_temporal_split_names_a_rating_without_a_timestamp(tmp_path):
     path = tmp_path / "ratings.csv"
-    path.write_text("1,10,1,50\n1,11,2\n2,10,3,soon\n")
+    path.write_text("1,10,1,50\n1,11,2\n2,10,3,60\n")
     with pytest.raises(ValueError, match=r"ratings.csv, line 2: .*needs a numeric timestamp"):
         ratings.build_splits(ratings_file.read_ratings(str(path)), split="temporal")
     with pytest.raises(ValueError, match="`data.ratings_split` is 'latest'"):
@@ -207,7 +207,7 @@ def test_the_temporal_split_names_a_rating_without_a_timestamp(tmp_path):
 @pytest.mark.parametrize("block_bytes", [1 << 25, 7])  # 7 bytes: chunks end mid-file, line by line
 def test_the_vectorized_reader_reads_what_the_line_by_line_reader_reads(tmp_path, monkeypatch, block_bytes):
     text = (
-        "\ufeffuserId,movieId,rating,timestamp\r\n1,31,2.5,1260759144\r\n\r\n 1 , 1029 ,3.0,x\r\n"
+        "\ufeffuserId,movieId,rating,timestamp\r\n1,31,2.5,1260759144\r\n\r\n 1 , 1029 ,3.0,\r\n"
         "u7,31,5,2\n\n7,é,-1e-1\n7,31,.5"
     )
     path = _write(tmp_path, text)
@@ -229,3 +229,15 @@ def test_files_the_vectorized_reader_does_not_take_go_line_by_line(tmp_path, tex
     path = tmp_path / "r.csv"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     assert ratings_file._read_vectorized(str(path), ",") is None
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 25, 7])
+def test_a_timestamp_that_is_no_number_is_an_error_naming_its_line_whatever_the_split(
+    tmp_path, monkeypatch, block_bytes
+):
+    # Not silently ignored unless data.ratings_split='temporal': both readers name the line.
+    monkeypatch.setattr(ratings_file, "_BLOCK_BYTES", block_bytes)
+    path = tmp_path / "ratings.csv"
+    path.write_text("user,item,rating,time\n1,10,4,100\n1,11,5,extra\n2,10,3,\n")
+    with pytest.raises(ValueError, match=r"ratings.csv, line 3: the 4th field 'extra' is not a number"):
+        ratings_file.read_ratings(str(path))
