@@ -284,7 +284,7 @@ def test_sigterm_mid_loop_is_saved_within_a_step_not_a_call(tmp_path):
     # under way (the old bound was the whole call, 62 s here), saves it, and exits 143.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
     command = [sys.executable, os.path.join(REPO, "train.py"), *_SLOW_STEP_FLAGS, "--workdir=run"]
-    process, rest, seconds = _signal_after(command, tmp_path, env, signal.SIGTERM, r"model: tied", 8)
+    process, rest, seconds = _signal_after(command, tmp_path, env, signal.SIGTERM, r"model: tied", 6)
     assert process.returncode == 143, rest[-2000:]
     stopped = re.search(r"Received SIGTERM at step (\d+): saved \S+ckpt-(\d+)", rest)
     assert stopped and stopped.group(1) == stopped.group(2), rest[-2000:]
