@@ -290,7 +290,7 @@ _MOVED = {
 def _home(old: str, name: str):
     """The module under rawtf_ae that owns `name` of the old flat module `old`, or None."""
     for new, names in _MOVED[old].items():
-        if name in "".join(names).split():
+        if name in names.split():
             return new
     return None
 
@@ -318,7 +318,7 @@ class _MovedModule(_types.ModuleType):
 
     def __dir__(self):
         old = self.__name__.split(".", 1)[1]
-        return sorted(n for names in _MOVED[old].values() for n in "".join(names).split())
+        return sorted(n for names in _MOVED[old].values() for n in names.split())
 
 
 class _MovedLoader(_importlib_abc.Loader):

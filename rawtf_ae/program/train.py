@@ -25,9 +25,7 @@ from rawtf_ae.config import checks, saved
 from rawtf_ae.data import pipelines, sources
 from rawtf_ae.models import architectures
 from rawtf_ae.optim import optimizers
-from rawtf_ae.optim.schedules import (
-    learning_rate_at,
-)
+from rawtf_ae.optim.schedules import learning_rate_at
 from rawtf_ae.program import outputs, progress, restore
 from rawtf_ae.recommender import batching, sparse_gradients
 from rawtf_ae.training import checkpoints, distribute, early_stopping, preemption, pretrain, state
@@ -222,8 +220,8 @@ class _Run:
             seconds = time.perf_counter() - started
             if self._signalled():
                 # A signal ended the call early, after the step under way: save where it got.
-                stop, previous = int(self.state.step.numpy()), self.current
-                chunk_loss = chunk_loss if stop > previous else self.train_loss
+                stop = int(self.state.step.numpy())
+                chunk_loss = chunk_loss if stop > self.current else self.train_loss
             throughput.add((stop - self.current) * train_config.batch_size, seconds, stop == num_steps)
             chunk_rate = (stop - self.current) * train_config.batch_size / seconds
             self.current, self.train_loss = stop, chunk_loss

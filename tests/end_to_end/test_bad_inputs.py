@@ -54,7 +54,17 @@ def _both(*setups):
 
 
 def _in_workdir(name, text):
-    return lambda folder: _write(os.path.join("w", name), text)(folder)
+    return _write(os.path.join("w", name), text)
+
+
+def _file_for_folder(name):
+    """The trained workdir's `name/` folder replaced by a plain file."""
+
+    def setup(folder):
+        shutil.rmtree(os.path.join(folder, "w", name))
+        _in_workdir(name, "a file\n")(folder)
+
+    return setup
 
 
 def _npy(name, array):
@@ -66,6 +76,14 @@ def _idx_folder(folder):
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         with open(os.path.join(folder, "idx", name), "wb") as f:
             f.write(b"not gzip at all")
+
+
+def _damage_checkpoint(folder):
+    checkpoints = os.path.join(folder, "w", "checkpoints")
+    for name in os.listdir(checkpoints):
+        if ".data-" in name:
+            with open(os.path.join(checkpoints, name), "r+b") as f:
+                f.truncate(10)
 
 
 _GOOD_RATINGS = "user,item,rating\n" + "".join(f"{u},{i},{1 + (u + i) % 5}\n" for u in range(40) for i in range(6))
@@ -123,8 +141,8 @@ CASES = [
      "train.loss"),
     # workdirs, saved configs, checkpoints, exports, modes
     ("workdir is a file", None, _write("w", "a file\n"), [], "w cannot be created"),
-    ("checkpoints/ is a file", "trained", None, ["--config.train.num_steps=20"], "checkpoints is a file, not a folder"),
-    ("export/ is a file", "trained", None, ["--mode=export"], "export is a file, not a folder"),
+    ("checkpoints/ is a file", "trained", _file_for_folder("checkpoints"), ["--config.train.num_steps=20"], "checkpoints is a file, not a folder"),
+    ("export/ is a file", "trained", _file_for_folder("export"), ["--mode=export"], "export is a file, not a folder"),
     ("eval of an empty workdir", None, lambda f: os.makedirs(os.path.join(f, "w")), ["--mode=eval"], "no checkpoint"),
     ("encode without --output", "trained", None, ["--mode=encode"], "--output"),
     ("encode to an unknown format", "trained", None, ["--mode=encode", "--output=codes.txt"], "codes.txt"),
@@ -136,16 +154,8 @@ CASES = [
     ("the test split where there is none", "trained", None, ["--mode=eval", "--split=test"], "test"),
     ("a ratings workdir asked for its test split", "ratings", None, ["--mode=eval", "--split=test"],
      "held-out ratings only"),
-    ("the only checkpoint damaged", "trained", "damage_checkpoint", ["--mode=eval"], "No readable checkpoint in"),
+    ("the only checkpoint damaged", "trained", _damage_checkpoint, ["--mode=eval"], "No readable checkpoint in"),
 ]
-
-
-def _damage_checkpoint(folder):
-    checkpoints = os.path.join(folder, "w", "checkpoints")
-    for name in os.listdir(checkpoints):
-        if ".data-" in name:
-            with open(os.path.join(checkpoints, name), "r+b") as f:
-                f.truncate(10)
 
 
 def _snapshot(folder):
@@ -184,15 +194,7 @@ def _run_case(case, root, trained):
     os.makedirs(folder)
     if workdir:
         shutil.copytree(os.path.join(trained, workdir), os.path.join(folder, "w"))
-    if setup == "damage_checkpoint":
-        _damage_checkpoint(folder)
-    elif name == "checkpoints/ is a file":
-        shutil.rmtree(os.path.join(folder, "w", "checkpoints"))
-        _write(os.path.join("w", "checkpoints"), "a file\n")(folder)
-    elif name == "export/ is a file":
-        shutil.rmtree(os.path.join(folder, "w", "export"))
-        _write(os.path.join("w", "export"), "a file\n")(folder)
-    elif setup is not None:
+    if setup is not None:
         setup(folder)
     before = _snapshot(os.path.join(folder, "w"))
     given = TINY if workdir is None and not any(a.startswith("--config=configs/") for a in arguments) else []
