@@ -20,6 +20,11 @@ zero biases, dropout 0.8 on the code only, one dense re-feeding step per batch (
 in steps: 12 epochs of Netflix full's 477,412 training users in batches of 128 are 44,760 steps;
 scale `train.num_steps` to your file (12 x users / 128). Not reproduced: NVIDIA trains in
 float16 with float32 master weights (`--config.train.precision=mixed_float16` is the same idea).
+
+`train.dense_refeeding='auto'` is NVIDIA's one re-feeding step on dense batches. On a catalog
+wide enough for sparse batches (`data.ratings_batches='auto'`, docs/large-catalogs.md) it is 0,
+logged: a re-fed example is a dense output over every item, whose cost follows the catalog.
+`--config.train.dense_refeeding=1` keeps it, and dense batches, at any size.
 """
 
 from rawtf_ae.config.defaults import default_config
@@ -41,7 +46,7 @@ def get_config():
     config.model.tied = True  # our choice; NVIDIA's command: untied
     config.train.loss = "masked_mse"
     config.train.code_dropout = 0.8
-    config.train.dense_refeeding = 1
+    config.train.dense_refeeding = "auto"  # 1 on dense batches (NVIDIA's --aug_step 1), 0 on sparse
     config.train.optimizer = "sgd"
     config.train.momentum = 0.9
     config.train.learning_rate = 0.005

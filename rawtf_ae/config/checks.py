@@ -99,15 +99,16 @@ def _check_loss(config) -> None:
             )
     if not 0 <= train.code_dropout < 1:
         raise ValueError(f"`train.code_dropout` must be in [0, 1), got {train.code_dropout!r}.")
-    _non_negative_int("train.dense_refeeding", train.dense_refeeding)
-    if train.dense_refeeding and train.loss != "masked_mse":
+    if train.dense_refeeding != "auto":  # "auto": 1 on dense ratings batches, 0 on sparse ones
+        _non_negative_int("train.dense_refeeding", train.dense_refeeding)
+    if train.dense_refeeding and train.dense_refeeding != "auto" and train.loss != "masked_mse":
         raise ValueError("`train.dense_refeeding` works with loss 'masked_mse' (ratings data) only.")
 
 
 def _check_optimizer(train, config) -> None:
     for key in ("batch_size", "num_steps", "decay_steps"):
         _positive_int(f"train.{key}", train[key])
-    _one_of("train.optimizer", train.optimizer, OPTIMIZERS)
+    _one_of("train.optimizer", train.optimizer, ("auto", *OPTIMIZERS))
     _one_of("train.schedule", train.schedule, SCHEDULES)
     if not train.learning_rate > 0:
         raise ValueError(f"`train.learning_rate` must be positive, got {train.learning_rate!r}.")

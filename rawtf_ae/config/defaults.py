@@ -107,13 +107,16 @@ def default_config() -> ml_collections.ConfigDict:
     # Dropout on the code layer: the probability of dropping each code unit while training.
     config.train.code_dropout = 0.0
     # masked_mse: after each update, this many dense re-feeding updates (Kuchaiev & Ginsburg
-    # 2017, section 2.3): f(x) becomes an example of its own, input and target.
-    config.train.dense_refeeding = 0
+    # 2017, section 2.3): f(x) becomes an example of its own, input and target. "auto": 1 on
+    # dense ratings batches, 0 on sparse ones (their cost follows the ratings, a re-fed example's
+    # the catalog), logged (rawtf_ae.recommender.batching.resolve_auto).
+    config.train.dense_refeeding = ml_collections.FieldReference(0, field_type=object)
     # Clip each update's gradient to this global norm (0 = off; the re-fed updates too). It
     # stops the loss spikes of untied recommenders with re-feeding (docs/recommender.md).
     config.train.clip_norm = 0.0
     # adam | sgd | rmsprop | lazy_adam | lazy_adagrad (row-wise updates of sparse gradients, for
-    # the sparse ratings step: rawtf_ae.optim.lazy)
+    # the sparse ratings step: rawtf_ae.optim.lazy) | auto (adam on dense batches, lazy_adam on
+    # sparse ratings batches, logged: rawtf_ae.recommender.batching.resolve_auto)
     config.train.optimizer = "adam"
     config.train.learning_rate = 1e-3  # the peak rate of any schedule
     # Per-variable learning-rate multipliers (Caffe's lr_mult): "PATTERN=MULTIPLIER,...", each

@@ -140,6 +140,11 @@ def create_optimizer(train_config, variables=None, step_counter: Optional[tf.Var
                 "counter: create_optimizer(train_config, variables, step_counter)."
             )
     name = train_config.optimizer
+    if name == "auto":
+        raise ValueError(
+            "`train.optimizer='auto'` depends on the batches: resolve it first with "
+            "rawtf_ae.recommender.batching.resolve_auto(config, sparse) (train_and_evaluate does)."
+        )
 
     def make(rate):
         if name == "adam":

@@ -69,6 +69,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("workdir: %s", workdir)
     config, splits = _load_data(config, workdir)
     sparse = batching.uses_sparse(config, splits)  # decided once: `auto` logs its choice
+    # The recipes' train.optimizer / dense_refeeding = "auto" follow the batches (logged).
+    config = batching.resolve_auto(config, sparse)
+    train_config = config.train
     precision = train_config.precision + ", XLA" * (uses_xla(train_config) and not sparse)
     logging.info("strategy: %s, %d replica(s), %s", train_config.strategy, replicas, precision)
     if sparse:

@@ -19,8 +19,14 @@ the contractive penalty, noise on unobserved entries (`gaussian`, `salt_and_pepp
 precision and XLA (the number of ratings per batch varies). `masking` noise drops observed
 ratings, drawn per (step, example, item) by a counter-based hash, so N replicas draw what one
 device draws (`sparse_noise`).
-"""
 
+Two settings follow the batches when they are `"auto"` (the recommender recipes' values), so
+that a recipe made for a small catalog still costs what the ratings cost on a large one
+(`resolve_auto`, logged once each): `train.optimizer` is Keras `adam` on dense batches and
+`lazy_adam` on sparse ones; `train.dense_refeeding` is 1 on dense batches and 0 on sparse
+ones. An explicit value keeps its exact meaning (`adam` on sparse batches densifies the
+gradient, with a warning; a re-feeding count keeps dense batches).
+"""
 
 from __future__ import annotations
 
@@ -43,7 +49,7 @@ def sparse_blockers(config) -> list[str]:
     blockers = []
     if train.weight_decay:
         blockers.append("train.weight_decay (it changes every row of the first kernel on every step)")
-    if train.dense_refeeding:
+    if train.dense_refeeding and train.dense_refeeding != "auto":
         blockers.append("train.dense_refeeding (a re-fed example is a dense [batch, items] output)")
     if train.contractive_weight:
         blockers.append("train.contractive_weight (its Jacobian is over every input)")
@@ -94,3 +100,54 @@ def choose(config, matrix: ratings.RatingMatrix) -> str:
 def uses_sparse(config, splits) -> bool:
     """Whether training and evaluation on `splits` take sparse batches (never for images)."""
     return isinstance(splits, ratings.RatingSplits) and choose(config, splits.train) == "sparse"
+
+
+AUTO_OPTIMIZER = {"dense": "adam", "sparse": "lazy_adam"}
+AUTO_REFEEDING = {"dense": 1, "sparse": 0}
+
+
+def resolve_auto(config, sparse: bool):
+    """`config` (a copy) with `train.optimizer` and `train.dense_refeeding` resolved where `"auto"`.
+
+    On dense batches (`sparse=False`): Keras `adam` and one dense re-feeding update per step
+    (0 without a masked loss: re-feeding is for ratings); on sparse ratings batches: `lazy_adam`
+    (only the rated items' rows of the first kernel and of its moments move, so the update
+    costs what the ratings cost; the rows' moments decay only when they are rated,
+    docs/large-catalogs.md) and no re-feeding (a re-fed example is a dense output over the
+    whole catalog). Each resolved value is logged with its reason; other values are kept.
+    """
+    train = config.train
+    if "auto" not in (train.optimizer, train.dense_refeeding):
+        return config
+    config = config.copy_and_resolve_references()
+    train, path = config.train, "sparse" if sparse else "dense"
+    with train.ignore_type():  # a resolved copy holds plain values: "auto" -> an int
+        _resolve(train, path)
+    return config
+
+
+def _resolve(train, path: str) -> None:
+    sparse = path == "sparse"
+    if train.optimizer == "auto":
+        train.optimizer = AUTO_OPTIMIZER[path]
+        logging.info(
+            "train.optimizer='auto': %s (%s)",
+            train.optimizer,
+            "sparse ratings batches: it updates only the rated items' rows of the first kernel "
+            "and its moments, where adam would update every row on every step"
+            if sparse
+            else "dense batches",
+        )
+    if train.dense_refeeding == "auto":
+        train.dense_refeeding = AUTO_REFEEDING[path] if train.loss == "masked_mse" else 0
+        logging.info(
+            "train.dense_refeeding='auto': %d (%s)",
+            train.dense_refeeding,
+            "sparse ratings batches: a re-fed example is a dense output over every item; "
+            "--config.data.ratings_batches=dense --config.train.dense_refeeding=1 re-feeds at "
+            "a dense step's cost"
+            if sparse
+            else "dense batches"
+            if train.dense_refeeding
+            else f"loss {train.loss!r}",
+        )

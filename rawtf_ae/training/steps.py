@@ -94,6 +94,11 @@ class StepOptions:
         layer, whose code need not be logistic.
         """
         train = config.train
+        if train.dense_refeeding == "auto":
+            raise ValueError(
+                "`train.dense_refeeding='auto'` depends on the batches: resolve it first with "
+                "rawtf_ae.recommender.batching.resolve_auto(config, sparse) (train_and_evaluate does)."
+            )
         options = cls(
             loss=train.loss,
             global_batch_size=train.batch_size,

@@ -1,6 +1,7 @@
 """Sparse ratings batches: the same model, loss, weights and evaluation as dense batches, at a
 cost that follows the ratings; refused options, `auto`, replicas, and no `[batch, items]` tensor."""
 
+import json
 import os
 import re
 import subprocess
@@ -181,9 +182,7 @@ def test_masking_noise_is_uniform_per_entry_and_independent_of_the_batch():
     assert (
         abs(np.corrcoef(u.reshape(200, 500)[:, :-1].ravel(), u.reshape(200, 500)[:, 1:].ravel())[0, 1]) < 0.01
     )
-    some = sparse_noise.entry_uniform(
-        seed, tf.constant([7, 150], tf.int64), tf.constant([0, 499], tf.int64)
-    )
+    some = sparse_noise.entry_uniform(seed, tf.constant([7, 150], tf.int64), tf.constant([0, 499], tf.int64))
     np.testing.assert_array_equal(some, [u[7 * 500], u[150 * 500 + 499]])
     other_step = sparse_noise.entry_uniform(tf.constant([3, 8], tf.int64), rows[0], columns[0]).numpy()
     assert not np.allclose(other_step, u[:500])
@@ -228,6 +227,44 @@ def test_auto_is_decided_once_per_run(tmp_path, monkeypatch):
         train.train_and_evaluate(tiny_ratings_config(path, **overrides), str(tmp_path / "run"))
     assert sum(line.startswith("data.ratings_batches='auto': sparse") for line in logged) == 1
     assert sum("the first kernel is read by rows" in line for line in logged) == 1
+
+
+@pytest.mark.parametrize("wide", [True, False])
+def test_auto_optimizer_and_refeeding_follow_the_batches_and_are_saved(tmp_path, monkeypatch, wide):
+    # The recipes' train.optimizer / dense_refeeding = "auto": lazy_adam and no re-feeding on
+    # sparse batches (3 ratings per user over 900 items), adam and one re-feeding step on dense
+    # ones (the same users over 30 items), each logged once and written to config.json as run.
+    width = 900 if wide else 30
+    triples = [(u, (3 * u + k) % width, 1.0 + k) for u in range(300) for k in range(3)]
+    path = ratings_file.write_ratings(str(tmp_path / "r.csv"), triples)
+    auto = {"train.optimizer": "auto", "train.dense_refeeding": "auto", "train.num_steps": 6}
+    logged = []
+    with monkeypatch.context() as patch:
+        patch.setattr(train.logging, "info", lambda message, *args: logged.append(message % args))
+        metrics = train.train_and_evaluate(tiny_ratings_config(path, **auto), str(tmp_path / "auto"))
+    optimizer, refeeding = ("lazy_adam", 0) if wide else ("adam", 1)
+    assert sum(line.startswith(f"train.optimizer='auto': {optimizer} (") for line in logged) == 1
+    assert sum(line.startswith(f"train.dense_refeeding='auto': {refeeding} (") for line in logged) == 1
+    saved = json.loads((tmp_path / "auto" / "config.json").read_text())["train"]
+    assert (saved["optimizer"], saved["dense_refeeding"]) == (optimizer, refeeding)
+    # The same updates as the resolved values set explicitly.
+    explicit = {**auto, "train.optimizer": optimizer, "train.dense_refeeding": refeeding}
+    again = train.train_and_evaluate(tiny_ratings_config(path, **explicit), str(tmp_path / "explicit"))
+    assert again["val_rmse"] == metrics["val_rmse"]
+    # Where nothing resolves them, the library says what to call.
+    config = tiny_ratings_config(path, **auto)
+    with pytest.raises(ValueError, match=r"train.optimizer='auto'` depends on the batches: resolve it first"):
+        optimizers.create_optimizer(config.train)
+    with pytest.raises(ValueError, match=r"train.dense_refeeding='auto'` depends on the batches"):
+        steps.StepOptions.from_config(config)
+    # An explicit re-feeding count keeps dense batches on the wide file; a bad one is named.
+    rows, columns, values = np.array(triples).T
+    matrix = ratings.RatingMatrix.from_triples(rows.astype(int), columns.astype(int), values, 300, width)
+    assert batching.choose(tiny_ratings_config(path), matrix) == "dense"
+    with pytest.raises(
+        ValueError, match=r"`train.dense_refeeding` must be a non-negative integer, got 'sometimes'"
+    ):
+        validate(tiny_ratings_config(path, **{"train.dense_refeeding": "sometimes"}))
 
 
 def test_train_py_trains_resumes_and_evaluates_on_sparse_batches(tmp_path, monkeypatch):
