@@ -13,16 +13,24 @@ With `--memory`, each (size, path) also runs alone in a subprocess and its peak 
 dense and the sparse model of a million items do not fit in 24 GiB together). Last, the latency
 of top-10 recommending for one user over `--top_k_items` items (`--items=` alone runs just that).
 
+Beside them, the PyTorch sparse peer (`--paths` has `torch` when torch is installed:
+`catalog_peers.torch_sparse_runner`) and the sparse step's share of its memory-traffic floor
+(`catalog_peers.floor_bytes`, timed as a plain copy in the same run); `--phases` adds the
+sparse step's forward, forward + backward and whole-step times. Users/s are medians with the
+range of the windows.
+
+With `--recipe`, `configs/recommender_synthetic.py` with its defaults by `train.py` on files
+of the same users and ratings over `--recipe_items` items (`train_py.print_recipe`).
+
 With `--end_to_end`, `train.py` as the README runs it (`configs/catalog_synthetic.py`) on a
 synthetic file of `--e2e_users` users x `--ratings_per_user` ratings over `--e2e_items` items
-(written first, unless `--e2e_data` names one), in a subprocess: its logged users/s, peak RSS,
+(written first, unless `--e2e_data` names one), `--e2e_runs` times in subprocesses: its logged users/s, peak RSS,
 each checkpoint's size and save time, and the wall time. The million-item run alone:
 
     python -m benchmarks.catalog_scale --items= --top_k_items=0 --end_to_end
 """
 
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -31,16 +39,22 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+try:  # the PyTorch peer (optional). torch's compiler stack (triton) crashes loaded after TensorFlow.
+    import torch._dynamo  # noqa: F401
+except ImportError:
+    pass
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks import catalog_peers, train_py  # noqa: E402
 from rawtf_ae.config.defaults import default_config  # noqa: E402
 from rawtf_ae.data import pipelines  # noqa: E402
 from rawtf_ae.recommender import batching, ratings
 from rawtf_ae.recommender.synthetic import catalog_ratings  # noqa: E402
 from rawtf_ae.training import loops, state
-from rawtf_ae.training.steps import StepOptions, make_step  # noqa: E402
+from rawtf_ae.training.steps import Objective, StepOptions, make_step, unpack  # noqa: E402
 
 _ITEMS = flags.DEFINE_list("items", ["4096", "32768", "262144", "1048576"], "Catalog sizes.")
 _WIDTHS = flags.DEFINE_list("widths", ["512", "512", "1024"], "Encoder widths after the items.")
@@ -69,11 +83,38 @@ _E2E_DATA = flags.DEFINE_string(
 )
 _E2E_USERS = flags.DEFINE_integer("e2e_users", 100_000, "Users of the --end_to_end file.")
 _E2E_ITEMS = flags.DEFINE_integer("e2e_items", 1_048_576, "Items of the --end_to_end file.")
+_E2E_RUNS = flags.DEFINE_integer(
+    "e2e_runs", 3, "--end_to_end: runs of train.py (medians and ranges over them)."
+)
 _E2E_STEPS = flags.DEFINE_integer(
     "e2e_steps", 0, "train.num_steps of the --end_to_end run (0: the config's)."
 )
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_ONLY = flags.DEFINE_string("only", "", "Internal: 'ITEMS:dense|sparse' runs that alone, prints peak RSS.")
+_PATHS = flags.DEFINE_list(
+    "paths",
+    ["dense", "sparse", "torch"],
+    "What to time: dense, sparse (ours), torch (the PyTorch sparse peer).",
+)
+_PHASES = flags.DEFINE_bool(
+    "phases", False, "After the table: the sparse step's forward, forward + backward and whole-step times."
+)
+_RECIPE = flags.DEFINE_bool(
+    "recipe",
+    False,
+    "Run configs/recommender_synthetic.py with its defaults by train.py on --recipe_items files.",
+)
+_RECIPE_ITEMS = flags.DEFINE_list(
+    "recipe_items", ["4096", "262144"], "--recipe: the catalogs (same users, ratings)."
+)
+_RECIPE_USERS = flags.DEFINE_integer("recipe_users", 20_000, "--recipe: users of each file.")
+_RECIPE_RUNS = flags.DEFINE_integer("recipe_runs", 3, "--recipe: runs per file.")
+_RECIPE_BEFORE = flags.DEFINE_bool(
+    "recipe_before",
+    False,
+    "--recipe: also 60 steps of the largest with adam and re-feeding (the old defaults).",
+)
+_ONLY = flags.DEFINE_string(
+    "only", "", "Internal: 'ITEMS:dense|sparse|torch' runs that alone, prints its rates and peak RSS."
+)
 
 
 def _config(items: int, batches: str):
@@ -97,7 +138,10 @@ def _rows(items: int, num_rows: int) -> ratings.RatingMatrix:
 
 
 def _runner(items: int, batches: str, matrix):
-    """`window(min_seconds) -> examples/s` of the `batches` step on `matrix`, built once."""
+    """`window(min_seconds) -> examples/s` of the `batches` step on `matrix`, built once;
+    `batches="torch"`: the PyTorch sparse peer (`catalog_peers`), None without torch."""
+    if batches == "torch":
+        return catalog_peers.torch_sparse_runner(matrix, [int(w) for w in _WIDTHS.value], _BATCH.value)
     config = _config(items, batches)
     trained = state.create_train_state(config)
     sparse = batches == "sparse"
@@ -125,9 +169,9 @@ def _peak_gib() -> float:
         return next(int(line.split()[1]) / 2**20 for line in f if line.startswith("VmHWM"))
 
 
-def _alone(items: int, batches: str) -> tuple[float, float]:
-    """`(median users/s, peak RSS GiB)` of a subprocess training the `batches` step alone;
-    NaNs if it was killed (out of memory: the dense step of a million items is, on 24 GiB)."""
+def _alone(items: int, batches: str) -> tuple[list, float]:
+    """`(each window's users/s, peak RSS GiB)` of a subprocess training the `batches` step
+    alone; NaNs if it was killed (out of memory: the dense step of a million items is, on 24 GiB)."""
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.catalog_scale", f"--only={items}:{batches}", *_passed_flags()],
         capture_output=True,
@@ -135,9 +179,9 @@ def _alone(items: int, batches: str) -> tuple[float, float]:
     )
     if out.returncode:
         print(f"({batches} at {items:,} items failed: exit {out.returncode}, {out.stderr[-300:].strip()!r})")
-        return float("nan"), float("nan")
-    rate, peak = out.stdout.split()[-2:]
-    return float(rate), float(peak)
+        return [float("nan")], float("nan")
+    *rates, peak = out.stdout.split("\n")[-2].split()
+    return [float(r) for r in rates], float(peak)
 
 
 def _passed_flags():
@@ -161,35 +205,20 @@ def main(argv):
         window = _runner(int(items), batches, _rows(int(items), 8 * _BATCH.value))
         window(0)  # build, trace and warm up
         rates = [window(_WINDOW.value) for _ in range(_ROUNDS.value)]
-        print(statistics.median(rates), _peak_gib())
+        print(*rates, _peak_gib())
         return
     if _END_TO_END.value and _E2E_DATA.value and not os.path.isfile(_E2E_DATA.value):
         sys.exit(f"--e2e_data={_E2E_DATA.value}: no such file (in {os.getcwd()}).")
-    widths = "-".join(_WIDTHS.value)
-    optimizer = _OPTIMIZER.value + (f" (momentum {_MOMENTUM.value})" if _OPTIMIZER.value == "sgd" else "")
-    print(
-        f"\nitems-{widths} SELU tied, masked MSE, {optimizer}, batch {_BATCH.value} users x "
-        f"{_PER_USER.value} ratings, 2 CPU threads, median of {_ROUNDS.value} windows (interleaved; "
-        f"from {int(_ALONE_FROM.value):,} items each path alone in its own process)\n"
-    )
-    memory = " dense peak RSS | sparse peak RSS |" if _MEMORY.value else ""
-    print(f"| items | dense users/s | sparse users/s | sparse / dense | auto picks |{memory}")
-    print(f"|---:|---:|---:|---:|---|{'---:|---:|' if memory else ''}")
-    for items in map(int, _ITEMS.value):
-        matrix = _rows(items, 8 * _BATCH.value)
-        alone = {b: _alone(items, b) for b in ("dense", "sparse")} if items >= _ALONE_FROM.value else None
-        if alone:
-            dense, sparse = alone["dense"][0], alone["sparse"][0]
-        else:
-            dense, sparse = _interleaved(items, matrix)
-        auto = batching.choose(_config(items, "auto"), matrix)
-        row = f"| {items:,} | {dense:,.0f} | {sparse:,.0f} | {sparse / dense:.2f}x | {auto} |"
-        if _MEMORY.value:
-            alone = alone or {b: _alone(items, b) for b in ("dense", "sparse")}
-            row += f" {alone['dense'][1]:.2f} GiB | {alone['sparse'][1]:.2f} GiB |"
-        print(row, flush=True)
+    if _ITEMS.value:
+        _print_table()
+    if _RECIPE.value:
+        sizes = [int(i) for i in _RECIPE_ITEMS.value]
+        train_py.print_recipe(
+            sizes, _RECIPE_USERS.value, _PER_USER.value, _RECIPE_RUNS.value, _RECIPE_BEFORE.value
+        )
     if _END_TO_END.value:
-        _print_end_to_end()
+        catalog = (_E2E_USERS.value, _E2E_ITEMS.value, _PER_USER.value)
+        train_py.print_end_to_end(_E2E_DATA.value, catalog, _E2E_STEPS.value, _E2E_RUNS.value)
     if _TOPK.value:
         items = _TOPK.value
         print(f"\ntop-10 over {items:,} items for one user with {_PER_USER.value} ratings, median of 20:\n")
@@ -202,7 +231,6 @@ def _top_k_latency(items: int, k: int = 10, calls: int = 20) -> dict:
     ratings: `Recommender.recommend` (eager, sparse input) and the export's `recommend`
     signature (SavedModel, loaded), each with the int8 first pass (`item_index`) and with the
     float32 product over the whole catalog. The weights are random: the latency does not depend on them."""
-    import tempfile  # noqa: PLC0415
 
     from rawtf_ae.models import architectures  # noqa: PLC0415
     from rawtf_ae.recommender.recommend import Recommender  # noqa: PLC0415
@@ -257,62 +285,108 @@ def _top_k_latency(items: int, k: int = 10, calls: int = 20) -> dict:
     return latency
 
 
-def _print_end_to_end() -> None:
-    """`train.py` as the README runs it on a synthetic catalog, in a subprocess (nothing else of
-    this benchmark in memory): its logged users/s, peak RSS, checkpoints and wall time."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = _E2E_DATA.value or os.path.join(folder, "catalog.csv")
-        if not _E2E_DATA.value:
-            subprocess.run(
-                [sys.executable, "-m", "rawtf_ae.recommender.synthetic", path, f"--users={_E2E_USERS.value}",
-                 f"--items={_E2E_ITEMS.value}", f"--ratings_per_user={_PER_USER.value}",
-                 "--popularity_exponent=0"],
-                check=True, capture_output=True, cwd=REPO,
-            )  # fmt: skip
-        command = [
-            sys.executable,
-            os.path.join(REPO, "train.py"),
-            f"--config={os.path.join(REPO, 'configs', 'catalog_synthetic.py')}",
-            f"--config.data.path={path}",
-            f"--workdir={os.path.join(folder, 'run')}",
-        ] + ([f"--config.train.num_steps={_E2E_STEPS.value}"] if _E2E_STEPS.value else [])
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        with process.stdout:
-            log = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)  # this child's own peak memory
-        process.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - started
-    if process.returncode:
-        last = log.strip().splitlines()[-1] if log.strip() else "(no output)"
-        sys.exit(f"catalog_scale --end_to_end: train.py failed (exit {process.returncode}): {last}")
-    rates = [int(r) for r in re.findall(r"step \d+/\d+: loss \S+, (\d+) examples/s", log)]
-    which = "the logged windows after the first" if len(rates) > 1 else "the one logged window"
-    rates = rates[1:] or rates  # the first window includes tracing, unless it is the only one
-    saves = re.findall(r"\] saved \S+ \((.+?) in (\S+) s\)", log)
-    data_line = re.search(r"\] data: (.*)", log)
-    minutes, seconds = divmod(round(wall), 60)
-    print(f"\ntrain.py end to end, configs/catalog_synthetic.py on {os.path.basename(path)}:\n")
-    print(f"- {data_line.group(1) if data_line else '(no data line logged)'}")
-    if rates:
-        print(
-            f"- users/s over {which}: {min(rates):,}-{max(rates):,}, median {statistics.median(rates):,.0f}"
+def _print_table() -> None:
+    """The dense step, the sparse step and the PyTorch sparse peer at each `--items` size."""
+    paths = [p for p in _PATHS.value if p != "torch" or catalog_peers.has_torch()]
+    widths, width = "-".join(_WIDTHS.value), int(_WIDTHS.value[0])
+    optimizer = _OPTIMIZER.value + (f" (momentum {_MOMENTUM.value})" if _OPTIMIZER.value == "sgd" else "")
+    print(
+        f"\nitems-{widths} SELU tied, masked MSE, {optimizer}, batch {_BATCH.value} users x "
+        f"{_PER_USER.value} ratings, 2 CPU threads; users/s as the median (range) of {_ROUNDS.value} "
+        f"windows, interleaved (from {int(_ALONE_FROM.value):,} items each path alone in its own "
+        f"process); {', '.join(paths)}{'' if 'torch' in paths else ' (no PyTorch peer: torch is not installed)'}\n"
+    )
+    columns = [f"{_NAMES[p]} users/s" for p in paths] + [
+        f"sparse / {_NAMES[p]}" for p in paths if p != "sparse"
+    ]
+    columns += ["sparse step / its memory floor"] * ("sparse" in paths) + ["auto picks"]
+    columns += [f"{_NAMES[p]} peak RSS" for p in paths] if _MEMORY.value else []
+    print(f"| items | {' | '.join(columns)} |")
+    print(f"|---:|{'---:|' * len(columns)}")
+    for items in map(int, _ITEMS.value):
+        matrix = _rows(items, 8 * _BATCH.value)
+        alone = {p: _alone(items, p) for p in paths} if items >= _ALONE_FROM.value or _MEMORY.value else None
+        rates = (
+            {p: alone[p][0] for p in paths}
+            if items >= _ALONE_FROM.value
+            else _interleaved(items, matrix, paths)
         )
-    print(f"- peak RSS: {usage.ru_maxrss / 2**20:.2f} GiB ({usage.ru_maxrss:,} KiB)")
-    print(f"- checkpoints: {', '.join(f'{size} saved in {took} s' for size, took in saves) or 'none logged'}")
-    print(f"- wall clock, from starting Python to the export: {minutes} min {seconds} s")
+        medians = {p: statistics.median(r) for p, r in rates.items()}
+        cells = [f"{medians[p]:,.0f} ({min(rates[p]):,.0f}-{max(rates[p]):,.0f})" for p in paths]
+        if "sparse" in paths:
+            cells += [f"{medians['sparse'] / medians[p]:.2f}x" for p in paths if p != "sparse"]
+            cells.append(_floor_cell(matrix, width, medians["sparse"]))
+        cells.append(batching.choose(_config(items, "auto"), matrix))
+        cells += [f"{alone[p][1]:.2f} GiB" for p in paths] if _MEMORY.value else []
+        print(f"| {items:,} | {' | '.join(cells)} |", flush=True)
+    for items in map(int, _ITEMS.value) if _PHASES.value else ():
+        _print_phases(items, _rows(items, 8 * _BATCH.value))
 
 
-def _interleaved(items: int, matrix) -> tuple[float, float]:
-    """Median users/s of the dense and the sparse step, timed in turn in this process."""
-    windows = {b: _runner(items, b, matrix) for b in ("dense", "sparse")}
-    rates = {b: [] for b in windows}
+def _print_phases(items: int, matrix) -> None:
+    """The sparse step's forward pass, with its backward pass, and whole, each its own
+    `tf.function` timed like the step (median of `--rounds` windows)."""
+    config = _config(items, "sparse")
+    trained = state.create_train_state(config)
+    objective = Objective(trained.model, trained.optimizer, StepOptions.from_config(config))
+    variables = trained.model.trainable_variables
+    iterator = iter(pipelines.train_dataset(matrix, _BATCH.value, seed=0, sparse=True))
+    batches = [next(iterator) for _ in range(8)]
+
+    def loss(batch):
+        inputs, targets, mask = unpack(batch)
+        return objective.reconstruction(inputs, targets, mask, objective.normalizer(batch))[0]
+
+    def gradients(batch):
+        with tf.GradientTape() as tape:
+            value = loss(batch)
+        return value, tape.gradient(value, variables)
+
+    def step(batch):
+        value, grads = gradients(batch)
+        trained.optimizer.apply_gradients(zip(grads, variables))
+        return value
+
+    cells = []
+    for name, phase in (("forward", loss), ("forward + backward", gradients), ("whole step", step)):
+        phase = tf.function(phase)
+        for batch in batches:
+            phase(batch)  # trace, warm up
+        times = []
+        for _ in range(_ROUNDS.value):
+            count, started = 0, time.perf_counter()
+            while time.perf_counter() - started < _WINDOW.value:
+                tf.nest.map_structure(
+                    lambda t: t.numpy() if hasattr(t, "numpy") else t, phase(batches[count % 8])
+                )
+                count += 1
+            times.append((time.perf_counter() - started) / count * 1e3)
+        cells.append(f"{name} {statistics.median(times):.1f} ms")
+    print(f"- {items:,} items, sparse step phases: {', '.join(cells)}", flush=True)
+
+
+_NAMES = {"dense": "dense", "sparse": "sparse", "torch": "PyTorch sparse"}
+
+
+def _floor_cell(matrix, width: int, users_per_second: float) -> str:
+    """`floor ms / step ms = share`: the bytes one sparse step moves at least (`catalog_peers`),
+    timed as a plain copy here and now, over the sparse step's time."""
+    rows = catalog_peers.touched_rows(matrix, _BATCH.value)
+    floor = catalog_peers.copy_seconds(catalog_peers.floor_bytes(rows, width))
+    step = _BATCH.value / users_per_second
+    return f"{floor * 1e3:.1f} / {step * 1e3:.1f} ms = {floor / step:.0%} ({rows:,.0f} rows)"
+
+
+def _interleaved(items: int, matrix, paths) -> dict:
+    """Each path's users/s in `--rounds` windows, timed in turn in this process."""
+    windows = {p: _runner(items, p, matrix) for p in paths}
+    rates = {p: [] for p in windows}
     for window in windows.values():
         window(0)  # trace and warm up
     for _ in range(_ROUNDS.value):
         for name, window in windows.items():
             rates[name].append(window(_WINDOW.value))
-    return statistics.median(rates["dense"]), statistics.median(rates["sparse"])
+    return rates
 
 
 if __name__ == "__main__":

@@ -39,6 +39,14 @@ VARIANTS = {
     "tied_no_corruption": {"train.corruption": "none"},
     "untied_no_corruption": {"model.tied": False, "train.corruption": "none"},
     "tied_by_user": {"data.ratings_by": "user"},
+    # Sparse ratings batches: Keras Adam (dense updates of every row) against LazyAdam (the
+    # rated rows only, their moments decaying only when rated); re-feeding needs dense batches.
+    "sparse_adam": {"data.ratings_batches": "sparse", "train.dense_refeeding": 0, "train.optimizer": "adam"},
+    "sparse_lazy_adam": {
+        "data.ratings_batches": "sparse",
+        "train.dense_refeeding": 0,
+        "train.optimizer": "lazy_adam",
+    },
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/recommender_synthetic.py", "Config file.")
@@ -77,7 +85,8 @@ def run(config, changes: dict, seed: int) -> tuple[float, float]:
     config.train.log_every_steps = _LOG_EVERY.value
     for dotted, value in changes.items():
         section, key = dotted.split(".")
-        config[section][key] = value
+        with config[section].ignore_type():  # e.g. dense_refeeding "auto" -> 0 (int or "auto")
+            config[section][key] = value
     with tempfile.TemporaryDirectory() as workdir:
         metrics = train.train_and_evaluate(config, workdir)
         return metrics["val_rmse"], worst_spike(_logged_losses(workdir))
