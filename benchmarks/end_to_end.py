@@ -15,15 +15,13 @@ import os
 import re
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, train_py  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STEPS = flags.DEFINE_integer("steps", 3000, "Training steps per train.py run.")
@@ -34,24 +32,19 @@ _DATA = flags.DEFINE_string("data", os.path.join(REPO, "..", "shared", "data", "
 
 
 def _train_py(workdir):
-    command = [
-        sys.executable,
-        os.path.join(REPO, "train.py"),
-        f"--workdir={workdir}",
-        f"--config={os.path.join(REPO, 'configs', 'mnist_tied.py')}",
-        f"--config.data.path={_DATA.value}",
+    log = train_py.run(
+        "mnist_tied.py",
+        _DATA.value,
+        workdir,
         f"--config.train.num_steps={_STEPS.value}",
         f"--config.train.batch_size={_BATCH.value}",
         f"--config.train.log_every_steps={_LOG_EVERY.value}",
         "--config.train.export=False",
-    ]
-    result = subprocess.run(
-        command, check=True, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO)
-    )
+    ).log
     # absl lines: "I1123 19:31:23.123456 ... step 500/3000: loss ..."
     progress = [
         (int(step), datetime.datetime.strptime(clock, "%H:%M:%S.%f"))
-        for clock, step in re.findall(r"^I\d{4} (\S+) .*step (\d+)/\d+: loss", result.stderr, flags=re.M)
+        for clock, step in re.findall(r"^I\d{4} (\S+) .*step (\d+)/\d+: loss", log, flags=re.M)
     ]
     (first_step, first_time), (last_step, last_time) = progress[0], progress[-1]
     return (last_step - first_step) * _BATCH.value / (last_time - first_time).total_seconds()
