@@ -324,8 +324,9 @@ def _print_table() -> None:
 
 
 def _print_phases(items: int, matrix) -> None:
-    """The sparse step's forward pass, with its backward pass, and whole, each its own
-    `tf.function` timed like the step (median of `--rounds` windows)."""
+    """The sparse step's forward pass and forward + backward pass, each its own `tf.function`
+    of the step's `Objective`, beside the whole step (`_runner`: the library's own step), each
+    the median of `--rounds` windows."""
     config = _config(items, "sparse")
     trained = state.create_train_state(config)
     objective = Objective(trained.model, trained.optimizer, StepOptions.from_config(config))
@@ -342,13 +343,8 @@ def _print_phases(items: int, matrix) -> None:
             value = loss(batch)
         return value, tape.gradient(value, variables)
 
-    def step(batch):
-        value, grads = gradients(batch)
-        trained.optimizer.apply_gradients(zip(grads, variables))
-        return value
-
     cells = []
-    for name, phase in (("forward", loss), ("forward + backward", gradients), ("whole step", step)):
+    for name, phase in (("forward", loss), ("forward + backward", gradients)):
         phase = tf.function(phase)
         for batch in batches:
             phase(batch)  # trace, warm up
@@ -356,13 +352,14 @@ def _print_phases(items: int, matrix) -> None:
         for _ in range(_ROUNDS.value):
             count, started = 0, time.perf_counter()
             while time.perf_counter() - started < _WINDOW.value:
-                tf.nest.map_structure(
-                    lambda t: t.numpy() if hasattr(t, "numpy") else t, phase(batches[count % 8])
-                )
+                tf.nest.map_structure(lambda t: t.numpy(), phase(batches[count % 8]), expand_composites=True)
                 count += 1
             times.append((time.perf_counter() - started) / count * 1e3)
         cells.append(f"{name} {statistics.median(times):.1f} ms")
-    print(f"- {items:,} items, sparse step phases: {', '.join(cells)}", flush=True)
+    window = _runner(items, "sparse", matrix)
+    window(0)
+    step = statistics.median(_BATCH.value / window(_WINDOW.value) * 1e3 for _ in range(_ROUNDS.value))
+    print(f"- {items:,} items, sparse step phases: {', '.join(cells)}, whole step {step:.1f} ms", flush=True)
 
 
 _NAMES = {"dense": "dense", "sparse": "sparse", "torch": "PyTorch sparse"}

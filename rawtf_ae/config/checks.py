@@ -101,8 +101,8 @@ def _check_loss(config) -> None:
         raise ValueError(f"`train.code_dropout` must be in [0, 1), got {train.code_dropout!r}.")
     if train.dense_refeeding != "auto":  # "auto": 1 on dense ratings batches, 0 on sparse ones
         _non_negative_int("train.dense_refeeding", train.dense_refeeding)
-    if train.dense_refeeding and train.dense_refeeding != "auto" and train.loss != "masked_mse":
-        raise ValueError("`train.dense_refeeding` works with loss 'masked_mse' (ratings data) only.")
+        if train.dense_refeeding and train.loss != "masked_mse":
+            raise ValueError("`train.dense_refeeding` works with loss 'masked_mse' (ratings data) only.")
 
 
 def _check_optimizer(train, config) -> None:

@@ -102,10 +102,6 @@ def uses_sparse(config, splits) -> bool:
     return isinstance(splits, ratings.RatingSplits) and choose(config, splits.train) == "sparse"
 
 
-AUTO_OPTIMIZER = {"dense": "adam", "sparse": "lazy_adam"}
-AUTO_REFEEDING = {"dense": 1, "sparse": 0}
-
-
 def resolve_auto(config, sparse: bool):
     """`config` (a copy) with `train.optimizer` and `train.dense_refeeding` resolved where `"auto"`.
 
@@ -116,38 +112,28 @@ def resolve_auto(config, sparse: bool):
     docs/large-catalogs.md) and no re-feeding (a re-fed example is a dense output over the
     whole catalog). Each resolved value is logged with its reason; other values are kept.
     """
-    train = config.train
-    if "auto" not in (train.optimizer, train.dense_refeeding):
+    if "auto" not in (config.train.optimizer, config.train.dense_refeeding):
         return config
     config = config.copy_and_resolve_references()
-    train, path = config.train, "sparse" if sparse else "dense"
+    train = config.train
     with train.ignore_type():  # a resolved copy holds plain values: "auto" -> an int
-        _resolve(train, path)
+        if train.optimizer == "auto":
+            train.optimizer = "lazy_adam" if sparse else "adam"
+            reason = (
+                "sparse ratings batches: it updates only the rated items' rows of the first kernel "
+                "and its moments, where adam would update every row on every step"
+            )
+            logging.info(
+                "train.optimizer='auto': %s (%s)", train.optimizer, reason if sparse else "dense batches"
+            )
+        if train.dense_refeeding == "auto":
+            train.dense_refeeding = int(train.loss == "masked_mse" and not sparse)
+            reason = "dense batches" if train.dense_refeeding else f"loss {train.loss!r}"
+            if sparse:
+                reason = (
+                    "sparse ratings batches: a re-fed example is a dense output over every item; "
+                    "--config.data.ratings_batches=dense --config.train.dense_refeeding=1 re-feeds "
+                    "at a dense step's cost"
+                )
+            logging.info("train.dense_refeeding='auto': %d (%s)", train.dense_refeeding, reason)
     return config
-
-
-def _resolve(train, path: str) -> None:
-    sparse = path == "sparse"
-    if train.optimizer == "auto":
-        train.optimizer = AUTO_OPTIMIZER[path]
-        logging.info(
-            "train.optimizer='auto': %s (%s)",
-            train.optimizer,
-            "sparse ratings batches: it updates only the rated items' rows of the first kernel "
-            "and its moments, where adam would update every row on every step"
-            if sparse
-            else "dense batches",
-        )
-    if train.dense_refeeding == "auto":
-        train.dense_refeeding = AUTO_REFEEDING[path] if train.loss == "masked_mse" else 0
-        logging.info(
-            "train.dense_refeeding='auto': %d (%s)",
-            train.dense_refeeding,
-            "sparse ratings batches: a re-fed example is a dense output over every item; "
-            "--config.data.ratings_batches=dense --config.train.dense_refeeding=1 re-feeds at "
-            "a dense step's cost"
-            if sparse
-            else "dense batches"
-            if train.dense_refeeding
-            else f"loss {train.loss!r}",
-        )
