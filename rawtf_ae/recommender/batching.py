@@ -57,8 +57,6 @@ def sparse_blockers(config) -> list[str]:
         blockers.append(f"train.corruption={train.corruption!r} (it changes unobserved entries too)")
     if train.precision != "float32":
         blockers.append(f"train.precision={train.precision!r} (the sparse step runs in float32)")
-    if train.jit_compile is True:
-        blockers.append("train.jit_compile=True (XLA needs static shapes; ratings per batch vary)")
     return blockers
 
 

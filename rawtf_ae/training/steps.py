@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from rawtf_ae.optim import lazy, optimizers
 from rawtf_ae.recommender import sparse_gradients, sparse_noise
-from rawtf_ae.training import corruption, losses
+from rawtf_ae.training import corruption, losses, sparse_compiled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +35,12 @@ class StepOptions:
         ratings batches `{"inputs", "mask"}` (Kuchaiev & Ginsburg 2017: the squared error over
         the observed ratings, divided by their number in the global batch), or sparse ones
         `{"inputs": tf.SparseTensor}` (`rawtf_ae.recommender.batching`: the same loss, at a cost
-        that follows the ratings; never XLA-compiled).
+        that follows the ratings; compiled, its ratings padded, by `sparse_compiled`).
       global_batch_size: the batch size summed over all replicas.
       jit_compile: compile with XLA: the whole step on one replica; across replicas only the
-        loss and gradients, because the optimizer's all-reduce (`merge_call`) cannot be compiled.
+        loss and gradients, because the optimizer's all-reduce (`merge_call`) cannot be compiled;
+        on sparse ratings batches the loss and gradients from the first kernel's gathered rows
+        (`rawtf_ae.training.sparse_compiled`).
       corruption_kind, corruption_level: denoising (see `rawtf_ae.training.corruption`); the noise is
         seeded by `(seed, optimizer.iterations)` and drawn for the global batch, so N replicas
         draw what one device draws.
@@ -212,10 +214,7 @@ class Objective:
             # Inputs and targets share their entries (the noise only zeroes values): a tied
             # first kernel's rows are read once for both directions.
             rows = model.first_kernel_rows(inputs.indices[:, 1]) if model.tied_layers[0] else None
-            codes = model.encode_sparse(inputs, rows)
-            outputs = model.decode_at(self.drop_codes(codes, 0), targets, rows)
-            loss = tf.reduce_sum(tf.math.squared_difference(targets.values, outputs)) / normalizer
-            return loss, codes, None
+            return (*self.sparse_reconstruction(inputs, targets, normalizer, (rows,)), None)
         if mask is not None:
             codes = model.encode(inputs)
             outputs = model.decode(self.drop_codes(codes, 0))
@@ -234,6 +233,19 @@ class Objective:
             codes,
             None,
         )
+
+    def sparse_reconstruction(self, inputs, targets, normalizer, rows=(None,), weights=None):
+        """`(loss, codes)` of sparse ratings batches: the squared error at `targets`' entries.
+
+        `rows`: the first kernel's rows at the entries' columns, for the encoder and the
+        decoder (one tensor for a tied layer; None: read here); `weights`: a weight per entry
+        (the compiled step's padding entries weigh 0)."""
+        codes = self.model.encode_sparse(inputs, rows[0])
+        outputs = self.model.decode_at(self.drop_codes(codes, 0), targets, rows[-1])
+        squared = tf.math.squared_difference(targets.values, outputs)
+        if weights is not None:
+            squared *= weights
+        return tf.reduce_sum(squared) / normalizer, codes
 
     def weight_decay(self):
         """This replica's share of `weight_decay / 2 * sum(W^2)` (the replicas' sum holds it once)."""
@@ -351,15 +363,17 @@ def make_step(model, optimizer, options: StepOptions):
     )
     compiled_gradients = tf.function(loss_and_gradients, jit_compile=True)
     compiled_refeed = tf.function(refeed_gradients, jit_compile=True)
+    compiled_sparse = sparse_compiled.make_gradients(objective, variables)
 
     def train_step(batch):
         context = tf.distribute.get_replica_context()
-        if is_sparse(batch):  # a varying number of ratings per batch: no static shapes for XLA
+        one_replica = context is None or context.num_replicas_in_sync == 1
+        if not one_replica and options.sparsity_weight:  # its all-reduce of the mean code cannot be compiled
             return run_step(batch, loss_and_gradients, refeed_gradients)
-        if context is None or context.num_replicas_in_sync == 1:
+        if is_sparse(batch):  # padded to static shapes; the optimizer and the row gathers outside
+            return run_step(batch, compiled_sparse, refeed_gradients)
+        if one_replica:
             return compiled_step(batch)
-        if options.sparsity_weight:  # its all-reduce of the mean code cannot be compiled
-            return run_step(batch, loss_and_gradients, refeed_gradients)
         return run_step(batch, compiled_gradients, compiled_refeed)
 
     return train_step
