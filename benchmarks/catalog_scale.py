@@ -24,8 +24,8 @@ of the same users and ratings over `--recipe_items` items (`train_py.print_recip
 
 With `--end_to_end`, `train.py` as the README runs it (`configs/catalog_synthetic.py`) on a
 synthetic file of `--e2e_users` users x `--ratings_per_user` ratings over `--e2e_items` items
-(written first, unless `--e2e_data` names one), `--e2e_runs` times in subprocesses: its logged users/s, peak RSS,
-each checkpoint's size and save time, and the wall time. The million-item run alone:
+(written first, unless `--e2e_data` names one), `--e2e_runs` times in subprocesses: its logged
+users/s, peak RSS, each checkpoint's size and save time, and the wall time. The million-item run alone:
 
     python -m benchmarks.catalog_scale --items= --top_k_items=0 --end_to_end
 """
@@ -53,7 +53,7 @@ from rawtf_ae.config.defaults import default_config  # noqa: E402
 from rawtf_ae.data import pipelines  # noqa: E402
 from rawtf_ae.recommender import batching, ratings
 from rawtf_ae.recommender.synthetic import catalog_ratings  # noqa: E402
-from rawtf_ae.training import loops, state
+from rawtf_ae.training import loops, sparse_compiled, state
 from rawtf_ae.training.steps import Objective, StepOptions, make_step, unpack  # noqa: E402
 
 _ITEMS = flags.DEFINE_list("items", ["4096", "32768", "262144", "1048576"], "Catalog sizes.")
@@ -92,7 +92,8 @@ _E2E_STEPS = flags.DEFINE_integer(
 _PATHS = flags.DEFINE_list(
     "paths",
     ["dense", "sparse", "torch"],
-    "What to time: dense, sparse (ours), torch (the PyTorch sparse peer).",
+    "What to time: dense, sparse (ours, XLA-compiled as train.jit_compile='auto' does), "
+    "sparse_uncompiled (train.jit_compile=False), torch (the PyTorch sparse peer).",
 )
 _PHASES = flags.DEFINE_bool(
     "phases", False, "After the table: the sparse step's forward, forward + backward and whole-step times."
@@ -118,13 +119,17 @@ _ONLY = flags.DEFINE_string(
 
 
 def _config(items: int, batches: str):
+    """`batches`: dense, sparse (compiled with XLA, the default `train.jit_compile='auto'`),
+    sparse_uncompiled, or auto."""
     config = default_config()
-    config.data.name, config.data.ratings_batches = "ratings", batches
+    config.data.name = "ratings"
+    config.data.ratings_batches = "sparse" if batches.startswith("sparse") else batches
     config.model.layer_sizes = (items, *map(int, _WIDTHS.value))
     config.model.activation, config.model.output_activation = "selu", "linear"
     config.train.loss, config.train.optimizer = "masked_mse", _OPTIMIZER.value
     config.train.momentum = _MOMENTUM.value
-    config.train.batch_size, config.train.jit_compile = _BATCH.value, False
+    config.train.batch_size = _BATCH.value
+    config.train.jit_compile = False if batches in ("dense", "sparse_uncompiled") else "auto"
     return config
 
 
@@ -144,7 +149,7 @@ def _runner(items: int, batches: str, matrix):
         return catalog_peers.torch_sparse_runner(matrix, [int(w) for w in _WIDTHS.value], _BATCH.value)
     config = _config(items, batches)
     trained = state.create_train_state(config)
-    sparse = batches == "sparse"
+    sparse = batches.startswith("sparse")
     options = StepOptions.from_config(config, sparse_capacity=items)
     loop = loops.make_train_loop(make_step(trained.model, trained.optimizer, options), trained.step)
     iterator = iter(pipelines.train_dataset(matrix, _BATCH.value, seed=0, sparse=sparse))
@@ -294,7 +299,8 @@ def _print_table() -> None:
         f"\nitems-{widths} SELU tied, masked MSE, {optimizer}, batch {_BATCH.value} users x "
         f"{_PER_USER.value} ratings, 2 CPU threads; users/s as the median (range) of {_ROUNDS.value} "
         f"windows, interleaved (from {int(_ALONE_FROM.value):,} items each path alone in its own "
-        f"process); {', '.join(paths)}{'' if 'torch' in paths else ' (no PyTorch peer: torch is not installed)'}\n"
+        f"process); {', '.join(paths)}"
+        f"{'' if 'torch' in paths else ' (no PyTorch peer: torch is not installed)'}\n"
     )
     columns = [f"{_NAMES[p]} users/s" for p in paths] + [
         f"sparse / {_NAMES[p]}" for p in paths if p != "sparse"
@@ -343,8 +349,14 @@ def _print_phases(items: int, matrix) -> None:
             value = loss(batch)
         return value, tape.gradient(value, variables)
 
+    compiled = sparse_compiled.make_gradients(objective, variables)
+
+    def compiled_gradients(batch):
+        return compiled(batch, objective.normalizer(batch))[:2]
+
     cells = []
-    for name, phase in (("forward", loss), ("forward + backward", gradients)):
+    phases = (("forward", loss), ("forward + backward", gradients), ("compiled", compiled_gradients))
+    for name, phase in phases:
         phase = tf.function(phase)
         for batch in batches:
             phase(batch)  # trace, warm up
@@ -352,17 +364,64 @@ def _print_phases(items: int, matrix) -> None:
         for _ in range(_ROUNDS.value):
             count, started = 0, time.perf_counter()
             while time.perf_counter() - started < _WINDOW.value:
-                tf.nest.map_structure(lambda t: t.numpy(), phase(batches[count % 8]), expand_composites=True)
+                tf.nest.map_structure(np.asarray, phase(batches[count % 8]), expand_composites=True)
                 count += 1
             times.append((time.perf_counter() - started) / count * 1e3)
         cells.append(f"{name} {statistics.median(times):.1f} ms")
-    window = _runner(items, "sparse", matrix)
-    window(0)
-    step = statistics.median(_BATCH.value / window(_WINDOW.value) * 1e3 for _ in range(_ROUNDS.value))
-    print(f"- {items:,} items, sparse step phases: {', '.join(cells)}, whole step {step:.1f} ms", flush=True)
+    cells += _row_op_cells(trained, batches)
+    for name in ("sparse_uncompiled", "sparse"):
+        window = _runner(items, name, matrix)
+        window(0)
+        step = statistics.median(_BATCH.value / window(_WINDOW.value) * 1e3 for _ in range(_ROUNDS.value))
+        cells.append(f"whole step {'compiled' if name == 'sparse' else 'uncompiled'} {step:.1f} ms")
+        del window  # a million-item model and its moments: 6 GiB
+    print(f"- {items:,} items, sparse step phases: {', '.join(cells)}", flush=True)
 
 
-_NAMES = {"dense": "dense", "sparse": "sparse", "torch": "PyTorch sparse"}
+def _row_op_cells(trained, batches) -> list:
+    """The row operations a row-wise update cannot avoid, alone: gathering a batch's distinct
+    rated rows (increasing) of the first kernel and its two moments, and scattering them back
+    (the same values: nothing changes), no arithmetic. TensorFlow's CPU scatter kernels copy
+    row by row on one thread, so this bounds any update written with TensorFlow's own ops."""
+    kernel = trained.model.kernels[0]
+    slots = [v for v in trained.optimizer.variables if v.shape == kernel.shape]
+    targets = [kernel] + [v if isinstance(v, tf.Variable) else v.value for v in slots]  # Keras wraps
+
+    def rows(batch):
+        return tf.sort(tf.unique(unpack(batch)[0].indices[:, 1])[0])
+
+    @tf.function(reduce_retracing=True)
+    def gathers(columns):  # one column of each, to wait for (returning the rows costs page faults)
+        return [tf.gather(t, columns)[:, 0] for t in targets]
+
+    @tf.function(reduce_retracing=True)
+    def gathers_and_scatters(columns):
+        for t in targets:
+            t.scatter_update(tf.IndexedSlices(tf.gather(t, columns), columns))
+        return tf.gather(kernel, columns[:1])  # to wait for
+
+    columns = [rows(b) for b in batches]
+    cells = []
+    for name, ops in (("gathers", gathers), ("gathers + scatters", gathers_and_scatters)):
+        for c in columns:
+            ops(c)
+        times = []
+        for _ in range(_ROUNDS.value):
+            count, started = 0, time.perf_counter()
+            while time.perf_counter() - started < _WINDOW.value:
+                tf.nest.map_structure(lambda t: t.numpy(), ops(columns[count % len(columns)]))
+                count += 1
+            times.append((time.perf_counter() - started) / count * 1e3)
+        cells.append(f"{len(targets)} row {name} alone {statistics.median(times):.1f} ms")
+    return cells
+
+
+_NAMES = {
+    "dense": "dense",
+    "sparse": "sparse",
+    "sparse_uncompiled": "sparse uncompiled",
+    "torch": "PyTorch sparse",
+}
 
 
 def _floor_cell(matrix, width: int, users_per_second: float) -> str:
