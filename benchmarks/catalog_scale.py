@@ -30,6 +30,7 @@ users/s, peak RSS, each checkpoint's size and save time, and the wall time. The 
     python -m benchmarks.catalog_scale --items= --top_k_items=0 --end_to_end
 """
 
+import gc
 import os
 import statistics
 import subprocess
@@ -311,6 +312,7 @@ def _print_table() -> None:
     print(f"|---:|{'---:|' * len(columns)}")
     for items in map(int, _ITEMS.value):
         matrix = _rows(items, 8 * _BATCH.value)
+        gc.collect()  # the last size's models (their functions hold them in reference cycles)
         alone = {p: _alone(items, p) for p in paths} if items >= _ALONE_FROM.value or _MEMORY.value else None
         rates = (
             {p: alone[p][0] for p in paths}
@@ -332,7 +334,16 @@ def _print_table() -> None:
 def _print_phases(items: int, matrix) -> None:
     """The sparse step's forward pass and forward + backward pass, each its own `tf.function`
     of the step's `Objective`, beside the whole step (`_runner`: the library's own step), each
-    the median of `--rounds` windows."""
+    the median of `--rounds` windows (the whole steps first, interleaved, compiled and not:
+    a million-item model and its moments take 6 GiB, freed before the phases')."""
+    gc.collect()  # the table's models
+    rates = _interleaved(items, matrix, ["sparse_uncompiled", "sparse"])
+    steps = [
+        f"whole step {'compiled' if name == 'sparse' else 'uncompiled'} "
+        f"{statistics.median(_BATCH.value / r * 1e3 for r in rates[name]):.1f} ms"
+        for name in ("sparse_uncompiled", "sparse")
+    ]
+    gc.collect()
     config = _config(items, "sparse")
     trained = state.create_train_state(config)
     objective = Objective(trained.model, trained.optimizer, StepOptions.from_config(config))
@@ -369,13 +380,7 @@ def _print_phases(items: int, matrix) -> None:
             times.append((time.perf_counter() - started) / count * 1e3)
         cells.append(f"{name} {statistics.median(times):.1f} ms")
     cells += _row_op_cells(trained, batches)
-    for name in ("sparse_uncompiled", "sparse"):
-        window = _runner(items, name, matrix)
-        window(0)
-        step = statistics.median(_BATCH.value / window(_WINDOW.value) * 1e3 for _ in range(_ROUNDS.value))
-        cells.append(f"whole step {'compiled' if name == 'sparse' else 'uncompiled'} {step:.1f} ms")
-        del window  # a million-item model and its moments: 6 GiB
-    print(f"- {items:,} items, sparse step phases: {', '.join(cells)}", flush=True)
+    print(f"- {items:,} items, sparse step phases: {', '.join(cells + steps)}", flush=True)
 
 
 def _row_op_cells(trained, batches) -> list:
