@@ -72,10 +72,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # The recipes' train.optimizer / dense_refeeding = "auto" follow the batches (logged).
     config = batching.resolve_auto(config, sparse)
     train_config = config.train
-    precision = train_config.precision + ", XLA" * (uses_xla(train_config) and not sparse)
+    precision = train_config.precision + ", XLA" * uses_xla(train_config)
     logging.info("strategy: %s, %d replica(s), %s", train_config.strategy, replicas, precision)
     if sparse:
-        logging.info("sparse ratings batches: the first kernel is read by rows; the step is not XLA-compiled")
+        compiled = "; XLA compiles the rest, its ratings padded to a few sizes" * uses_xla(train_config)
+        logging.info("sparse ratings batches: the first kernel is read by rows%s", compiled)
     # One writer per workdir: the chief holds its lock from the first write to the last.
     with checkpoints.WorkdirLock(workdir) if chief else contextlib.nullcontext():
         with preemption.StopSignal(enabled=train_config.strategy != "multi_worker_mirrored") as stop_signal:

@@ -15,10 +15,10 @@ without touching the other rows. No `[batch, items]` tensor exists on this path.
 
 The sparse path refuses what needs every entry of a row: weight decay (it would update every
 kernel row on every step), dense re-feeding (its re-fed examples are dense by definition),
-the contractive penalty, noise on unobserved entries (`gaussian`, `salt_and_pepper`), mixed
-precision and XLA (the number of ratings per batch varies). `masking` noise drops observed
-ratings, drawn per (step, example, item) by a counter-based hash, so N replicas draw what one
-device draws (`sparse_noise`).
+the contractive penalty, noise on unobserved entries (`gaussian`, `salt_and_pepper`) and mixed
+precision (XLA compiles the step, its ratings padded: `rawtf_ae.training.sparse_compiled`).
+`masking` noise drops observed ratings, drawn per (step, example, item) by a counter-based
+hash, so N replicas draw what one device draws (`sparse_noise`).
 
 Two settings follow the batches when they are `"auto"` (the recommender recipes' values), so
 that a recipe made for a small catalog still costs what the ratings cost on a large one

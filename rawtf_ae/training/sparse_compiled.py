@@ -27,7 +27,8 @@ def padded_count(count) -> tf.Tensor:
     """`count` rounded up to a multiple of `2**(floor(log2(count)) - 3)`, at least 1,024: at
     most 8 sizes per doubling and 1/8 more entries from 8,192 on, one size below 1,024."""
     count = tf.maximum(tf.cast(count, tf.int64), 1)
-    step = tf.maximum(tf.bitwise.left_shift(tf.constant(1, tf.int64), _floor_log2(count) - 3), 1024)
+    shift = tf.maximum(_floor_log2(count) - 3, 0)  # a negative shift is undefined
+    step = tf.maximum(tf.bitwise.left_shift(tf.constant(1, tf.int64), shift), 1024)
     return (count + step - 1) // step * step
 
 
@@ -42,9 +43,9 @@ def _floor_log2(n) -> tf.Tensor:
 
 def pad_entries(x: tf.SparseTensor, size) -> tf.SparseTensor:
     """`x` with entries appended up to `size`: value 0 at column 0 of the last row (the
-    entries stay in row-major order)."""
+    entries stay in row-major order; row 0 of a batch without rows)."""
     missing = size - tf.shape(x.indices, tf.int64)[0]
-    last_row = tf.fill([missing, 1], x.dense_shape[0] - 1)
+    last_row = tf.fill([missing, 1], tf.maximum(x.dense_shape[0] - 1, 0))
     indices = tf.concat([x.indices, tf.concat([last_row, tf.zeros_like(last_row)], 1)], 0)
     values = tf.concat([x.values, tf.zeros([missing], x.values.dtype)], 0)
     return tf.SparseTensor(indices, values, x.dense_shape)
@@ -63,7 +64,8 @@ def make_gradients(objective, variables):
 
     `objective`: the step's `steps.Objective`; `variables`: the ones the gradients are for.
     Penalties are compiled with it: with several replicas the sparsity penalty's all-reduce
-    cannot be, so the caller keeps such steps uncompiled.
+    cannot be, so the caller keeps such steps uncompiled. Weight decay and the contractive
+    penalty need the whole first kernel (sparse batches refuse them): `ValueError` when called.
     """
     model = objective.model
     first = [model.kernels[0]] + ([] if model.tied_layers[0] else [model.decoder_kernels[0]])
@@ -78,6 +80,12 @@ def make_gradients(objective, variables):
         return loss, tape.gradient(total, [rows, rest])
 
     def gradients(batch, normalizer):
+        for name in ("weight_decay", "contractive_weight"):
+            if getattr(objective.options, name):
+                raise ValueError(
+                    f"{name}={getattr(objective.options, name)} needs the whole first kernel: "
+                    "sparse ratings batches cannot use it (`rawtf_ae.recommender.batching`)."
+                )
         clean = batch["inputs"]
         inputs = objective.corrupt(clean)  # the uncompiled step's noise, before the padding
         count = tf.shape(inputs.values)[0]

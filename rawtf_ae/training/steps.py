@@ -242,9 +242,9 @@ class Objective:
         (the compiled step's padding entries weigh 0)."""
         codes = self.model.encode_sparse(inputs, rows[0])
         outputs = self.model.decode_at(self.drop_codes(codes, 0), targets, rows[-1])
+        if weights is not None:  # padding entries: no error, no gradient, whatever their output
+            outputs = tf.where(weights > 0, outputs, tf.stop_gradient(targets.values))
         squared = tf.math.squared_difference(targets.values, outputs)
-        if weights is not None:
-            squared *= weights
         return tf.reduce_sum(squared) / normalizer, codes
 
     def weight_decay(self):

@@ -278,7 +278,8 @@ def test_train_py_trains_resumes_and_evaluates_on_sparse_batches(tmp_path, monke
         patch.setattr(train.logging, "info", lambda message, *args: logged.append(message % args))
         expected = train.train_and_evaluate(tiny_ratings_config(path, **overrides), straight)
     # jit_compile="auto": the sparse step is compiled (its ratings padded), and the log says so:
-    assert "strategy: default, 1 replica(s), float32" in logged
+    assert "strategy: default, 1 replica(s), float32, XLA" in logged
+    assert any(line.startswith("sparse ratings batches:") and "XLA compiles" in line for line in logged)
     # Each checkpoint says its size and how long it took to write (a million items: 6.5 GB).
     assert any(re.fullmatch(r"saved .*ckpt-\d+ \(\d+\.\d [MG]B in \d+\.\d s\)", line) for line in logged)
     resumed = str(tmp_path / "resumed")

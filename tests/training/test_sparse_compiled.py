@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from rawtf_ae.data import pipelines
-from rawtf_ae.training import sparse_compiled, state, steps
+from rawtf_ae.training import distribute, sparse_compiled, state, steps
 from tests.conftest import tiny_ratings_config
 from tests.training.test_distribute import _assert_weights_close, _small_ratings, _train_pieces
 
@@ -24,6 +24,7 @@ def test_padded_counts_are_few_sizes_a_little_larger():
 def _ratings_config(**overrides):
     config = tiny_ratings_config("unused.csv", **{"model.layer_sizes": (40, 16, 8), **overrides})
     config.train.dense_refeeding, config.train.optimizer = 0, "lazy_adam"
+    config.train.code_dropout = overrides.get("train.code_dropout", 0.0)
     return config
 
 
@@ -48,11 +49,42 @@ def test_the_compiled_sparse_step_takes_the_uncompiled_steps(overrides):
     )
 
 
-def test_the_padding_reaches_neither_the_gradients_nor_the_optimizers_rows():
+def test_batches_past_8192_ratings_take_several_sizes_and_the_uncompiled_steps():
+    # About 290 ratings per user, 32 users a batch: 9,081-9,347 entries, across the 9,216 boundary.
+    matrix = _small_ratings(num_users=128, num_items=1830)
+    config = _ratings_config(**{"model.layer_sizes": (1830, 16, 8), "train.batch_size": 32})
+    counts = [
+        len(b["inputs"].values) for b in pipelines.train_dataset(matrix, 32, seed=0, sparse=True).take(6)
+    ]
+    assert min(counts) > 8192 and len({int(sparse_compiled.padded_count(c)) for c in counts}) >= 2, counts
+    strategy = tf.distribute.get_strategy()
+    compiled = _train_pieces(strategy, config, 6, matrix, sparse=True, jit_compile=True)
+    uncompiled = _train_pieces(strategy, config, 6, matrix, sparse=True, jit_compile=False)
+    _assert_weights_close(
+        [v.numpy() for v in compiled.trainable_variables], [v.numpy() for v in uncompiled.trainable_variables]
+    )
+
+
+def test_two_mirrored_replicas_compiled_take_one_devices_uncompiled_steps():
+    config = _ratings_config(
+        **{"train.batch_size": 32, "train.corruption": "masking", "train.corruption_level": 0.2}
+    )
+    mirrored = distribute.mirrored_strategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    assert mirrored.num_replicas_in_sync == 2
+    compiled = _train_pieces(mirrored, config, 6, _small_ratings(), sparse=True, jit_compile=True)
+    one = tf.distribute.get_strategy()
+    uncompiled = _train_pieces(one, config, 6, _small_ratings(), sparse=True, jit_compile=False)
+    _assert_weights_close(
+        [v.numpy() for v in compiled.trainable_variables], [v.numpy() for v in uncompiled.trainable_variables]
+    )
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_the_padding_reaches_neither_the_gradients_nor_the_optimizers_rows(tied):
     # Every batch is padded (the smallest size is 1,024 entries) with entries at column 0:
     # the sparse gradients the optimizer gets hold the batch's own entries alone.
     matrix = _small_ratings()
-    config = _ratings_config()
+    config = _ratings_config(**{"model.tied": tied})
     trained = state.create_train_state(config)
     objective = steps.Objective(trained.model, trained.optimizer, steps.StepOptions.from_config(config))
     gradients = tf.function(sparse_compiled.make_gradients(objective, trained.model.trainable_variables))
@@ -60,7 +92,7 @@ def test_the_padding_reaches_neither_the_gradients_nor_the_optimizers_rows():
     assert 0 < len(batch["inputs"].values) < 1024
     loss, grads, _ = gradients(batch, objective.normalizer(batch))
     sparse = [g for g in grads if isinstance(g, tf.IndexedSlices)]
-    assert len(sparse) == 2  # the first kernel's rows and the output bias's
+    assert len(sparse) == (2 if tied else 3)  # the first kernel's rows (both, untied), the output bias's
     for g in sparse:
         np.testing.assert_array_equal(g.indices.numpy(), batch["inputs"].indices[:, 1].numpy())
     # The loss and every gradient are the uncompiled step's.
@@ -71,3 +103,14 @@ def test_the_padding_reaches_neither_the_gradients_nor_the_optimizers_rows():
     np.testing.assert_allclose(loss.numpy(), expected.numpy(), rtol=1e-5)
     for g, e in zip(grads, expected_grads):
         np.testing.assert_allclose(tf.convert_to_tensor(g), tf.convert_to_tensor(e), atol=1e-6)
+
+
+def test_weight_decay_on_the_compiled_sparse_step_is_refused_not_dropped():
+    config = _ratings_config()
+    trained = state.create_train_state(config)
+    options = steps.StepOptions.from_config(config, weight_decay=1e-3)
+    objective = steps.Objective(trained.model, trained.optimizer, options)
+    gradients = sparse_compiled.make_gradients(objective, trained.model.trainable_variables)
+    batch = next(iter(pipelines.train_dataset(_small_ratings(), 16, seed=0, sparse=True)))
+    with pytest.raises(ValueError, match="weight_decay=0.001 needs the whole first kernel"):
+        gradients(batch, objective.normalizer(batch))
