@@ -28,6 +28,16 @@ def _ratings_config(**overrides):
     return config
 
 
+def _assert_compiled_takes_uncompiled_steps(config, steps_, matrix, strategy=None):
+    """`steps_` compiled steps under `strategy` (default: one device) = as many uncompiled on one device."""
+    one = tf.distribute.get_strategy()
+    compiled = _train_pieces(strategy or one, config, steps_, matrix, sparse=True, jit_compile=True)
+    uncompiled = _train_pieces(one, config, steps_, matrix, sparse=True, jit_compile=False)
+    _assert_weights_close(
+        [v.numpy() for v in compiled.trainable_variables], [v.numpy() for v in uncompiled.trainable_variables]
+    )
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -39,14 +49,7 @@ def _ratings_config(**overrides):
     ids=lambda o: ",".join(k.split(".")[1] for k in o) or "plain",
 )
 def test_the_compiled_sparse_step_takes_the_uncompiled_steps(overrides):
-    config = _ratings_config(**overrides)
-    matrix = _small_ratings()
-    strategy = tf.distribute.get_strategy()
-    compiled = _train_pieces(strategy, config, 8, matrix, sparse=True, jit_compile=True)
-    uncompiled = _train_pieces(strategy, config, 8, matrix, sparse=True, jit_compile=False)
-    _assert_weights_close(
-        [v.numpy() for v in compiled.trainable_variables], [v.numpy() for v in uncompiled.trainable_variables]
-    )
+    _assert_compiled_takes_uncompiled_steps(_ratings_config(**overrides), 8, _small_ratings())
 
 
 def test_batches_past_8192_ratings_take_several_sizes_and_the_uncompiled_steps():
@@ -57,12 +60,7 @@ def test_batches_past_8192_ratings_take_several_sizes_and_the_uncompiled_steps()
         len(b["inputs"].values) for b in pipelines.train_dataset(matrix, 32, seed=0, sparse=True).take(6)
     ]
     assert min(counts) > 8192 and len({int(sparse_compiled.padded_count(c)) for c in counts}) >= 2, counts
-    strategy = tf.distribute.get_strategy()
-    compiled = _train_pieces(strategy, config, 6, matrix, sparse=True, jit_compile=True)
-    uncompiled = _train_pieces(strategy, config, 6, matrix, sparse=True, jit_compile=False)
-    _assert_weights_close(
-        [v.numpy() for v in compiled.trainable_variables], [v.numpy() for v in uncompiled.trainable_variables]
-    )
+    _assert_compiled_takes_uncompiled_steps(config, 6, matrix)
 
 
 def test_two_mirrored_replicas_compiled_take_one_devices_uncompiled_steps():
@@ -71,12 +69,7 @@ def test_two_mirrored_replicas_compiled_take_one_devices_uncompiled_steps():
     )
     mirrored = distribute.mirrored_strategy([d.name for d in tf.config.list_logical_devices("CPU")])
     assert mirrored.num_replicas_in_sync == 2
-    compiled = _train_pieces(mirrored, config, 6, _small_ratings(), sparse=True, jit_compile=True)
-    one = tf.distribute.get_strategy()
-    uncompiled = _train_pieces(one, config, 6, _small_ratings(), sparse=True, jit_compile=False)
-    _assert_weights_close(
-        [v.numpy() for v in compiled.trainable_variables], [v.numpy() for v in uncompiled.trainable_variables]
-    )
+    _assert_compiled_takes_uncompiled_steps(config, 6, _small_ratings(), mirrored)
 
 
 @pytest.mark.parametrize("tied", [True, False])
