@@ -16,7 +16,8 @@ of top-10 recommending for one user over `--top_k_items` items (`--items=` alone
 Beside them, the PyTorch sparse peer (`--paths` has `torch` when torch is installed:
 `catalog_peers.torch_sparse_runner`) and the sparse step's share of its memory-traffic floor
 (`catalog_peers.floor_bytes`, timed as a plain copy in the same run); `--phases` adds the
-sparse step's forward, forward + backward and whole-step times. Users/s are medians with the
+sparse step's phases: forward, forward + backward (uncompiled and compiled), the row gathers
+and scatters alone, both whole steps. Users/s are medians with the
 range of the windows.
 
 With `--recipe`, `configs/recommender_synthetic.py` with its defaults by `train.py` on files
@@ -97,7 +98,10 @@ _PATHS = flags.DEFINE_list(
     "sparse_uncompiled (train.jit_compile=False), torch (the PyTorch sparse peer).",
 )
 _PHASES = flags.DEFINE_bool(
-    "phases", False, "After the table: the sparse step's forward, forward + backward and whole-step times."
+    "phases",
+    False,
+    "After the table: the sparse step's forward, forward + backward (uncompiled, compiled), "
+    "row operations alone and whole-step times.",
 )
 _RECIPE = flags.DEFINE_bool(
     "recipe",
@@ -333,9 +337,10 @@ def _print_table() -> None:
 
 def _print_phases(items: int, matrix) -> None:
     """The sparse step's forward pass and forward + backward pass, each its own `tf.function`
-    of the step's `Objective`, beside the whole step (`_runner`: the library's own step), each
-    the median of `--rounds` windows (the whole steps first, interleaved, compiled and not:
-    a million-item model and its moments take 6 GiB, freed before the phases')."""
+    of the step's `Objective`, the compiled forward + backward (`sparse_compiled`), the row
+    operations alone, and the library's whole step uncompiled and compiled (`_runner`), each the
+    median of `--rounds` windows. The whole steps run first, interleaved, and are freed before
+    the phases' model is built: a million-item model and its moments take 6 GiB."""
     gc.collect()  # the table's models
     rates = _interleaved(items, matrix, ["sparse_uncompiled", "sparse"])
     steps = [
@@ -365,20 +370,8 @@ def _print_phases(items: int, matrix) -> None:
     def compiled_gradients(batch):
         return compiled(batch, objective.normalizer(batch))[:2]
 
-    cells = []
     phases = (("forward", loss), ("forward + backward", gradients), ("compiled", compiled_gradients))
-    for name, phase in phases:
-        phase = tf.function(phase)
-        for batch in batches:
-            phase(batch)  # trace, warm up
-        times = []
-        for _ in range(_ROUNDS.value):
-            count, started = 0, time.perf_counter()
-            while time.perf_counter() - started < _WINDOW.value:
-                tf.nest.map_structure(np.asarray, phase(batches[count % 8]), expand_composites=True)
-                count += 1
-            times.append((time.perf_counter() - started) / count * 1e3)
-        cells.append(f"{name} {statistics.median(times):.1f} ms")
+    cells = [f"{name} {_median_ms(tf.function(phase), batches):.1f} ms" for name, phase in phases]
     cells += _row_op_cells(trained, batches)
     print(f"- {items:,} items, sparse step phases: {', '.join(cells + steps)}", flush=True)
 
@@ -406,19 +399,25 @@ def _row_op_cells(trained, batches) -> list:
         return tf.gather(kernel, columns[:1])  # to wait for
 
     columns = [rows(b) for b in batches]
-    cells = []
-    for name, ops in (("gathers", gathers), ("gathers + scatters", gathers_and_scatters)):
-        for c in columns:
-            ops(c)
-        times = []
-        for _ in range(_ROUNDS.value):
-            count, started = 0, time.perf_counter()
-            while time.perf_counter() - started < _WINDOW.value:
-                tf.nest.map_structure(lambda t: t.numpy(), ops(columns[count % len(columns)]))
-                count += 1
-            times.append((time.perf_counter() - started) / count * 1e3)
-        cells.append(f"{len(targets)} row {name} alone {statistics.median(times):.1f} ms")
-    return cells
+    return [
+        f"{len(targets)} row {name} alone {_median_ms(ops, columns):.1f} ms"
+        for name, ops in (("gathers", gathers), ("gathers + scatters", gathers_and_scatters))
+    ]
+
+
+def _median_ms(function, inputs) -> float:
+    """The median over `--rounds` windows of `function`'s ms per call, cycling through
+    `inputs`, each result fetched (after one warm-up call per input)."""
+    for x in inputs:
+        function(x)
+    times = []
+    for _ in range(_ROUNDS.value):
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < _WINDOW.value:
+            tf.nest.map_structure(np.asarray, function(inputs[count % len(inputs)]), expand_composites=True)
+            count += 1
+        times.append((time.perf_counter() - started) / count * 1e3)
+    return statistics.median(times)
 
 
 _NAMES = {

@@ -4,13 +4,15 @@ gathers and the optimizer.
 Uncompiled, the sparse step's forward and backward passes are a chain of TensorFlow ops, each
 a pass over `[ratings, units]` (the gathered rows weighted, summed by user, the decoder's
 hidden rows gathered, multiplied, reduced, and the same again backwards); XLA fuses them.
-Measured at a million items (`benchmarks/catalog_scale.py --phases`, items-512-512-1024,
-128 users x 100 ratings): forward + backward 27 ms uncompiled, 18 ms compiled.
+Measured (`benchmarks/catalog_scale.py --phases`, items-512-512-1024, 128 users x 100
+ratings): forward + backward 23.8 ms uncompiled, 18.9 ms compiled at 262,144 items (25.5 and
+24.1 at a million: see docs/large-catalogs.md).
 
 XLA needs static shapes, and the number of ratings in a batch varies: the entries are padded
 to a bucket (`padded_count`: at most 8 sizes per doubling, at most 1/8 more entries past
-8,192; XLA compiles once per size met), at the batch's last row with value 0; the loss weighs them 0 and
-they are cut from the gradients, so the optimizer gets the rows the uncompiled step gives it.
+8,192; XLA compiles once per size met), at the batch's last row with value 0; the loss
+ignores them and they are cut from the gradients, so the optimizer gets the rows the
+uncompiled step gives it.
 The first kernel's rows are gathered outside (TensorFlow's gather from the variable), and the
 tape runs inside the compiled function: differentiating a compiled function from outside left
 its backward pass to TensorFlow (measured slower than not compiling at all).
@@ -72,10 +74,10 @@ def make_gradients(objective, variables):
     rest = [v for v in variables if all(v is not f for f in first)]
 
     @tf.function(jit_compile=True, reduce_retracing=True)
-    def body(rows, inputs, targets, weights, normalizer):
+    def body(rows, inputs, targets, real, normalizer):
         with tf.GradientTape() as tape:
             tape.watch(rows)
-            loss, codes = objective.sparse_reconstruction(inputs, targets, normalizer, rows, weights)
+            loss, codes = objective.sparse_reconstruction(inputs, targets, normalizer, rows, real)
             total = objective.scaled(objective.penalties(loss, codes, inputs))
         return loss, tape.gradient(total, [rows, rest])
 
@@ -92,11 +94,11 @@ def make_gradients(objective, variables):
         with tf.control_dependencies([row_ops.row_ids(clean, "The sparse input")]):  # XLA skips asserts
             size = padded_count(count)
         inputs, targets = pad_entries(inputs, size), pad_entries(batch.get("targets", clean), size)
-        weights = tf.sequence_mask(count, size, dtype=inputs.values.dtype)
+        real = tf.sequence_mask(count, size)  # the batch's own entries, not the padding
         columns = inputs.indices[:, 1]
         rows = [model.first_kernel_rows(columns, decoder=i > 0) for i in range(len(first))]
         with row_ops.traced_for_xla():
-            loss, (row_gradients, rest_gradients) = body(rows, inputs, targets, weights, normalizer)
+            loss, (row_gradients, rest_gradients) = body(rows, inputs, targets, real, normalizer)
         by_variable = {
             f.ref(): tf.IndexedSlices(g[:count], columns[:count], tf.shape(f, out_type=tf.int64))
             for f, g in zip(first, row_gradients)

@@ -234,16 +234,16 @@ class Objective:
             None,
         )
 
-    def sparse_reconstruction(self, inputs, targets, normalizer, rows=(None,), weights=None):
+    def sparse_reconstruction(self, inputs, targets, normalizer, rows=(None,), real=None):
         """`(loss, codes)` of sparse ratings batches: the squared error at `targets`' entries.
 
         `rows`: the first kernel's rows at the entries' columns, for the encoder and the
-        decoder (one tensor for a tied layer; None: read here); `weights`: a weight per entry
-        (the compiled step's padding entries weigh 0)."""
+        decoder (one tensor for a tied layer; None: read here); `real`: a bool per entry, False
+        for the compiled step's padding (no error, no gradient, whatever its output)."""
         codes = self.model.encode_sparse(inputs, rows[0])
         outputs = self.model.decode_at(self.drop_codes(codes, 0), targets, rows[-1])
-        if weights is not None:  # padding entries: no error, no gradient, whatever their output
-            outputs = tf.where(weights > 0, outputs, tf.stop_gradient(targets.values))
+        if real is not None:
+            outputs = tf.where(real, outputs, tf.stop_gradient(targets.values))
         squared = tf.math.squared_difference(targets.values, outputs)
         return tf.reduce_sum(squared) / normalizer, codes
 
