@@ -72,10 +72,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # The recipes' train.optimizer / dense_refeeding = "auto" follow the batches (logged).
     config = batching.resolve_auto(config, sparse)
     train_config = config.train
-    precision = train_config.precision + ", XLA" * uses_xla(train_config)
+    # Several replicas: the sparsity penalty's all-reduce keeps the step uncompiled (`steps.make_step`).
+    xla = uses_xla(train_config) and not (replicas > 1 and train_config.sparsity_weight)
+    precision = train_config.precision + ", XLA" * xla
     logging.info("strategy: %s, %d replica(s), %s", train_config.strategy, replicas, precision)
     if sparse:
-        compiled = "; XLA compiles the rest, its ratings padded to a few sizes" * uses_xla(train_config)
+        compiled = "; XLA compiles the rest, its ratings padded to a few sizes" * xla
         logging.info("sparse ratings batches: the first kernel is read by rows%s", compiled)
     # One writer per workdir: the chief holds its lock from the first write to the last.
     with checkpoints.WorkdirLock(workdir) if chief else contextlib.nullcontext():
