@@ -82,11 +82,14 @@ def _check_loss(config) -> None:
     train = config.train
     _one_of("train.loss", train.loss, losses.NAMES)
     losses.check(train.loss, activations.name_of(config.model.output_activation))
-    if (train.loss == "masked_mse") != (config.data.name == "ratings"):
+    if (train.loss in losses.RATINGS) != (config.data.name == "ratings"):
         raise ValueError(
             f"`train.loss` is {train.loss!r} with data.name={config.data.name!r}: ratings data needs "
-            "loss 'masked_mse' (only the observed ratings count), and only ratings data has a mask."
+            "loss 'masked_mse' (only the observed ratings count) or 'multinomial' (implicit "
+            "feedback), and only ratings data has a mask."
         )
+    if train.loss == "multinomial" and train.contractive_weight:
+        raise ValueError("`train.contractive_weight` does not work with loss 'multinomial'.")
     if config.data.name == "ratings":
         batching.check_config(config)
     _one_of("train.export_first_pass", train.export_first_pass, top_k.FIRST_PASSES)

@@ -30,6 +30,9 @@ def default_config() -> ml_collections.ConfigDict:
     # The reconstruction's activation; `bce` needs "sigmoid".
     config.model.output_activation = "sigmoid"
     config.model.tied = True  # the decoder uses the encoder's kernels, transposed
+    # dense only: "none", or "l2": each input row divided by its L2 norm before the first layer
+    # (Mult-DAE/VAE for implicit feedback, Liang et al. 2018), in training and serving alike.
+    config.model.input_norm = "none"
     # Partial tying: with tied=True, these encoder layers (0-based) get their own decoder kernel.
     config.model.untied_layers = ()
     # "auto": LeCun normal for SELU layers, Glorot uniform otherwise.
@@ -54,9 +57,24 @@ def default_config() -> ml_collections.ConfigDict:
     # held-out ratings whose user or item training never saw: "skip" (and count) or "error".
     config.data.validation_path = ""
     config.data.validation_fraction = 0.1
-    # Without validation_path: "random" (a seeded random fraction of all ratings) or "temporal"
-    # (each user's latest ratings by the 4th field, a timestamp: how a recommender is used).
+    # Without validation_path: "random" (a seeded random fraction of all ratings), "temporal"
+    # (each user's latest ratings by the 4th field, a timestamp: how a recommender is used) or
+    # "users" (strong generalization, Liang et al. 2018: held-out users, never trained on, each
+    # shown 1 - evaluated_fraction of their items and ranked on the rest; seeded by split_seed;
+    # rawtf_ae.recommender.implicit).
     config.data.ratings_split = "random"
+    # "users" split: how many validation and test users to hold out, the fewest interactions a
+    # user needs to be kept at all (vae_cf's 5), and the seeded fraction of each held-out user's
+    # items that is evaluated (the rest is shown to the model, "fold-in").
+    config.data.validation_users = 100
+    config.data.test_users = 100
+    config.data.min_interactions = 5
+    config.data.evaluated_fraction = 0.2
+    # Implicit feedback from ratings: keep ratings > binarize_threshold as interactions of value 1
+    # and drop the rest (vae_cf: > 3.5 on MovieLens). A `user,item` file (no rating column) is
+    # read as interactions of value 1 without it.
+    config.data.binarize = False
+    config.data.binarize_threshold = 3.5
     config.data.delimiter = ","
     config.data.ratings_by = "user"
     config.data.unseen_ids = "skip"
@@ -89,9 +107,14 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.batch_size = 128
     config.train.num_steps = 10_000  # training steps in all (a resumed run trains up to it)
     # bce (sigmoid cross-entropy from logits) | mse | masked_mse (ratings: observed entries only)
+    # | multinomial (implicit feedback, Liang et al. 2018: log-softmax of the logits over every
+    # item, weighted by the user's row; evaluated by Recall@20/50 and NDCG@100, which keep_best
+    # selects on: rawtf_ae.recommender.ranking; dense ratings batches)
     config.train.loss = "bce"
     # Denoising (Vincent et al. 2010): none | gaussian (sigma = level) | masking | salt_and_pepper
-    # (a fraction `level` of the inputs set to 0, or to 0/1). The loss compares with the clean input.
+    # (a fraction `level` of the inputs set to 0, or to 0/1) | dropout (masking, the kept inputs
+    # scaled by 1 / (1 - level): Mult-DAE's 0.5 on its normalized input). The loss compares with
+    # the clean input.
     config.train.corruption = "none"
     config.train.corruption_level = 0.0
     # L2 weight decay on the kernels only, never the biases: adds weight_decay * sum(W^2) / 2.
@@ -134,7 +157,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.decay_steps = 1_000
     config.train.log_every_steps = 500  # a progress line (and summaries)
     config.train.eval_every_steps = 2_000  # the validation loss
-    # Keep the weights of the evaluation with the lowest validation loss (checkpoints/best.npz):
+    # Keep the weights of the evaluation with the lowest validation loss (the highest NDCG@100
+    # for loss multinomial) in checkpoints/best.npz:
     # the run ends with them (metrics, picture, export), and --mode=eval/export/encode use them.
     config.train.keep_best = False
     # With keep_best: stop after this many evaluations in a row without a new best (0: never).

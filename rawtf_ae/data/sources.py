@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from rawtf_ae.data import array_files, pipelines
-from rawtf_ae.recommender import ratings, ratings_file
+from rawtf_ae.recommender import implicit, ratings, ratings_file
 
 NAMES = ("curves", "mnist", "fashion_mnist", "array", "ratings")
 
@@ -151,9 +151,22 @@ def _load_ratings(data_config) -> ratings.RatingSplits:
     if not data_config.path:
         raise ValueError("data.name='ratings' needs `data.path`: a user,item,rating[,timestamp] CSV.")
     train = ratings_file.read_ratings(data_config.path, data_config.delimiter)
+    if data_config.binarize:
+        train = implicit.binarize(train, data_config.binarize_threshold)
+    if data_config.ratings_split == "users":
+        return implicit.user_split(
+            train,
+            validation_users=data_config.validation_users,
+            test_users=data_config.test_users,
+            min_interactions=data_config.min_interactions,
+            evaluated_fraction=data_config.evaluated_fraction,
+            seed=data_config.split_seed,
+        )
     validation = None
     if data_config.validation_path:
         validation = ratings_file.read_ratings(data_config.validation_path, data_config.delimiter)
+        if data_config.binarize:
+            validation = implicit.binarize(validation, data_config.binarize_threshold)
     return ratings.build_splits(
         train,
         validation,

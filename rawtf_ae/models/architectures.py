@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from rawtf_ae.models import activations
 from rawtf_ae.models.conv import TiedConvAutoencoder
-from rawtf_ae.models.dense import TiedAutoencoder
+from rawtf_ae.models.dense import INPUT_NORMS, TiedAutoencoder
 
 KINDS = ("dense", "conv")
 _COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
@@ -108,6 +108,12 @@ def check(config) -> None:
             f"{len(sizes) - 1} encoder layers."
         )
     activations.get(model.output_activation)
+    if model.input_norm not in INPUT_NORMS:
+        raise ValueError(
+            f"`model.input_norm` is {model.input_norm!r}; expected one of {', '.join(INPUT_NORMS)}."
+        )
+    if model.input_norm != "none" and model.kind != "dense":
+        raise ValueError(f"`model.input_norm={model.input_norm!r}` needs model.kind='dense'.")
     bad = [i for i in model.untied_layers if not isinstance(i, int) or not 0 <= i < len(sizes) - 1]
     if bad:
         raise ValueError(
@@ -143,7 +149,7 @@ def create_model(config: ml_collections.ConfigDict):
             strides=model_config.strides,
             **common,
         )
-    return TiedAutoencoder(list(model_config.layer_sizes), **common)
+    return TiedAutoencoder(list(model_config.layer_sizes), input_norm=model_config.input_norm, **common)
 
 
 def from_architecture(architecture: dict):

@@ -128,10 +128,23 @@ class Autoencoder(tf.Module):
         # encoder and the decoder still share one cast of each tied kernel.
         return [None if v is None else tf.cast(v, self.compute_dtype) for v in variables]
 
-    def encode(self, x) -> tf.Tensor:
-        """`[batch_size, layer_sizes[0]]` inputs -> `[batch_size, layer_sizes[-1]]` codes."""
-        h = self._encode(self._check_input(x, self.input_width, "The input"), self._cast(self.kernels))
-        return tf.cast(h, self.dtype)
+    def _prepared(self, x, normalized: bool) -> tf.Tensor:
+        """`x` as the first layer takes it (the dense kind may normalize it: `input_norm`)."""
+        return x
+
+    def encode_inputs(self, x) -> tf.Tensor:
+        """`x` `[batch_size, layer_sizes[0]]` normalized as the first layer takes it (`input_norm`
+        of the dense kind; itself otherwise), in the model's dtype."""
+        x = self._prepared(self._check_input(x, self.input_width, "The input"), False)
+        return tf.cast(x, self.dtype)
+
+    def encode(self, x, normalized: bool = False) -> tf.Tensor:
+        """`[batch_size, layer_sizes[0]]` inputs -> `[batch_size, layer_sizes[-1]]` codes.
+
+        `normalized`: `x` is already normalized as `input_norm` says (a training step that
+        drops inputs out after normalizing them, as Mult-DAE does)."""
+        x = self._prepared(self._check_input(x, self.input_width, "The input"), normalized)
+        return tf.cast(self._encode(x, self._cast(self.kernels)), self.dtype)
 
     def decode_logits(self, z) -> tf.Tensor:
         """`[batch_size, layer_sizes[-1]]` codes -> `[batch_size, layer_sizes[0]]` pre-activations.
@@ -149,7 +162,7 @@ class Autoencoder(tf.Module):
     def reconstruction_logits(self, x) -> tf.Tensor:
         """`[batch_size, layer_sizes[0]]` inputs -> the reconstruction's pre-activations."""
         kernels = self._cast(self.kernels)
-        h = self._encode(self._check_input(x, self.input_width, "The input"), kernels)
+        h = self._encode(self._prepared(self._check_input(x, self.input_width, "The input"), False), kernels)
         return tf.cast(self._decode_logits(h, kernels), self.dtype)
 
     def __call__(self, x) -> tf.Tensor:

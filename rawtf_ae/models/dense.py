@@ -8,7 +8,6 @@ same object with `transpose_b=True`, so `tf.GradientTape` hands it the sum of th
 and decoder-path gradients. Biases are never tied.
 """
 
-
 from __future__ import annotations
 
 from typing import Optional, Sequence, Union
@@ -18,6 +17,11 @@ import tensorflow as tf
 from rawtf_ae.models import activations, initializers
 from rawtf_ae.models.base import ActivationArg, Autoencoder, check_layer_sizes
 from rawtf_ae.models.row_ops import gather_rows, read_without_copy, row_dots, row_ids, sum_by_row
+
+# What the first layer sees: the inputs as given, or each row divided by its L2 norm (Liang
+# et al. 2018's Mult-DAE/VAE, for implicit feedback: a user's interactions as a direction).
+INPUT_NORMS = ("none", "l2")
+_EPSILON = 1e-12  # tf.math.l2_normalize's
 
 
 class TiedAutoencoder(Autoencoder):
@@ -48,6 +52,7 @@ class TiedAutoencoder(Autoencoder):
         seed: Optional[int] = None,
         dtype: tf.DType = tf.float32,
         compute_dtype: Optional[tf.DType] = None,
+        input_norm: str = "none",
         name: Optional[str] = None,
     ):
         """Creates all variables.
@@ -74,11 +79,28 @@ class TiedAutoencoder(Autoencoder):
           ValueError: bad `layer_sizes`, activation or initializer.
         """
         super().__init__(name=name)
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"`input_norm` is {input_norm!r}; expected one of {', '.join(INPUT_NORMS)}.")
+        self.input_norm = input_norm
         self.layer_sizes = check_layer_sizes(layer_sizes)
         num_layers = len(self.layer_sizes) - 1
         self._configure(num_layers, activation, output_activation, tied, seed, dtype, compute_dtype)
         shapes = [(self.layer_sizes[i], self.layer_sizes[i + 1]) for i in range(num_layers)]
         self._create_variables(shapes, self.layer_sizes, "layer", kernel_initializer, dtype)
+
+    def _prepared(self, x, normalized: bool) -> tf.Tensor:
+        if self.input_norm == "none" or normalized:
+            return x
+        return tf.math.l2_normalize(x, axis=1, epsilon=_EPSILON)
+
+    def normalize_sparse(self, x: tf.SparseTensor) -> tf.SparseTensor:
+        """`x` with each row divided by its L2 norm where `input_norm="l2"` (else `x`)."""
+        if self.input_norm == "none":
+            return x
+        rows = row_ids(x, "The sparse input")
+        squares = sum_by_row(tf.square(x.values)[:, None], rows, x.dense_shape[0])[:, 0]
+        scale = tf.math.rsqrt(tf.maximum(squares, _EPSILON))
+        return tf.SparseTensor(x.indices, x.values * tf.gather(scale, rows), x.dense_shape)
 
     def _encode(self, h, kernels, first: int = 0) -> tf.Tensor:
         """Encoder layers `first, first + 1, ...` on `h`; `kernels[i]` is layer i's (cast) kernel."""
@@ -123,15 +145,16 @@ class TiedAutoencoder(Autoencoder):
         kernel = self.decoder_kernels[0] if decoder and not self.tied_layers[0] else self.kernels[0]
         return tf.cast(tf.gather(kernel, columns), self.compute_dtype)
 
-    def encode_sparse(self, x: tf.SparseTensor, kernel_rows=None) -> tf.Tensor:
+    def encode_sparse(self, x: tf.SparseTensor, kernel_rows=None, normalized: bool = False) -> tf.Tensor:
         """`encode(tf.sparse.to_dense(x))` for a `tf.SparseTensor` `[batch_size, layer_sizes[0]]`,
         without the dense input: layer 0 sums the kernel rows of each row's observed columns,
         weighted by the values (`row_ops.sum_by_row`), so its cost follows the
         number of entries, not the width. The other layers are dense. `x`'s entries must be in
         row-major order, a `tf.SparseTensor`'s canonical order (`tf.sparse.reorder`); `kernel_rows`:
-        `first_kernel_rows(x.indices[:, 1])` if the caller has them.
+        `first_kernel_rows(x.indices[:, 1])` if the caller has them; `normalized`: as `encode`.
         """
         x = self._check_sparse(x, "The sparse input")
+        x = x if normalized else self.normalize_sparse(x)
         rows = self.first_kernel_rows(x.indices[:, 1]) if kernel_rows is None else kernel_rows
         weighted = rows * tf.cast(x.values, self.compute_dtype)[:, None]
         h = sum_by_row(weighted, row_ids(x, "The sparse input"), x.dense_shape[0])
@@ -192,6 +215,7 @@ class TiedAutoencoder(Autoencoder):
             "activation": list(self.activation_names),
             "output_activation": self.output_activation_name,
             "tied": list(self.tied_layers),
+            **({"input_norm": self.input_norm} if self.input_norm != "none" else {}),
         }
 
 
@@ -215,6 +239,7 @@ def untie(model: TiedAutoencoder, layers: Optional[Sequence[int]] = None) -> Tie
         seed=model.seed,
         dtype=model.dtype,
         compute_dtype=model.compute_dtype,
+        input_norm=model.input_norm,
     )
     copy.activation_names, copy.output_activation_name = model.activation_names, model.output_activation_name
     for group in ("kernels", "encoder_biases", "decoder_biases"):

@@ -17,7 +17,7 @@ from rawtf_ae import files
 from rawtf_ae.data import pipelines, sources
 from rawtf_ae.models import pca
 from rawtf_ae.program import images, outputs, restore
-from rawtf_ae.recommender import batching, ratings
+from rawtf_ae.recommender import baselines, batching, ratings
 from rawtf_ae.training import evaluation
 
 SPLITS = ("validation", "train", "test")
@@ -58,8 +58,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = "vali
     if splits.width != model.input_width:
         raise ValueError(f"The data has width {splits.width}, the checkpoint's model {model.input_width}.")
     if splits.vocabulary is not None:  # ratings
-        if split != "validation":
-            raise ValueError(f"--split={split}: ratings are evaluated on their held-out ratings only.")
+        if config.train.loss == "multinomial":
+            return _evaluate_ranking(model, step, path, splits, config, workdir, split)
+        splits.evaluated(split)  # only the held-out ratings (one line otherwise)
         return _evaluate_ratings(model, step, path, splits, config, workdir)
     examples, labels = splits.examples(split, config.data.path or config.data.name)
     prefix = _PREFIX[split]
@@ -124,6 +125,30 @@ def _evaluate_ratings(model, step, path, splits, config, workdir) -> dict:
         **evaluation.ratings_metrics(splits, val_loss),
     }
     out = files.Workdir(workdir).evaluation()
+    os.makedirs(out.folder, exist_ok=True)
+    files.write_json(out.metrics, metrics)
+    return metrics
+
+
+def _evaluate_ranking(model, step, path, splits, config, workdir, split: str) -> dict:
+    """Recall@20/50 and NDCG@100 of the held-out users of `split` ("validation" or "test"), and
+    the popularity and EASE baselines' on the same users (EASE's lambda chosen on validation),
+    into `eval/metrics.json` or `eval/test/metrics.json`."""
+    restore.check_vocabulary(splits, workdir)
+    splits.evaluated(split)  # one line if the split has no such users
+    prefix = _PREFIX[split]
+    dataset = splits.evaluation_dataset(config.train.eval_batch_size, split=split)
+    metrics = {
+        "step": step,
+        "checkpoint": path,
+        "split": split,
+        f"{prefix}_loss": evaluation.make_evaluate(model, config.train.loss)(dataset),
+        "loss": config.train.loss,
+        **evaluation.make_rank(model)(dataset, prefix),
+        **baselines.ranking_baselines(splits, (split,)),
+    }
+    evaluation.log_ranking(metrics, prefix, f"{path} (step {step}), {split} users")
+    out = files.Workdir(workdir).evaluation(split)
     os.makedirs(out.folder, exist_ok=True)
     files.write_json(out.metrics, metrics)
     return metrics

@@ -27,9 +27,9 @@ from rawtf_ae.models import architectures
 from rawtf_ae.optim import optimizers
 from rawtf_ae.optim.schedules import learning_rate_at
 from rawtf_ae.program import outputs, progress, restore
-from rawtf_ae.recommender import batching, sparse_gradients
+from rawtf_ae.recommender import baselines, batching, sparse_gradients
 from rawtf_ae.training import checkpoints, distribute, early_stopping, preemption, pretrain, state
-from rawtf_ae.training.evaluation import make_evaluate, ratings_metrics
+from rawtf_ae.training.evaluation import log_ranking, make_evaluate, make_rank, ratings_metrics
 from rawtf_ae.training.loops import make_train_loop
 from rawtf_ae.training.steps import StepOptions, make_step, uses_xla
 
@@ -138,7 +138,12 @@ class _Run:
         self.tracker = None
         if self.state.best is not None:
             self.tracker = early_stopping.Tracker(
-                self.state.best, model, workdir, train_config.early_stopping_evals, chief
+                self.state.best,
+                model,
+                workdir,
+                train_config.early_stopping_evals,
+                chief,
+                higher_is_better=train_config.loss == "multinomial",  # NDCG@100
             )
         if chief and self.splits.vocabulary is not None:
             os.makedirs(directory, exist_ok=True)
@@ -182,6 +187,8 @@ class _Run:
         step = make_step(self.state.model, self.state.optimizer, options)
         self.train_loop = make_train_loop(step, self.state.step, self.strategy, self.stop_signal.flag)
         self.evaluate = make_evaluate(self.state.model, self.train_config.loss)
+        # Implicit feedback: Recall@K and NDCG@K beside the loss; keep_best selects on NDCG@100.
+        self.rank = make_rank(self.state.model) if self.train_config.loss == "multinomial" else None
         self.validation = splits.evaluation_dataset(self.train_config.eval_batch_size, sparse)
         self.train_writer, self.validation_writer = self._writer("train"), self._writer("validation")
 
@@ -235,6 +242,16 @@ class _Run:
                 self.examples_per_sec = throughput.examples / throughput.seconds
             self._after_call(chunk_rate, throughput)
 
+    def _validate(self) -> tuple:
+        """`(validation loss, ranking metrics or {})` of the model now."""
+        val_loss = self.evaluate(self.validation)
+        return val_loss, (self.rank(self.validation, "val") if self.rank is not None else {})
+
+    @staticmethod
+    def _selected(val_loss: float, ranked: dict) -> float:
+        """What `train.keep_best` compares: NDCG@100 (higher is better) or the loss."""
+        return ranked["val_ndcg_at_100"] if ranked else val_loss
+
     def _signalled(self) -> bool:
         return self.stop_signal.flag is not None and bool(self.stop_signal.flag.numpy())
 
@@ -281,14 +298,19 @@ class _Run:
             )
         if current % train_config.eval_every_steps == 0 or current == num_steps:
             # The last step's too, for the checkpoint's best-so-far record (`finish` logs it).
-            val_loss = self.evaluate(self.validation)
-            self.last_evaluation = (current, val_loss)
+            val_loss, ranked = self._validate()
+            self.last_evaluation = (current, val_loss, ranked)
             if current != num_steps:
                 logging.info("step %d: validation loss %.5f", current, val_loss)
                 with self.validation_writer.as_default(step=current):
                     tf.summary.scalar("loss", val_loss)
+                    for name, value in ranked.items():
+                        if not name.endswith(("_se", "_users")):
+                            tf.summary.scalar(name.removeprefix("val_"), value)
+                if ranked:
+                    log_ranking(ranked, "val", f"step {current}")
             if self.tracker is not None:
-                self.tracker.update(current, val_loss)
+                self.tracker.update(current, self._selected(val_loss, ranked))
         stopping = self.stop_signal.received is not None
         ends = current == num_steps or self._stopped_early()
         if current % train_config.checkpoint_every_steps == 0 or ends or stopping:
@@ -309,16 +331,16 @@ class _Run:
     def finish(self) -> dict:
         """The final evaluation, metrics and (on the chief) the end-of-run outputs."""
         model, train_config = self.state.model, self.train_config
-        step, val_loss = self.last_evaluation or (None, None)
+        step, val_loss, ranked = self.last_evaluation or (None, None, None)
         if step != self.current:
-            val_loss = self.evaluate(self.validation)
+            val_loss, ranked = self._validate()
         logging.info("step %d: validation loss %.5f", self.current, val_loss)
         best = {}
         if self.tracker is not None:
-            self.tracker.update(self.current, val_loss)
+            self.tracker.update(self.current, self._selected(val_loss, ranked))
             if self.chief:  # the weights file is the chief's; other workers write nothing
                 best = {"best_step": self.tracker.restore_best(), "early_stopped": self._stopped_early()}
-                val_loss = self.evaluate(self.validation)
+                val_loss, ranked = self._validate()
                 logging.info(
                     "the best evaluation's weights, of step %d: validation loss %.5f",
                     best["best_step"],
@@ -340,7 +362,11 @@ class _Run:
             "precision": train_config.precision,
             **best,
         }
-        if self.splits.vocabulary is not None:
+        if ranked:  # implicit feedback: ranking metrics, and the baselines' on the same users
+            metrics.update(ranked)
+            metrics.update(baselines.ranking_baselines(self.splits))
+            log_ranking(metrics, "val", "validation")
+        elif self.splits.vocabulary is not None:
             metrics.update(ratings_metrics(self.splits, val_loss))
         if self.chief:
             outputs.write_run_outputs(

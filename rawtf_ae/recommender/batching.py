@@ -55,6 +55,11 @@ def sparse_blockers(config) -> list[str]:
         blockers.append("train.contractive_weight (its Jacobian is over every input)")
     if train.corruption in ("gaussian", "salt_and_pepper"):
         blockers.append(f"train.corruption={train.corruption!r} (it changes unobserved entries too)")
+    if train.loss == "multinomial":
+        blockers.append(
+            "train.loss='multinomial' (its softmax is over every item: the whole first kernel each "
+            "step; a sampled softmax for sparse batches is not built yet)"
+        )
     if train.precision != "float32":
         blockers.append(f"train.precision={train.precision!r} (the sparse step runs in float32)")
     return blockers

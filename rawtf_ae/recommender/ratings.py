@@ -26,7 +26,7 @@ from rawtf_ae.recommender.ratings_file import Ratings
 
 UNSEEN_POLICIES = ("skip", "error")
 ORIENTATIONS = ("user", "item")
-SPLITS = ("random", "temporal")
+SPLITS = ("random", "temporal", "users")
 
 
 def _id_order(ids) -> list[str]:
@@ -185,19 +185,41 @@ class RatingSplits:
     train: RatingMatrix
     validation_inputs: RatingMatrix
     validation_targets: RatingMatrix
-    evaluated_rows: np.ndarray  # [num evaluated] int64
+    # [num evaluated] int64; None for held-out users (`data.ratings_split='users'`: no training rows)
+    evaluated_rows: Optional[np.ndarray]
     vocabulary: Vocabulary
     by: str
     skipped: int = 0  # held-out ratings dropped because training never saw their user or item
+    # `data.ratings_split='users'` (`rawtf_ae.recommender.implicit`): the test users' fold-in
+    # and evaluated items, and the held-out users' ids per split ("validation", "test").
+    test_inputs: Optional[RatingMatrix] = None
+    test_targets: Optional[RatingMatrix] = None
+    heldout_ids: Optional[dict] = None
 
     @property
     def width(self) -> int:
         return self.train.width
 
-    def evaluation_dataset(self, batch_size: int, sparse: bool = False) -> tf.data.Dataset:
-        """The evaluated users in batches, none dropped: `{"inputs", "targets", "mask"}`, each
-        `[b, width]`, or with `sparse` `{"inputs", "targets"}`, each a `tf.SparseTensor`."""
-        inputs, targets = self.validation_inputs, self.validation_targets
+    def evaluated(self, split: str = "validation") -> tuple[RatingMatrix, RatingMatrix]:
+        """`(inputs, targets)` of the evaluated rows of `split` ("validation" or "test")."""
+        if split == "test":
+            if self.test_inputs is None:
+                raise ValueError(
+                    "--split=test: these ratings have no test users; they come with "
+                    "data.ratings_split='users' and data.test_users > 0."
+                )
+            return self.test_inputs, self.test_targets
+        if split != "validation":
+            raise ValueError(f"--split={split}: ratings are evaluated on their held-out ratings only.")
+        return self.validation_inputs, self.validation_targets
+
+    def evaluation_dataset(
+        self, batch_size: int, sparse: bool = False, split: str = "validation"
+    ) -> tf.data.Dataset:
+        """The evaluated users of `split` in batches, none dropped: `{"inputs", "targets",
+        "mask"}`, each `[b, width]`, or with `sparse` `{"inputs", "targets"}`, each a
+        `tf.SparseTensor`."""
+        inputs, targets = self.evaluated(split)
 
         def gather(idx):
             if sparse:
@@ -209,6 +231,19 @@ class RatingSplits:
         return rows.map(gather).prefetch(tf.data.AUTOTUNE)
 
     def describe(self, name: str = "ratings") -> str:
+        if self.heldout_ids is not None:
+            held = "; ".join(
+                f"{len(targets)} {split} users ({inputs.nnz} fold-in, {targets.nnz} evaluated)"
+                for split, (inputs, targets) in (
+                    ("validation", (self.validation_inputs, self.validation_targets)),
+                    ("test", (self.test_inputs, self.test_targets)),
+                )
+                if targets is not None
+            )
+            return (
+                f"{name}, {len(self.vocabulary.users)} training users x {len(self.vocabulary.items)} "
+                f"items, {self.train.nnz} training interactions; held-out users: {held}"
+            )
         return (
             f"{name}, {len(self.vocabulary.users)} users x {len(self.vocabulary.items)} items; "
             f"{self.train.nnz} training ratings in {len(self.train)} rows (by {self.by}), "
@@ -355,7 +390,12 @@ def check_config(config) -> None:
         )
     if data_config.unseen_ids not in UNSEEN_POLICIES:
         raise ValueError(f"`data.unseen_ids` is {data_config.unseen_ids!r}; expected 'skip' or 'error'.")
-    if not data_config.validation_path and not 0 < data_config.validation_fraction < 1:
+    _check_implicit(data_config)
+    if (
+        data_config.ratings_split != "users"
+        and not data_config.validation_path
+        and not 0 < data_config.validation_fraction < 1
+    ):
         raise ValueError(
             f"`data.validation_fraction` must be in (0, 1) without data.validation_path, got "
             f"{data_config.validation_fraction!r}."
@@ -368,3 +408,32 @@ def check_config(config) -> None:
         raise ValueError(
             "`pretrain.steps_per_layer` does not work with data.name='ratings' (it has no mask)."
         )
+
+
+def _count(name, value, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}.")
+
+
+def _check_implicit(data_config) -> None:
+    """The keys of binarizing and of the users split (`rawtf_ae.recommender.implicit`)."""
+    if not isinstance(data_config.binarize, bool):
+        raise ValueError(f"`data.binarize` must be True or False, got {data_config.binarize!r}.")
+    threshold = data_config.binarize_threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
+        raise ValueError(f"`data.binarize_threshold` must be a finite number, got {threshold!r}.")
+    _count("data.validation_users", data_config.validation_users, 1)
+    _count("data.test_users", data_config.test_users, 0)
+    _count("data.min_interactions", data_config.min_interactions, 1)
+    fraction = data_config.evaluated_fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ValueError(f"`data.evaluated_fraction` must be in (0, 1), got {fraction!r}.")
+    if data_config.ratings_split != "users":
+        return
+    if data_config.validation_path:
+        raise ValueError(
+            "`data.ratings_split='users'` holds out users of data.path itself; leave "
+            f"data.validation_path empty (it is {data_config.validation_path!r})."
+        )
+    if data_config.ratings_by != "user":
+        raise ValueError("`data.ratings_split='users'` needs data.ratings_by='user' (it holds out users).")

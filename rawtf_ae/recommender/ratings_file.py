@@ -1,8 +1,9 @@
 """Ratings files: `user,item,rating[,timestamp]` text, read safely and written atomically.
 
 MovieLens-style lines, with or without a header line; the fields are not quoted and the
-delimiter is configurable (`,`, `\\t`, or MovieLens-1M's `::`). `read_ratings` names the line
-of every problem.
+delimiter is configurable (`,`, `\\t`, or MovieLens-1M's `::`). Implicit feedback (plays,
+clicks, purchases) comes as `user,item` lines: every line is an interaction of value 1
+(`Ratings.implicit`). `read_ratings` names the line of every problem.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import dataclasses
 import math
 import os
+import re
 from typing import Optional
 
 import numpy as np
@@ -42,6 +44,8 @@ class Ratings:
     # [n] float64: the 4th field as a number; NaN where a line has none or it is not a number
     # (only the temporal split reads it, and names such a line).
     timestamps: Optional[np.ndarray] = None
+    # The file had no rating column (`user,item` lines): every value is 1.
+    implicit: bool = False
 
     def __len__(self) -> int:
         return len(self.values)
@@ -57,7 +61,7 @@ class Ratings:
         return self.item_ids[self.item_codes]
 
     @classmethod
-    def from_ids(cls, users, items, values, lines, path, timestamps=None) -> "Ratings":
+    def from_ids(cls, users, items, values, lines, path, timestamps=None, implicit=False) -> "Ratings":
         """From per-rating id sequences (codes made by `np.unique`)."""
         user_ids, user_codes = np.unique(np.asarray(users, dtype=object), return_inverse=True)
         item_ids, item_codes = np.unique(np.asarray(items, dtype=object), return_inverse=True)
@@ -70,6 +74,21 @@ class Ratings:
             np.asarray(lines, np.int64),
             path,
             timestamps,
+            implicit,
+        )
+
+    def subset(self, keep: np.ndarray, values: Optional[np.ndarray] = None) -> "Ratings":
+        """The ratings where `keep` `[n]` (bool) holds, with new `values` if given; the id
+        tables stay (codes keep their meaning)."""
+        values = self.values[keep] if values is None else np.asarray(values, np.float32)
+        times = None if self.timestamps is None else self.timestamps[keep]
+        return dataclasses.replace(
+            self,
+            user_codes=self.user_codes[keep],
+            item_codes=self.item_codes[keep],
+            values=values,
+            lines=self.lines[keep],
+            timestamps=times,
         )
 
 
@@ -94,19 +113,42 @@ def _check_file(path: str, delimiter: str) -> None:
         raise ValueError(f"Ratings file {path} has {size} bytes, over the {MAX_FILE_BYTES}-byte limit.")
 
 
-def _parse_line(path: str, number: int, line: str, delimiter: str, first_row: bool):
+# The first line of a `user,item` file is a header when both its fields are such names
+# (userId, item_id, movieId, ...): a 2-field line has no rating to tell a header by.
+_ID_HEADER = re.compile(
+    r"(user|item|movie|product|track|song|artist|book|visitor|customer|session|query|doc|object)"
+    r"[ _-]?(id|ids|name|s)?",
+    re.IGNORECASE,
+)
+
+
+def is_id_header(fields) -> bool:
+    """Whether the 2 fields of a first line are column names such as `userId,movieId`."""
+    return len(fields) == 2 and all(_ID_HEADER.fullmatch(f.strip()) for f in fields)
+
+
+def _parse_line(path: str, number: int, line: str, delimiter: str, first_row: bool, width=None):
     """`(user, item, rating, timestamp or NaN)` of one non-empty line; None for a header (a
-    first row whose rating is not a number)."""
+    first row whose rating is not a number, or of a `user,item` file: `is_id_header`).
+    `width`: the first data line's number of fields; a `user,item` file's lines all have 2."""
     try:
         fields = _fields(line, delimiter)
     except csv.Error as e:
         raise ValueError(f"{path}, line {number}: cannot split the line ({e}).") from None
-    if len(fields) not in (3, 4):
+    if len(fields) not in (2, 3, 4) or (width is not None and (len(fields) == 2) != (width == 2)):
+        expected = "3 or 4" if width not in (None, 2) else "2" if width == 2 else "2, 3 or 4"
         raise ValueError(
-            f"{path}, line {number}: expected 3 or 4 fields (user{delimiter}item{delimiter}"
-            f"rating[{delimiter}timestamp]) separated by {delimiter!r}, got {len(fields)}: "
+            f"{path}, line {number}: expected {expected} fields (user{delimiter}item"
+            f"[{delimiter}rating[{delimiter}timestamp]]) separated by {delimiter!r}, got {len(fields)}: "
             f"{line[:80]!r}."
         )
+    if len(fields) == 2:
+        if first_row and is_id_header(fields):
+            return None
+        user, item = fields[0].strip(), fields[1].strip()
+        if not user or not item:
+            raise ValueError(f"{path}, line {number}: empty {'user' if not user else 'item'} id.")
+        return user, item, 1.0, math.nan
     user, item, text = fields[0].strip(), fields[1].strip(), fields[2].strip()
     try:
         value = float(text)
@@ -138,13 +180,18 @@ def _number(text: str) -> float:
 def read_ratings(path: str, delimiter: str = ",") -> Ratings:
     """Reads a `user,item,rating[,timestamp]` file; a first line whose rating is not a number is a header.
 
+    A file of `user,item` lines is implicit feedback: every line is an interaction of value 1
+    (`Ratings.implicit`); its first line is a header if both fields are column names
+    (`is_id_header`: userId, movie_id, item, ...).
+
     Args:
       path: the file (UTF-8; a byte-order mark is allowed).
       delimiter: the field separator, e.g. `","`, `"\\t"` or `"::"`.
 
     Raises:
       FileNotFoundError: no such file.
-      ValueError: naming the file and line: an empty file, a row without 3 or 4 fields, an empty
+      ValueError: naming the file and line: an empty file, a row without 3 or 4 fields (2 in a
+        `user,item` file), an empty
         id, a rating that is not a finite number, a (user, item) pair rated twice, bad encoding.
     """
     _check_file(path, delimiter)
@@ -154,17 +201,19 @@ def read_ratings(path: str, delimiter: str = ",") -> Ratings:
     # Anything the vectorized reader does not take for certain (quotes, a problem to name):
     # line by line, naming the line of every problem.
     users, items, values, lines, timestamps = [], [], [], [], []
-    first_line_of, first_row = {}, True
+    first_line_of, first_row, width = {}, True, None
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             for number, line in enumerate(f, start=1):
                 line = line.rstrip("\r\n")
                 if not line.strip():
                     continue
-                parsed = _parse_line(path, number, line, delimiter, first_row)
+                parsed = _parse_line(path, number, line, delimiter, first_row, width)
                 first_row = False
                 if parsed is None:
                     continue
+                if width is None:
+                    width = len(_fields(line, delimiter))
                 user, item, value, timestamp = parsed
                 if (user, item) in first_line_of:
                     raise ValueError(
@@ -181,7 +230,9 @@ def read_ratings(path: str, delimiter: str = ",") -> Ratings:
         raise ValueError(f"Ratings file {path} is not UTF-8 text ({e}).") from None
     if not values:
         raise ValueError(f"Ratings file {path} holds no ratings.")
-    return Ratings.from_ids(users, items, values, lines, path, np.array(timestamps, dtype=np.float64))
+    return Ratings.from_ids(
+        users, items, values, lines, path, np.array(timestamps, dtype=np.float64), implicit=width == 2
+    )
 
 
 _BLOCK_BYTES = 1 << 25  # 32 MiB of text per chunk of TensorFlow string ops
@@ -218,12 +269,17 @@ def _parse_chunk(lines: tf.Tensor, first: int, delimiter: str, header_allowed: b
         return None  # quoted fields: the csv module's rules
     fields = tf.strings.split(lines, sep=delimiter)
     counts = fields.row_lengths()
-    if not tf.reduce_all((counts == 3) | (counts == 4)):
+    implicit = bool(tf.size(counts)) and bool(tf.reduce_all(counts == 2))
+    if not implicit and not tf.reduce_all((counts == 3) | (counts == 4)):
         return None
     columns = tf.strings.strip(fields.to_tensor(default_value="", shape=[None, 4]))
+    if implicit:  # `user,item` lines: every value is 1
+        columns = tf.concat([columns[:, :2], tf.fill([tf.shape(columns)[0], 1], "1"), columns[:, 3:]], 1)
     is_number = tf.strings.regex_full_match(columns[:, 2], _NUMBER)
-    if header_allowed and tf.size(is_number) and not is_number[0]:  # a header line
-        columns, numbers, is_number = columns[1:], numbers[1:], is_number[1:]
+    if header_allowed and tf.size(is_number):  # a header line
+        head = [f.decode("utf-8", "replace") for f in columns[0, :2].numpy()]
+        if is_id_header(head) if implicit else not is_number[0]:
+            columns, numbers, is_number = columns[1:], numbers[1:], is_number[1:]
     if not tf.reduce_all(is_number) or tf.reduce_any(tf.strings.length(columns[:, :2]) == 0):
         return None
     values = tf.strings.to_number(columns[:, 2], tf.float32)
@@ -234,7 +290,7 @@ def _parse_chunk(lines: tf.Tensor, first: int, delimiter: str, header_allowed: b
     times = tf.where(timed, times, float("nan"))
     users, user_codes = tf.unique(columns[:, 0], out_idx=tf.int64)
     items, item_codes = tf.unique(columns[:, 1], out_idx=tf.int64)
-    return users, user_codes, items, item_codes, values, numbers, times
+    return users, user_codes, items, item_codes, values, numbers, times, implicit
 
 
 def _merge_codes(chunks: list) -> tuple:
@@ -261,10 +317,10 @@ def _read_vectorized(path: str, delimiter: str) -> Optional[Ratings]:
             if first == 0 and tf.size(lines):  # a byte-order mark
                 lines = tf.concat([tf.strings.regex_replace(lines[:1], "^\ufeff", ""), lines[1:]], 0)
             parsed = _parse_chunk(lines, first, delimiter, header_allowed=not parts)
-            if parsed is None:
-                return None
+            if parsed is None or (parts and parsed[-1] != parts[0][-1]):
+                return None  # a chunk of `user,item` lines and one with ratings: name the line
             if tf.size(parsed[4]):
-                parts.append([t.numpy() for t in parsed])
+                parts.append([t.numpy() for t in parsed[:-1]] + [parsed[-1]])
     except UnicodeDecodeError:
         return None
     if not parts:
@@ -277,7 +333,7 @@ def _read_vectorized(path: str, delimiter: str) -> Optional[Ratings]:
     pairs = np.sort(user_codes * len(item_ids) + item_codes)
     if np.any(pairs[1:] == pairs[:-1]):
         return None  # a pair rated twice
-    return Ratings(user_codes, item_codes, user_ids, item_ids, values, lines, path, times)
+    return Ratings(user_codes, item_codes, user_ids, item_ids, values, lines, path, times, parts[0][-1])
 
 
 def write_ratings(path: str, triples: np.ndarray, header: bool = True) -> str:

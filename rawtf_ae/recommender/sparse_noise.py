@@ -33,8 +33,9 @@ def entry_uniform(seed: tf.Tensor, rows: tf.Tensor, columns: tf.Tensor) -> tf.Te
     return tf.cast(tf.bitwise.right_shift(hashed, 8), tf.float32) / float(1 << 24)
 
 
-def mask_entries(x: tf.SparseTensor, level: float, seed: tf.Tensor) -> tf.SparseTensor:
-    """Masking noise on the observed entries of `x`: a fraction `level` of them set to 0.
+def mask_entries(x: tf.SparseTensor, level: float, seed: tf.Tensor, rescale: bool = False) -> tf.SparseTensor:
+    """Masking noise on the observed entries of `x`: a fraction `level` of them set to 0
+    (`rescale`: the others times `1 / (1 - level)`, inverted dropout).
 
     Rows are numbered by their place in the global batch (this replica's slice of it, as
     `data.train_dataset` cuts it), so N replicas corrupt as one device does.
@@ -46,4 +47,5 @@ def mask_entries(x: tf.SparseTensor, level: float, seed: tf.Tensor) -> tf.Sparse
     if context is not None and context.num_replicas_in_sync > 1:
         rows += tf.cast(context.replica_id_in_sync_group, tf.int64) * x.dense_shape[0]
     kept = entry_uniform(seed, rows, x.indices[:, 1]) >= level
-    return tf.SparseTensor(x.indices, tf.where(kept, x.values, tf.zeros_like(x.values)), x.dense_shape)
+    values = x.values * (1 / (1 - level)) if rescale else x.values
+    return tf.SparseTensor(x.indices, tf.where(kept, values, tf.zeros_like(values)), x.dense_shape)

@@ -22,7 +22,7 @@ import math
 
 import tensorflow as tf
 
-NAMES = ("none", "gaussian", "masking", "salt_and_pepper")
+NAMES = ("none", "gaussian", "masking", "salt_and_pepper", "dropout")
 
 
 def noise_seed(seed: int, step) -> tf.Tensor:
@@ -92,7 +92,9 @@ def corrupt(x, kind: str, level: float, seed) -> tf.Tensor:
       x: clean inputs.
       kind: `"none"`; `"gaussian"`: add N(0, level^2) noise; `"masking"`: set a random fraction
         `level` of the inputs to 0 (Vincent et al. 2010's masking noise); `"salt_and_pepper"`:
-        set a random fraction `level` to 0 or 1, with equal probability.
+        set a random fraction `level` to 0 or 1, with equal probability; `"dropout"`: masking
+        with the kept inputs scaled by `1 / (1 - level)` (inverted dropout, as Mult-DAE's
+        `tf.nn.dropout` on its input).
       level: sigma for gaussian, the corrupted fraction otherwise.
       seed: a stateless seed `[2]` (see `noise_seed`).
     """
@@ -104,6 +106,8 @@ def corrupt(x, kind: str, level: float, seed) -> tf.Tensor:
 
     if kind == "gaussian":
         return x + tf.cast(level * draw(normal, seed), x.dtype)
+    if kind == "dropout":
+        return dropout(x, level, seed)
     hit = draw(uniform, seed) < level
     if kind == "masking":
         return tf.where(hit, tf.zeros_like(x), x)
@@ -119,7 +123,7 @@ def check(kind: str, level: float, key: str = "train.corruption_level") -> None:
     """Raises `ValueError` for an unknown kind or a level out of range (`key` names the level)."""
     if kind not in NAMES:
         raise ValueError(f"`train.corruption` is {kind!r}; expected one of {', '.join(NAMES)}.")
-    if kind in ("masking", "salt_and_pepper") and not 0 <= level < 1:
+    if kind in ("masking", "salt_and_pepper", "dropout") and not 0 <= level < 1:
         raise ValueError(f"`{key}` is a fraction for {kind}: in [0, 1), got {level!r}.")
     if level < 0:
         raise ValueError(f"`{key}` must be >= 0, got {level!r}.")

@@ -1,7 +1,8 @@
 """The best validation loss so far: its weights kept, and early stopping when it stops improving.
 
 With `train.keep_best`, every evaluation during training (every `train.eval_every_steps`, and
-the last one) is compared with the lowest validation loss so far. A new best writes the model's
+the last one) is compared with the lowest validation loss so far (for loss multinomial: the
+highest validation NDCG@100, `rawtf_ae.recommender.ranking`). A new best writes the model's
 weights to `checkpoints/best.npz` (atomically, on the chief); at the end the run takes those
 weights back, so its final metrics, picture and export are the best evaluation's.
 `train.early_stopping_evals=N` ends training after N evaluations in a row without a new best.
@@ -35,10 +36,23 @@ class BestSoFar(tf.Module):
 
 
 class Tracker:
-    """Updates a `BestSoFar` with each validation loss; keeps and restores the best weights."""
+    """Updates a `BestSoFar` with each validation loss (or NDCG@100); keeps and restores the best weights."""
 
-    def __init__(self, record: BestSoFar, model, workdir: str, patience: int, chief: bool):
+    def __init__(
+        self,
+        record: BestSoFar,
+        model,
+        workdir: str,
+        patience: int,
+        chief: bool,
+        higher_is_better: bool = False,
+    ):
+        """`higher_is_better`: the values are a metric to raise (NDCG@100), not a loss; the
+        record then holds their negatives."""
         self.record, self.model, self.patience, self.chief = record, model, patience, chief
+        self.sign, self.what = (
+            (-1.0, "validation NDCG@100 above") if higher_is_better else (1.0, "validation loss below")
+        )
         self.path = files.Workdir(workdir).best_weights
 
     @property
@@ -51,8 +65,8 @@ class Tracker:
         record = self.record
         if int(record.step.numpy()) == step:  # the same evaluation again (the run's last)
             return False
-        if val_loss < float(record.loss.numpy()):
-            record.loss.assign(val_loss)
+        if self.sign * val_loss < float(record.loss.numpy()):
+            record.loss.assign(self.sign * val_loss)
             record.step.assign(step)
             record.stale.assign(0)
             if self.chief:
@@ -62,10 +76,11 @@ class Tracker:
         record.stale.assign_add(1)
         if self.stopped:
             logging.info(
-                "early stopping at step %d: %d evaluations without a validation loss below %.5f (step %d)",
+                "early stopping at step %d: %d evaluations without a %s %.5f (step %d)",
                 step,
                 self.patience,
-                float(record.loss.numpy()),
+                self.what,
+                self.sign * float(record.loss.numpy()),
                 int(record.step.numpy()),
             )
         return False

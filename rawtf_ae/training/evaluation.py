@@ -1,4 +1,4 @@
-"""Evaluation: the loss over every example of a dataset, and the ratings metrics beside it."""
+"""Evaluation: the loss over every example of a dataset, and the ratings or ranking metrics beside it."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import math
 import tensorflow as tf
 from absl import logging
 
-from rawtf_ae.recommender import baselines
+from rawtf_ae.recommender import baselines, ranking
 from rawtf_ae.training import losses
 
 
 def make_evaluate(model, loss: str):
     """Returns `evaluate(dataset) -> float` over every example of `dataset`.
 
-    `"bce"`/`"mse"`: the mean per-example loss over batches `[b, width]`. `"masked_mse"`: the
+    `"bce"`/`"mse"`: the mean per-example loss over batches `[b, width]`. `"multinomial"`: the
+    negative log-likelihood of the evaluated items per evaluated item, over batches `{"inputs":
+    fold-in, "targets": evaluated, "mask"}` (`make_rank` ranks them). `"masked_mse"`: the
     squared error per observed rating over batches `{"inputs", "targets", "mask"}` (its square
     root is the RMSE recommender papers report), or over sparse batches `{"inputs", "targets"}`
     (`tf.SparseTensor`s: outputs at the held-out entries only, no `[b, width]` tensor).
@@ -28,6 +30,10 @@ def make_evaluate(model, loss: str):
 
     @tf.function(input_signature=[{"inputs": vector, "targets": vector, "mask": vector}])
     def masked_sum(batch):
+        if loss == "multinomial":  # the evaluated items' log-likelihood, per evaluated item
+            logits = model.reconstruction_logits(batch["inputs"])
+            total = tf.reduce_sum(losses.multinomial_log_likelihood(batch["targets"], logits))
+            return total, tf.reduce_sum(batch["targets"])
         squared = losses.masked_squared_error(batch["targets"], model(batch["inputs"]), batch["mask"])
         return tf.reduce_sum(squared), tf.reduce_sum(batch["mask"])
 
@@ -74,3 +80,39 @@ def ratings_metrics(splits, val_loss: float) -> dict:
         metrics["val_skipped_ratings"],
     )
     return metrics
+
+
+def make_rank(model):
+    """Returns `rank(dataset, prefix) -> {f"{prefix}_recall_at_20": ..., ...}`: the ranking
+    metrics (`rawtf_ae.recommender.ranking`) over the held-out users of dense evaluation
+    batches `{"inputs": fold-in, "targets", "mask": evaluated}`, every item scored by the
+    model's logits, the fold-in items excluded."""
+    vector = tf.TensorSpec([None, model.input_width], tf.float32)
+    logits = tf.function(model.reconstruction_logits, input_signature=[vector])
+
+    def rank(dataset, prefix: str) -> dict:
+        accumulator = ranking.Accumulator()
+        for batch in dataset:
+            if isinstance(batch["inputs"], tf.SparseTensor):
+                raise ValueError("Ranking metrics take dense evaluation batches.")
+            accumulator.add(logits(batch["inputs"]), batch["inputs"] != 0, batch["mask"] > 0)
+        return accumulator.summary(prefix)
+
+    return rank
+
+
+def log_ranking(metrics: dict, prefix: str, what: str) -> None:
+    """One line: Recall@20/50 and NDCG@100 (with standard errors), and the baselines'."""
+    names = [ranking.key(n, k) for n, k in ranking.DEFAULT]
+    found = ", ".join(
+        f"{name} {metrics[f'{prefix}_{name}']:.4f} (+- {metrics[f'{prefix}_{name}_se']:.4f})"
+        for name in names
+    )
+    others = "; ".join(
+        f"{baseline} NDCG@100 {metrics[f'{baseline}_{prefix}_{ranking.SELECTED}']:.4f}"
+        for baseline in ("popularity", "ease")
+        if metrics.get(f"{baseline}_{prefix}_{ranking.SELECTED}") is not None
+    )
+    logging.info(
+        "%s: %s over %d users%s", what, found, metrics[f"{prefix}_ranked_users"], f"; {others}" * bool(others)
+    )

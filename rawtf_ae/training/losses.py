@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-NAMES = ("mse", "bce", "masked_mse")
+NAMES = ("mse", "bce", "masked_mse", "multinomial")
+RATINGS = ("masked_mse", "multinomial")  # the losses of ratings data
 
 
 def mean_squared_error(targets, reconstructions) -> tf.Tensor:
@@ -35,6 +36,16 @@ def masked_squared_error(targets, outputs, mask) -> tf.Tensor:
     evaluation's RMSE is `sqrt(sum over all users / all observed ratings)`.
     """
     return tf.reduce_sum(mask * tf.math.squared_difference(targets, outputs), axis=-1)
+
+
+def multinomial_log_likelihood(targets, logits) -> tf.Tensor:
+    """`[batch_size, items]` x2 -> `[batch_size]`: `-sum_i targets_i log softmax(logits)_i`.
+
+    Liang et al. (2018)'s multinomial likelihood for implicit feedback (Mult-DAE/VAE): the
+    decoder's logits over the whole catalog, weighted by the user's row (1 per interaction).
+    The step averages it over the global batch's users, as vae_cf's `reduce_mean` does.
+    """
+    return -tf.reduce_sum(targets * tf.nn.log_softmax(logits, axis=-1), axis=-1)
 
 
 def check(loss: str, output_activation_name: str) -> None:
@@ -63,6 +74,8 @@ def reconstruction_loss(model, inputs, targets, loss: str) -> tf.Tensor:
         return mean_squared_error(targets, model(inputs))
     if loss == "masked_mse":
         raise ValueError("Loss 'masked_mse' needs a mask: use `masked_squared_error`.")
+    if loss == "multinomial":
+        return multinomial_log_likelihood(targets, model.reconstruction_logits(inputs))
     raise ValueError(f"Unknown loss {loss!r}; expected one of {', '.join(NAMES)}.")
 
 

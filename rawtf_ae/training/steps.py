@@ -31,7 +31,10 @@ class StepOptions:
     """What a step does, made once from the config (`from_config`) and never changed.
 
     Attributes:
-      loss: `"bce"` or `"mse"` for batches `[per_replica_batch, width]`; `"masked_mse"` for
+      loss: `"bce"` or `"mse"` for batches `[per_replica_batch, width]`; `"multinomial"` for
+        implicit-feedback batches `{"inputs", "mask"}` (Liang et al. 2018: per user, the
+        log-softmax over every item weighted by its row, averaged over the global batch's
+        users; the input normalized by the model's `input_norm`, then corrupted); `"masked_mse"` for
         ratings batches `{"inputs", "mask"}` (Kuchaiev & Ginsburg 2017: the squared error over
         the observed ratings, divided by their number in the global batch), or sparse ones
         `{"inputs": tf.SparseTensor}` (`rawtf_ae.recommender.batching`: the same loss, at a cost
@@ -180,12 +183,18 @@ class Objective:
         return corruption.noise_seed(self.options.seed, self.optimizer.iterations)
 
     def corrupt(self, clean):
-        """Denoising: the encoder sees the corrupted input, the loss compares with `clean`."""
-        if self.options.corruption_kind == "none":
-            return clean
+        """Denoising: the encoder sees the corrupted input, the loss compares with `clean`.
+
+        With loss multinomial, the noise is drawn on the normalized input (`input_norm`), as
+        Mult-DAE drops out its L2-normalized input: `reconstruction` then encodes it as is."""
         options = self.options
-        if isinstance(clean, tf.SparseTensor):  # `masking`: config checks refuse other kinds
-            return sparse_noise.mask_entries(clean, options.corruption_level, self.noise_seed())
+        if options.loss == "multinomial" and not isinstance(clean, tf.SparseTensor):
+            clean = self.model.encode_inputs(clean)
+        if options.corruption_kind == "none":
+            return clean
+        if isinstance(clean, tf.SparseTensor):  # masking, dropout: config checks refuse other kinds
+            rescale = options.corruption_kind == "dropout"
+            return sparse_noise.mask_entries(clean, options.corruption_level, self.noise_seed(), rescale)
         return corruption.corrupt(clean, options.corruption_kind, options.corruption_level, self.noise_seed())
 
     def drop_codes(self, codes, stream: int):
@@ -215,6 +224,15 @@ class Objective:
             # first kernel's rows are read once for both directions.
             rows = model.first_kernel_rows(inputs.indices[:, 1]) if model.tied_layers[0] else None
             return (*self.sparse_reconstruction(inputs, targets, normalizer, (rows,)), None)
+        if options.loss == "multinomial":  # `inputs` normalized already (`corrupt`)
+            codes = model.encode(inputs, normalized=True)
+            logits = model.decode_logits(self.drop_codes(codes, 0))
+            per_user = losses.multinomial_log_likelihood(targets, logits)
+            return (
+                tf.nn.compute_average_loss(per_user, global_batch_size=options.global_batch_size),
+                codes,
+                None,
+            )
         if mask is not None:
             codes = model.encode(inputs)
             outputs = model.decode(self.drop_codes(codes, 0))
@@ -299,9 +317,7 @@ class Objective:
         norm = tf.linalg.global_norm([unique(g) if isinstance(g, tf.IndexedSlices) else g for g in summed])
         clipped = tf.clip_by_global_norm(gradients, self.options.clip_norm, use_norm=norm)[0]
         return [
-            lazy.UniqueRows(c.values, c.indices, c.dense_shape)
-            if isinstance(g, lazy.UniqueRows)
-            else c
+            lazy.UniqueRows(c.values, c.indices, c.dense_shape) if isinstance(g, lazy.UniqueRows) else c
             for g, c in zip(gradients, clipped)
         ]
 
