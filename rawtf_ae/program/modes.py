@@ -188,7 +188,9 @@ def export_workdir(
         vocabulary = ratings.Vocabulary.load(layout.vocabulary)
     recommends = vocabulary is not None and config.data.ratings_by == "user"
     exported = outputs.export(model, layout, vocabulary, recommends, config.train.export_first_pass)
-    logging.info("exported %s (step %d) to %s and %s", path, step, exported["saved_model"], exported["weights"])
+    logging.info(
+        "exported %s (step %d) to %s and %s", path, step, exported["saved_model"], exported["weights"]
+    )
     exported["step"] = step
     if tflite:
         from rawtf_ae.serving import tflite  # noqa: PLC0415 (the converter loads slowly)

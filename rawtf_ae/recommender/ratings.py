@@ -205,8 +205,9 @@ class RatingSplits:
         if split == "test":
             if self.test_inputs is None:
                 raise ValueError(
-                    "--split=test: these ratings have no test users; they come with "
-                    "data.ratings_split='users' and data.test_users > 0."
+                    "--split=test: these ratings have no test users (they are evaluated on their "
+                    "held-out ratings only; test users come with data.ratings_split='users' and "
+                    "data.test_users > 0)."
                 )
             return self.test_inputs, self.test_targets
         if split != "validation":

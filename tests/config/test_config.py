@@ -39,13 +39,28 @@ def test_activation_spec_accepts_names_lists_and_comma_separated_strings():
     assert architectures.activation_spec(("relu", "linear")) == ["relu", "linear"]
 
 
+_IMPLICIT = {
+    "data.name": "ratings",
+    "data.path": "r.csv",
+    "data.ratings_split": "users",
+    "data.binarize": True,
+    "model.layer_sizes": (0, 16, 8),
+    "model.output_activation": "linear",
+    "model.input_norm": "l2",
+    "train.loss": "multinomial",
+}
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
         ({"train.learnin_rate": 0.1}, "Unknown config key.*train.learnin_rate"),
         ({"train.optimizer": "adagrad"}, "`train.optimizer` is 'adagrad'"),
         ({"train.loss": "l1"}, "`train.loss` is 'l1'"),
-        ({"train.loss": "bce", "model.output_activation": "linear"}, "needs model.output_activation='sigmoid'"),
+        (
+            {"train.loss": "bce", "model.output_activation": "linear"},
+            "needs model.output_activation='sigmoid'",
+        ),
         ({"train.batch_size": 0}, "`train.batch_size` must be a positive integer"),
         ({"train.num_steps": -5}, "`train.num_steps` must be a positive integer"),
         ({"train.learning_rate": -1.0}, "`train.learning_rate` must be positive"),
@@ -57,6 +72,32 @@ def test_activation_spec_accepts_names_lists_and_comma_separated_strings():
         ({"model.activation": "swishy"}, "Unknown activation 'swishy'"),
         ({"data.name": "cifar"}, "`data.name` is 'cifar'"),
         ({"data.num_validation": -1}, "`data.num_validation` must be a non-negative integer"),
+        # Implicit feedback's keys (rawtf_ae.recommender.implicit, ranking).
+        (
+            {**_IMPLICIT, "data.binarize_threshold": float("nan")},
+            "`data.binarize_threshold` must be a finite",
+        ),
+        ({**_IMPLICIT, "data.validation_users": 0}, "`data.validation_users` must be an integer >= 1"),
+        ({**_IMPLICIT, "data.test_users": -1}, "`data.test_users` must be an integer >= 0"),
+        ({**_IMPLICIT, "data.min_interactions": 0}, "`data.min_interactions` must be an integer >= 1"),
+        ({**_IMPLICIT, "data.evaluated_fraction": 1.0}, r"`data.evaluated_fraction` must be in \(0, 1\)"),
+        ({**_IMPLICIT, "data.validation_path": "v.csv"}, "holds out users of data.path itself"),
+        (
+            {**_IMPLICIT, "data.ratings_by": "item"},
+            "`data.ratings_split='users'` needs data.ratings_by='user'",
+        ),
+        ({**_IMPLICIT, "model.input_norm": "l1"}, "`model.input_norm` is 'l1'"),
+        ({"model.input_norm": "l2", "model.kind": "conv"}, "needs model.kind='dense'"),
+        ({"train.loss": "multinomial"}, "ratings data needs loss 'masked_mse' .* or 'multinomial'"),
+        (
+            {**_IMPLICIT, "train.contractive_weight": 0.1},
+            "`train.contractive_weight` does not work with loss 'multinomial'",
+        ),
+        ({**_IMPLICIT, "data.ratings_batches": "sparse"}, "train.loss='multinomial' .*sampled softmax"),
+        (
+            {**_IMPLICIT, "train.corruption": "dropout", "train.corruption_level": 1.0},
+            "a fraction for dropout",
+        ),
     ],
 )
 def test_bad_config_values_name_the_key(overrides, message):

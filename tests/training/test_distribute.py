@@ -148,12 +148,23 @@ _RATINGS_MODEL = {
         },
         # Clipping takes the global gradient's norm: each replica's share alone has another.
         {**_RATINGS_MODEL, "model.tied": False, "train.dense_refeeding": 1, "train.clip_norm": 0.05},
+        # Mult-DAE: the multinomial over the catalog, dropout on the normalized input, decay, a schedule.
+        {
+            **_RATINGS_MODEL,
+            "model.activation": "tanh",
+            "model.input_norm": "l2",
+            "train.loss": "multinomial",
+            "train.corruption": "dropout",
+            "train.corruption_level": 0.5,
+            "train.weight_decay": 0.01,
+            "train.schedule": "cosine",
+        },
     ],
     ids=lambda overrides: ",".join(k.split(".")[1] for k in overrides if k.startswith("train.")),
 )
 def test_every_option_on_two_mirrored_replicas_matches_one_device(overrides):
     config = tiny_config(**{"train.batch_size": 32, "train.num_steps": 8, **overrides})
-    examples = _small_ratings() if config.train.loss == "masked_mse" else None
+    examples = _small_ratings() if config.train.loss in ("masked_mse", "multinomial") else None
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     distributed = _train_pieces(distribute.mirrored_strategy(devices), config, 8, examples)
     single = _train_pieces(tf.distribute.get_strategy(), config, 8, examples)
@@ -450,7 +461,9 @@ def test_one_device_strategy_trains(tmp_path):
 def test_speed_options_lower_the_loss_and_keep_the_kernels_tied(tmp_path, overrides):
     config = tiny_config(**{"train.num_steps": 100, **overrides})
     splits = sources.load(config.data, config.seed)
-    before = evaluation.make_evaluate(architectures.create_model(config), "bce")(pipelines.eval_dataset(splits.validation, 100))
+    before = evaluation.make_evaluate(architectures.create_model(config), "bce")(
+        pipelines.eval_dataset(splits.validation, 100)
+    )
     assert train.train_and_evaluate(config, str(tmp_path))["val_loss"] < 0.7 * before
     saved = tf.train.list_variables(tf.train.latest_checkpoint(str(tmp_path / "checkpoints")))
     kernels = [(name, shape) for name, shape in saved if name.startswith("model/") and len(shape) == 2]
