@@ -140,6 +140,9 @@ def _check_optimizer(train, config) -> None:
 def _check_regularizers(config) -> None:
     train = config.train
     corruption.check(train.corruption, train.corruption_level)
+    if not train.kl_cap >= 0:
+        raise ValueError(f"`train.kl_cap` must be >= 0, got {train.kl_cap!r}.")
+    _non_negative_int("train.kl_anneal_steps", train.kl_anneal_steps)
     for key in ("weight_decay", "sparsity_weight", "contractive_weight"):
         if train[key] < 0:
             raise ValueError(f"`train.{key}` must be >= 0, got {train[key]!r}.")

@@ -33,6 +33,10 @@ def default_config() -> ml_collections.ConfigDict:
     # dense only: "none", or "l2": each input row divided by its L2 norm before the first layer
     # (Mult-DAE/VAE for implicit feedback, Liang et al. 2018), in training and serving alike.
     config.model.input_norm = "none"
+    # dense, loss multinomial: Mult-VAE (Liang et al. 2018): the code layer (linear) is a
+    # Gaussian's mean, a second kernel gives its log-variance; training decodes a sample and adds
+    # the KL divergence (train.kl_cap, train.kl_anneal_steps); serving decodes the mean.
+    config.model.variational = False
     # Partial tying: with tied=True, these encoder layers (0-based) get their own decoder kernel.
     config.model.untied_layers = ()
     # "auto": LeCun normal for SELU layers, Glorot uniform otherwise.
@@ -127,6 +131,10 @@ def default_config() -> ml_collections.ConfigDict:
     # bce/mse average over the d inputs where the papers sum: a paper's weight lambda is
     # lambda / d here (docs/configs-and-data.md, "The papers' scale"); sparsity_weight too.
     config.train.contractive_weight = 0.0
+    # model.variational: the KL term's weight rises linearly from 0 to kl_cap over the first
+    # kl_anneal_steps steps (vae_cf: 0.2 over 200,000 updates; 0 steps: kl_cap from the start).
+    config.train.kl_cap = 0.2
+    config.train.kl_anneal_steps = 200_000
     # Dropout on the code layer: the probability of dropping each code unit while training.
     config.train.code_dropout = 0.0
     # masked_mse: after each update, this many dense re-feeding updates (Kuchaiev & Ginsburg
@@ -161,6 +169,10 @@ def default_config() -> ml_collections.ConfigDict:
     # for loss multinomial) in checkpoints/best.npz:
     # the run ends with them (metrics, picture, export), and --mode=eval/export/encode use them.
     config.train.keep_best = False
+    # Loss multinomial: popularity's and EASE's ranking metrics on the same held-out users, in
+    # metrics.json (EASE eigendecomposes an items x items matrix: 12 s at 5,312 items here; it is
+    # skipped above 20,000 items). Also for --mode=eval.
+    config.train.ranking_baselines = True
     # With keep_best: stop after this many evaluations in a row without a new best (0: never).
     config.train.early_stopping_evals = 0
     config.train.checkpoint_every_steps = 2_000  # a checkpoint (also at the end and on SIGTERM)

@@ -114,6 +114,17 @@ def check(config) -> None:
         )
     if model.input_norm != "none" and model.kind != "dense":
         raise ValueError(f"`model.input_norm={model.input_norm!r}` needs model.kind='dense'.")
+    if not isinstance(model.variational, bool):
+        raise ValueError(f"`model.variational` must be True or False, got {model.variational!r}.")
+    if model.variational:
+        last = spec[-1] if isinstance(spec, list) else spec
+        if model.kind != "dense" or activations.name_of(last) != "linear":
+            raise ValueError(
+                "`model.variational=True` needs model.kind='dense' and a linear code layer (the "
+                f"Gaussian's mean), e.g. model.activation='tanh,linear'; got {model.activation!r}."
+            )
+        if config.train.loss != "multinomial":
+            raise ValueError("`model.variational=True` trains with train.loss='multinomial' (Mult-VAE).")
     bad = [i for i in model.untied_layers if not isinstance(i, int) or not 0 <= i < len(sizes) - 1]
     if bad:
         raise ValueError(
@@ -149,7 +160,12 @@ def create_model(config: ml_collections.ConfigDict):
             strides=model_config.strides,
             **common,
         )
-    return TiedAutoencoder(list(model_config.layer_sizes), input_norm=model_config.input_norm, **common)
+    return TiedAutoencoder(
+        list(model_config.layer_sizes),
+        input_norm=model_config.input_norm,
+        variational=model_config.variational,
+        **common,
+    )
 
 
 def from_architecture(architecture: dict):

@@ -53,6 +53,7 @@ class TiedAutoencoder(Autoencoder):
         dtype: tf.DType = tf.float32,
         compute_dtype: Optional[tf.DType] = None,
         input_norm: str = "none",
+        variational: bool = False,
         name: Optional[str] = None,
     ):
         """Creates all variables.
@@ -73,6 +74,10 @@ class TiedAutoencoder(Autoencoder):
           compute_dtype: the dtype of the matrix multiplies (e.g. `tf.bfloat16` for mixed
             precision); `None` = `dtype`. Variables stay in `dtype` and are cast once per call;
             outputs and logits come back in `dtype`.
+          variational: the code layer is a Gaussian's mean (its activation must be linear),
+            beside which `log_variance_kernel` and `log_variance_bias` give its log-variance
+            from the same input (Mult-VAE, Liang et al. 2018: `encode_distribution`). `encode`
+            and serving use the mean; the decoder (tied or not) decodes a code as always.
           name: the module's name.
 
         Raises:
@@ -87,6 +92,24 @@ class TiedAutoencoder(Autoencoder):
         self._configure(num_layers, activation, output_activation, tied, seed, dtype, compute_dtype)
         shapes = [(self.layer_sizes[i], self.layer_sizes[i + 1]) for i in range(num_layers)]
         self._create_variables(shapes, self.layer_sizes, "layer", kernel_initializer, dtype)
+        self.variational = bool(variational)
+        self.log_variance_kernel = self.log_variance_bias = None
+        if self.variational:
+            if self.activation_names[-1] != "linear":
+                raise ValueError(
+                    f"A variational model's code layer is a mean: its activation must be 'linear', "
+                    f"got {self.activation_names[-1]!r}."
+                )
+            last = num_layers - 1
+            init = initializers.get(kernel_initializer, "linear")
+            value = init(shapes[-1], tf.constant([self.seed, 2 * num_layers + 1], tf.int32))
+            with self.name_scope:
+                self.log_variance_kernel = tf.Variable(
+                    tf.cast(value, dtype), name=f"encoder/layer_{last}/log_variance_kernel"
+                )
+                self.log_variance_bias = tf.Variable(
+                    tf.zeros([self.layer_sizes[-1]], dtype), name=f"encoder/layer_{last}/log_variance_bias"
+                )
 
     def _prepared(self, x, normalized: bool) -> tf.Tensor:
         if self.input_norm == "none" or normalized:
@@ -121,6 +144,24 @@ class TiedAutoencoder(Autoencoder):
             if i > 0:
                 h = self._activations[i - 1](h)
         return h
+
+    def encode_distribution(self, x, normalized: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """A variational model's `(mean, log_variance)` of the code, each `[batch_size,
+        code_width]`, for inputs `[batch_size, layer_sizes[0]]` (`normalized`: as `encode`)."""
+        if not self.variational:
+            raise ValueError("encode_distribution needs a variational model (variational=True).")
+        x = self._prepared(self._check_input(x, self.input_width, "The input"), normalized)
+        kernels = self._cast(self.kernels)
+        h = x
+        for kernel, bias, activation in zip(
+            kernels[:-1], self._cast(self.encoder_biases[:-1]), self._activations[:-1]
+        ):
+            h = activation(tf.matmul(h, kernel) + bias)
+        mean = tf.matmul(h, kernels[-1]) + tf.cast(self.encoder_biases[-1], self.compute_dtype)
+        log_variance = tf.matmul(h, tf.cast(self.log_variance_kernel, self.compute_dtype)) + tf.cast(
+            self.log_variance_bias, self.compute_dtype
+        )
+        return tf.cast(mean, self.dtype), tf.cast(log_variance, self.dtype)
 
     # Sparse inputs (ratings at catalog scale): the first kernel is read as rows, both ways.
 
@@ -216,6 +257,7 @@ class TiedAutoencoder(Autoencoder):
             "output_activation": self.output_activation_name,
             "tied": list(self.tied_layers),
             **({"input_norm": self.input_norm} if self.input_norm != "none" else {}),
+            **({"variational": True} if self.variational else {}),
         }
 
 
@@ -240,11 +282,15 @@ def untie(model: TiedAutoencoder, layers: Optional[Sequence[int]] = None) -> Tie
         dtype=model.dtype,
         compute_dtype=model.compute_dtype,
         input_norm=model.input_norm,
+        variational=model.variational,
     )
     copy.activation_names, copy.output_activation_name = model.activation_names, model.output_activation_name
     for group in ("kernels", "encoder_biases", "decoder_biases"):
         for target, source in zip(getattr(copy, group), getattr(model, group)):
             target.assign(source)
+    if model.variational:
+        copy.log_variance_kernel.assign(model.log_variance_kernel)
+        copy.log_variance_bias.assign(model.log_variance_bias)
     for i, decoder_kernel in enumerate(copy.decoder_kernels):
         if decoder_kernel is not None:
             source = model.decoder_kernels[i] if model.decoder_kernels[i] is not None else model.kernels[i]

@@ -27,7 +27,8 @@ def save_weights(model: TiedAutoencoder, path: str) -> str:
 
     Keys: `kernel_{i}` `[layer_sizes[i], layer_sizes[i+1]]`, `encoder_bias_{i}`,
     `decoder_bias_{i}` `[layer_sizes[i]]`, `decoder_kernel_{i}` (untied only, same shape as
-    `kernel_{i}`, used transposed), plus `layer_sizes`, `activations`, `output_activation`, `tied`.
+    `kernel_{i}`, used transposed), `log_variance_kernel`/`log_variance_bias` (variational
+    only), plus `layer_sizes`, `activations`, `output_activation`, `tied`.
     """
     arrays = {
         "layer_sizes": np.array(model.layer_sizes, np.int64),
@@ -42,6 +43,9 @@ def save_weights(model: TiedAutoencoder, path: str) -> str:
         arrays[f"decoder_bias_{i}"] = model.decoder_biases[i].numpy()
         if model.decoder_kernels[i] is not None:
             arrays[f"decoder_kernel_{i}"] = np.asarray(read_without_copy(model.decoder_kernels[i]))
+    if getattr(model, "variational", False):
+        arrays["log_variance_kernel"] = model.log_variance_kernel.numpy()
+        arrays["log_variance_bias"] = model.log_variance_bias.numpy()
     path = os.path.abspath(path)
     with files.atomic_path(path, suffix=".npz") as temporary:
         np.savez(temporary, **arrays)
@@ -107,6 +111,9 @@ def load_weights(path: str, model: TiedAutoencoder = None) -> TiedAutoencoder:
         targets[f"decoder_bias_{i}"] = model.decoder_biases[i]
         if model.decoder_kernels[i] is not None:
             targets[f"decoder_kernel_{i}"] = model.decoder_kernels[i]
+    if getattr(model, "variational", False):  # a variational model's log-variance layer
+        targets["log_variance_kernel"] = model.log_variance_kernel
+        targets["log_variance_bias"] = model.log_variance_bias
     for key, variable in targets.items():  # check everything before assigning anything
         if key not in arrays:
             raise ValueError(f"Weights file {path} lacks `{key}`.")

@@ -145,8 +145,9 @@ def _evaluate_ranking(model, step, path, splits, config, workdir, split: str) ->
         f"{prefix}_loss": evaluation.make_evaluate(model, config.train.loss)(dataset),
         "loss": config.train.loss,
         **evaluation.make_rank(model)(dataset, prefix),
-        **baselines.ranking_baselines(splits, (split,)),
     }
+    if config.train.ranking_baselines:
+        metrics.update(baselines.ranking_baselines(splits, (split,)))
     evaluation.log_ranking(metrics, prefix, f"{path} (step {step}), {split} users")
     out = files.Workdir(workdir).evaluation(split)
     os.makedirs(out.folder, exist_ok=True)

@@ -364,7 +364,8 @@ class _Run:
         }
         if ranked:  # implicit feedback: ranking metrics, and the baselines' on the same users
             metrics.update(ranked)
-            metrics.update(baselines.ranking_baselines(self.splits))
+            if train_config.ranking_baselines:
+                metrics.update(baselines.ranking_baselines(self.splits))
             log_ranking(metrics, "val", "validation")
         elif self.splits.vocabulary is not None:
             metrics.update(ratings_metrics(self.splits, val_loss))

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from absl import logging
 
-from rawtf_ae.recommender import ratings
+from rawtf_ae.recommender import implicit, ratings
 
 CHOICES = ("auto", "dense", "sparse")
 
@@ -69,6 +69,7 @@ def check_config(config) -> None:
     """Raises `ValueError` for ratings settings that cannot work (`ratings.check_config`), or a
     `data.ratings_batches` the other options cannot run."""
     ratings.check_config(config)
+    implicit.check_config(config.data)
     choice = config.data.ratings_batches
     if choice not in CHOICES:
         raise ValueError(f"`data.ratings_batches` is {choice!r}; expected one of {', '.join(CHOICES)}.")

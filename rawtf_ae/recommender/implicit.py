@@ -79,6 +79,31 @@ def _rows(users: np.ndarray, items: np.ndarray, values: np.ndarray, members: np.
     return RatingMatrix.from_triples(position[users[keep]], items[keep], values[keep], len(members), width)
 
 
+def _held_out(ratings, columns, members, name, evaluated_fraction, rng, width):
+    """`((fold-in rows, evaluated rows, user ids), items dropped, users dropped)` of one group
+    of held-out users `members` (codes); `columns` maps each rating to its catalog column."""
+    mine = np.isin(ratings.user_codes, members)
+    lost_items = int((mine & (columns < 0)).sum())
+    mine &= columns >= 0  # items only held-out users have are not in the catalog
+    users, items, values = ratings.user_codes[mine], columns[mine], ratings.values[mine]
+    evaluated = _evaluated_entries(users, evaluated_fraction, rng)
+    with_targets = np.unique(users[evaluated])  # users with something to evaluate
+    if not len(with_targets) and len(members):
+        key = "data.validation_users" if name == "validation" else "data.test_users"
+        raise ValueError(
+            f"{ratings.path}: none of the {len(members)} {name} users ({key}) has an item to "
+            f"evaluate: with data.evaluated_fraction={evaluated_fraction} a user needs at least "
+            f"{int(np.ceil(1 / evaluated_fraction))} interactions with the training users' items."
+        )
+    members_kept = np.sort(with_targets)
+    part = (
+        _rows(users[~evaluated], items[~evaluated], values[~evaluated], members_kept, width),
+        _rows(users[evaluated], items[evaluated], values[evaluated], members_kept, width),
+        ratings.user_ids[members_kept],
+    )
+    return part, lost_items, len(members) - len(with_targets)
+
+
 def user_split(
     ratings: Ratings,
     *,
@@ -88,16 +113,10 @@ def user_split(
     evaluated_fraction: float = 0.2,
     seed: int = 0,
 ) -> RatingSplits:
-    """The strong-generalization split of `ratings` (see the module docstring).
-
-    Returns a `RatingSplits` by user whose `train` rows are the training users (the
-    vocabulary's users, in id order) over the catalog (the vocabulary's items), and whose
-    validation (and test) inputs and targets are the held-out users' fold-in and evaluated
-    items; `evaluated_rows` is None (those users are no training rows).
-
-    Raises:
-      ValueError: naming the key, when too few users remain to hold out the counts asked, or a
-        held-out group would have nothing to evaluate.
+    """The strong-generalization split of `ratings` (the module docstring): `train` rows are the
+    training users (the vocabulary's, in id order), validation/test inputs and targets the
+    held-out users' fold-in and evaluated items; `evaluated_rows` is None. Raises `ValueError`
+    naming the key when too few users remain, or a held-out group has nothing to evaluate.
     """
     counts = np.bincount(ratings.user_codes, minlength=len(ratings.user_ids))
     active = np.flatnonzero(counts >= min_interactions)
@@ -137,26 +156,11 @@ def user_split(
     )
     parts, dropped = {}, {"items": 0, "users": 0}
     for name, members in groups.items():
-        mine = np.isin(ratings.user_codes, members)
-        dropped["items"] += int((mine & (columns < 0)).sum())
-        mine &= columns >= 0  # items only held-out users have are not in the catalog
-        users, items, values = ratings.user_codes[mine], columns[mine], ratings.values[mine]
-        evaluated = _evaluated_entries(users, evaluated_fraction, rng)
-        with_targets = np.unique(users[evaluated])  # users with something to evaluate
-        dropped["users"] += len(members) - len(with_targets)
-        if not len(with_targets) and len(members):
-            key = "data.validation_users" if name == "validation" else "data.test_users"
-            raise ValueError(
-                f"{ratings.path}: none of the {len(members)} {name} users ({key}) has an item to "
-                f"evaluate: with data.evaluated_fraction={evaluated_fraction} a user needs at least "
-                f"{int(np.ceil(1 / evaluated_fraction))} interactions with the training users' items."
-            )
-        members = np.sort(with_targets)
-        parts[name] = (
-            _rows(users[~evaluated], items[~evaluated], values[~evaluated], members, width),
-            _rows(users[evaluated], items[evaluated], values[evaluated], members, width),
-            ratings.user_ids[members],
+        parts[name], lost_items, lost_users = _held_out(
+            ratings, columns, members, name, evaluated_fraction, rng, width
         )
+        dropped["items"] += lost_items
+        dropped["users"] += lost_users
     splits = RatingSplits(
         train,
         parts["validation"][0],
@@ -168,17 +172,42 @@ def user_split(
         test_targets=parts["test"][1] if test_users else None,
         heldout_ids={name: part[2] for name, part in parts.items()},
     )
+    counts_line = (len(active), len(counts), min_interactions, len(train_users))
+    held_line = (len(parts["validation"][2]), len(parts["test"][2]), dropped["items"], dropped["users"])
     logging.info(
-        "data.ratings_split='users': %d users of %d with >= %d interactions; %d training, %d "
-        "validation, %d test users; %d held-out interactions with items no training user has and "
-        "%d held-out users with nothing to evaluate left out",
-        len(active),
-        len(counts),
-        min_interactions,
-        len(train_users),
-        len(parts["validation"][2]),
-        len(parts["test"][2]),
-        dropped["items"],
-        dropped["users"],
+        "data.ratings_split='users': %d users of %d with >= %d interactions; %d training, %d validation, "
+        "%d test users; %d held-out interactions with items no training user has and %d held-out users "
+        "with nothing to evaluate left out",
+        *counts_line,
+        *held_line,
     )
     return splits
+
+
+def _count(name, value, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}.")
+
+
+def check_config(data_config) -> None:
+    """The keys of binarizing and of the users split (`rawtf_ae.recommender.implicit`)."""
+    if not isinstance(data_config.binarize, bool):
+        raise ValueError(f"`data.binarize` must be True or False, got {data_config.binarize!r}.")
+    threshold = data_config.binarize_threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
+        raise ValueError(f"`data.binarize_threshold` must be a finite number, got {threshold!r}.")
+    _count("data.validation_users", data_config.validation_users, 1)
+    _count("data.test_users", data_config.test_users, 0)
+    _count("data.min_interactions", data_config.min_interactions, 1)
+    fraction = data_config.evaluated_fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ValueError(f"`data.evaluated_fraction` must be in (0, 1), got {fraction!r}.")
+    if data_config.ratings_split != "users":
+        return
+    if data_config.validation_path:
+        raise ValueError(
+            "`data.ratings_split='users'` holds out users of data.path itself; leave "
+            f"data.validation_path empty (it is {data_config.validation_path!r})."
+        )
+    if data_config.ratings_by != "user":
+        raise ValueError("`data.ratings_split='users'` needs data.ratings_by='user' (it holds out users).")

@@ -185,13 +185,10 @@ class RatingSplits:
     train: RatingMatrix
     validation_inputs: RatingMatrix
     validation_targets: RatingMatrix
-    # [num evaluated] int64; None for held-out users (`data.ratings_split='users'`: no training rows)
     evaluated_rows: Optional[np.ndarray]
     vocabulary: Vocabulary
     by: str
     skipped: int = 0  # held-out ratings dropped because training never saw their user or item
-    # `data.ratings_split='users'` (`rawtf_ae.recommender.implicit`): the test users' fold-in
-    # and evaluated items, and the held-out users' ids per split ("validation", "test").
     test_inputs: Optional[RatingMatrix] = None
     test_targets: Optional[RatingMatrix] = None
     heldout_ids: Optional[dict] = None
@@ -232,19 +229,12 @@ class RatingSplits:
         return rows.map(gather).prefetch(tf.data.AUTOTUNE)
 
     def describe(self, name: str = "ratings") -> str:
-        if self.heldout_ids is not None:
-            held = "; ".join(
-                f"{len(targets)} {split} users ({inputs.nnz} fold-in, {targets.nnz} evaluated)"
-                for split, (inputs, targets) in (
-                    ("validation", (self.validation_inputs, self.validation_targets)),
-                    ("test", (self.test_inputs, self.test_targets)),
-                )
-                if targets is not None
-            )
-            return (
-                f"{name}, {len(self.vocabulary.users)} training users x {len(self.vocabulary.items)} "
-                f"items, {self.train.nnz} training interactions; held-out users: {held}"
-            )
+        if self.heldout_ids is not None:  # held-out users (`implicit.user_split`)
+            pairs = [("validation", self.validation_targets, self.validation_inputs)]
+            pairs += [("test", self.test_targets, self.test_inputs)] * (self.test_targets is not None)
+            held = "; ".join(f"{len(t)} {n} users ({i.nnz} fold-in, {t.nnz} evaluated)" for n, t, i in pairs)
+            users, items = len(self.vocabulary.users), len(self.vocabulary.items)
+            return f"{name}, {users} training users x {items} items, {self.train.nnz} training interactions; {held}"
         return (
             f"{name}, {len(self.vocabulary.users)} users x {len(self.vocabulary.items)} items; "
             f"{self.train.nnz} training ratings in {len(self.train)} rows (by {self.by}), "
@@ -391,7 +381,6 @@ def check_config(config) -> None:
         )
     if data_config.unseen_ids not in UNSEEN_POLICIES:
         raise ValueError(f"`data.unseen_ids` is {data_config.unseen_ids!r}; expected 'skip' or 'error'.")
-    _check_implicit(data_config)
     if (
         data_config.ratings_split != "users"
         and not data_config.validation_path
@@ -409,32 +398,3 @@ def check_config(config) -> None:
         raise ValueError(
             "`pretrain.steps_per_layer` does not work with data.name='ratings' (it has no mask)."
         )
-
-
-def _count(name, value, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}.")
-
-
-def _check_implicit(data_config) -> None:
-    """The keys of binarizing and of the users split (`rawtf_ae.recommender.implicit`)."""
-    if not isinstance(data_config.binarize, bool):
-        raise ValueError(f"`data.binarize` must be True or False, got {data_config.binarize!r}.")
-    threshold = data_config.binarize_threshold
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
-        raise ValueError(f"`data.binarize_threshold` must be a finite number, got {threshold!r}.")
-    _count("data.validation_users", data_config.validation_users, 1)
-    _count("data.test_users", data_config.test_users, 0)
-    _count("data.min_interactions", data_config.min_interactions, 1)
-    fraction = data_config.evaluated_fraction
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise ValueError(f"`data.evaluated_fraction` must be in (0, 1), got {fraction!r}.")
-    if data_config.ratings_split != "users":
-        return
-    if data_config.validation_path:
-        raise ValueError(
-            "`data.ratings_split='users'` holds out users of data.path itself; leave "
-            f"data.validation_path empty (it is {data_config.validation_path!r})."
-        )
-    if data_config.ratings_by != "user":
-        raise ValueError("`data.ratings_split='users'` needs data.ratings_by='user' (it holds out users).")

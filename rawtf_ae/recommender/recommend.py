@@ -53,9 +53,16 @@ def top_k_unrated(predictions, rated, k):
     return tf.math.top_k(excluded, k)
 
 
-def rating_row(vocabulary: Vocabulary, user_ratings: Mapping[str, float]):
-    """`{item_id: rating}` -> `(ratings, unknown)`: a `[1, num_items]` `tf.SparseTensor` of the
-    known items (in column order) and the ids not in `vocabulary`."""
+def rating_row(vocabulary: Vocabulary, user_ratings):
+    """`{item_id: rating}`, or item ids (implicit feedback: each an interaction of value 1) ->
+    `(ratings, unknown)`: a `[1, num_items]` `tf.SparseTensor` of the known items (in column
+    order) and the ids not in `vocabulary`."""
+    if isinstance(user_ratings, (str, bytes)):
+        raise TypeError(
+            f"Expected {{item_id: rating}} or a list of item ids, got the string {user_ratings!r}."
+        )
+    if not isinstance(user_ratings, Mapping):
+        user_ratings = dict.fromkeys(user_ratings, 1.0)
     columns, values, unknown = [], [], []
     for item, value in user_ratings.items():
         index = vocabulary.item_index.get(str(item))
@@ -133,7 +140,8 @@ class Recommender:
         """The top-`k` `(item_id, predicted rating)` among items not in `user_ratings`.
 
         Args:
-          user_ratings: one user's `{item_id: rating}`, e.g. a new user's first few ratings.
+          user_ratings: one user's `{item_id: rating}`, e.g. a new user's first few ratings, or
+            the item ids a user interacted with (implicit feedback: fold-in without retraining).
           k: how many items.
           unknown_items: `"skip"` items the model was not trained on, or `"error"`.
         """

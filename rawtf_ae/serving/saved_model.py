@@ -10,6 +10,8 @@ and, for a ratings model exported with its vocabulary (rows per user), one user 
                -> {"item_ids": `[<=k]` string, "scores": `[<=k]`, "unknown_items": int32}
                (the top-k items the user has not rated; ids unknown to the model are ignored
                and counted)
+  recommend_items: item_ids `[n]` string, k int32 scalar -> the same: implicit feedback, a new
+               user's items alone (each an interaction of value 1), folded in without retraining
 The tied kernels are saved once each: the decoder reads the same variables.
 """
 
@@ -71,14 +73,7 @@ class _Serving(tf.Module):
             tf.lookup.KeyValueTensorInitializer(item_ids, tf.range(num_items, dtype=tf.int64)), -1
         )
 
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None], tf.string, name="item_ids"),
-                tf.TensorSpec([None], tf.float32, name="ratings"),
-                tf.TensorSpec([], tf.int32, name="k"),
-            ]
-        )
-        def recommend_signature(ids, ratings, k):
+        def top_unrated(ids, ratings, k):
             index = self.item_index.lookup(ids)
             known = index >= 0
             # The known items as a sparse row in column order (no [items] vector); an item
@@ -102,7 +97,18 @@ class _Serving(tf.Module):
                 "unknown_items": tf.reduce_sum(tf.cast(tf.logical_not(known), tf.int32)),
             }
 
-        self.recommend = recommend_signature
+        ids_spec, k_spec = (
+            tf.TensorSpec([None], tf.string, name="item_ids"),
+            tf.TensorSpec([], tf.int32, name="k"),
+        )
+        self.recommend = tf.function(
+            top_unrated, input_signature=[ids_spec, tf.TensorSpec([None], tf.float32, name="ratings"), k_spec]
+        )
+        # Implicit feedback: a user's item ids alone, each an interaction of value 1.
+        self.recommend_items = tf.function(
+            lambda ids, k: top_unrated(ids, tf.ones(tf.shape(ids), tf.float32), k),
+            input_signature=[ids_spec, k_spec],
+        )
 
 
 def save(model: TiedAutoencoder, path: str, vocabulary: Vocabulary = None, first_pass="auto") -> str:
@@ -123,6 +129,7 @@ def save(model: TiedAutoencoder, path: str, vocabulary: Vocabulary = None, first
     signatures = {"encode": serving.encode, "decode": serving.decode, "reconstruct": serving.reconstruct}
     if vocabulary is not None:
         signatures["recommend"] = serving.recommend
+        signatures["recommend_items"] = serving.recommend_items
     with files.atomic_path(path) as temporary:
         try:
             tf.saved_model.save(serving, temporary, signatures=signatures)
@@ -155,8 +162,9 @@ class LoadedAutoencoder:
         vocabulary_path = os.path.join(path, VOCABULARY_FILE)
         self.vocabulary = Vocabulary.load(vocabulary_path) if os.path.exists(vocabulary_path) else None
 
-    def recommend(self, user_ratings: dict, k: int = 10) -> list[tuple[str, float]]:
-        """One user's `{item_id: rating}` -> top-`k` `(item_id, score)` through the `recommend` signature.
+    def recommend(self, user_ratings, k: int = 10) -> list[tuple[str, float]]:
+        """One user's `{item_id: rating}` -> top-`k` `(item_id, score)` through the `recommend`
+        signature; a list of item ids (implicit feedback) through `recommend_items`.
 
         Items the model does not know are ignored (the signature counts them).
         """
@@ -166,11 +174,12 @@ class LoadedAutoencoder:
             )
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"`k` must be a positive number of items, got {k!r}.")
-        result = self._loaded.signatures["recommend"](
-            item_ids=tf.constant([str(i) for i in user_ratings], tf.string),
-            ratings=tf.constant(list(user_ratings.values()), tf.float32),
-            k=tf.constant(k, tf.int32),
-        )
+        ids = tf.constant([str(i) for i in user_ratings], tf.string)
+        if isinstance(user_ratings, dict):
+            values = tf.constant(list(user_ratings.values()), tf.float32)
+            result = self._loaded.signatures["recommend"](item_ids=ids, ratings=values, k=tf.constant(k))
+        else:
+            result = self._loaded.signatures["recommend_items"](item_ids=ids, k=tf.constant(k))
         ids = [i.decode() for i in result["item_ids"].numpy()]
         return list(zip(ids, result["scores"].numpy().tolist()))
 

@@ -3,9 +3,10 @@
   losses.py          reconstruction losses, masked squared error, penalties
   corruption.py      denoising noise and code dropout, drawn for the global batch
   steps.py           StepOptions (frozen, from the config), the objective, make_step
+  multinomial.py     the Mult-DAE / Mult-VAE term of the objective (implicit feedback)
   loops.py           make_train_loop: N steps in one tf.function
   state.py           TrainState, create_train_state (model + optimizer + step)
-  evaluation.py      make_evaluate, ratings metrics
+  evaluation.py      make_evaluate, ratings metrics, ranking metrics (make_rank)
   checkpoints.py     restore with fallback, safe saves, the workdir lock
   preemption.py      SIGTERM/Ctrl-C, PreemptionCheckpointHandler, lost workers
   early_stopping.py  the best validation loss so far: its weights kept, early stopping

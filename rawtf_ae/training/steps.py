@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from rawtf_ae.optim import lazy, optimizers
 from rawtf_ae.recommender import sparse_gradients, sparse_noise
-from rawtf_ae.training import corruption, losses, sparse_compiled
+from rawtf_ae.training import corruption, losses, multinomial, sparse_compiled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +32,8 @@ class StepOptions:
 
     Attributes:
       loss: `"bce"` or `"mse"` for batches `[per_replica_batch, width]`; `"multinomial"` for
-        implicit-feedback batches `{"inputs", "mask"}` (Liang et al. 2018: per user, the
-        log-softmax over every item weighted by its row, averaged over the global batch's
-        users; the input normalized by the model's `input_norm`, then corrupted); `"masked_mse"` for
+        implicit-feedback batches `{"inputs", "mask"}` (`rawtf_ae.training.multinomial`:
+        Mult-DAE/VAE, the input normalized by the model's `input_norm`, then corrupted); `"masked_mse"` for
         ratings batches `{"inputs", "mask"}` (Kuchaiev & Ginsburg 2017: the squared error over
         the observed ratings, divided by their number in the global batch), or sparse ones
         `{"inputs": tf.SparseTensor}` (`rawtf_ae.recommender.batching`: the same loss, at a cost
@@ -74,6 +73,10 @@ class StepOptions:
       sparse_capacity: sparse ratings batches on several replicas: the most rows one
         replica's sparse gradient can touch (`ratings_batches.gradient_capacity`); each
         replica sends that many (`ratings_batches.padded_for_replicas`).
+      kl_cap, kl_anneal_steps: a variational model (Mult-VAE): the code is sampled from
+        `N(mean, exp(log_variance))` (noise seeded as the corruption's, drawn for the global
+        batch) and `beta * KL(q || N(0, I))` per user joins the loss, `beta = min(kl_cap,
+        step / kl_anneal_steps)` (vae_cf's annealing; `kl_cap` from the start with 0 steps).
     """
 
     loss: str
@@ -90,6 +93,8 @@ class StepOptions:
     dense_refeeding: int = 0
     clip_norm: float = 0.0
     sparse_capacity: int = 0
+    kl_cap: float = 0.2
+    kl_anneal_steps: int = 200_000
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, **changes) -> "StepOptions":
@@ -118,6 +123,8 @@ class StepOptions:
             code_dropout=train.code_dropout,
             dense_refeeding=train.dense_refeeding,
             clip_norm=train.clip_norm,
+            kl_cap=train.kl_cap,
+            kl_anneal_steps=train.kl_anneal_steps,
         )
         return dataclasses.replace(options, **changes)
 
@@ -225,14 +232,7 @@ class Objective:
             rows = model.first_kernel_rows(inputs.indices[:, 1]) if model.tied_layers[0] else None
             return (*self.sparse_reconstruction(inputs, targets, normalizer, (rows,)), None)
         if options.loss == "multinomial":  # `inputs` normalized already (`corrupt`)
-            codes = model.encode(inputs, normalized=True)
-            logits = model.decode_logits(self.drop_codes(codes, 0))
-            per_user = losses.multinomial_log_likelihood(targets, logits)
-            return (
-                tf.nn.compute_average_loss(per_user, global_batch_size=options.global_batch_size),
-                codes,
-                None,
-            )
+            return (*multinomial.reconstruction(self, inputs, targets), None)
         if mask is not None:
             codes = model.encode(inputs)
             outputs = model.decode(self.drop_codes(codes, 0))

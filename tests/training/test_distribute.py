@@ -159,6 +159,18 @@ _RATINGS_MODEL = {
             "train.weight_decay": 0.01,
             "train.schedule": "cosine",
         },
+        # Mult-VAE: the sampled code's noise is drawn for the global batch; the KL annealed.
+        {
+            **_RATINGS_MODEL,
+            "model.activation": "tanh,linear",
+            "model.input_norm": "l2",
+            "model.variational": True,
+            "model.tied": False,
+            "train.loss": "multinomial",
+            "train.corruption": "dropout",
+            "train.corruption_level": 0.5,
+            "train.kl_anneal_steps": 4,
+        },
     ],
     ids=lambda overrides: ",".join(k.split(".")[1] for k in overrides if k.startswith("train.")),
 )
