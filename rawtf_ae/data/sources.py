@@ -150,9 +150,11 @@ def _hold_out(x, labels, test, test_labels, data_config, source: str):
 def _load_ratings(data_config) -> ratings.RatingSplits:
     if not data_config.path:
         raise ValueError("data.name='ratings' needs `data.path`: a user,item,rating[,timestamp] CSV.")
-    train = ratings_file.read_ratings(data_config.path, data_config.delimiter)
-    if data_config.binarize:
-        train = implicit.binarize(train, data_config.binarize_threshold)
+    def read(path):  # binarized where data.binarize says
+        found = ratings_file.read_ratings(path, data_config.delimiter)
+        return implicit.binarize(found, data_config.binarize_threshold) if data_config.binarize else found
+
+    train = read(data_config.path)
     if data_config.ratings_split == "users":
         return implicit.user_split(
             train,
@@ -164,9 +166,7 @@ def _load_ratings(data_config) -> ratings.RatingSplits:
         )
     validation = None
     if data_config.validation_path:
-        validation = ratings_file.read_ratings(data_config.validation_path, data_config.delimiter)
-        if data_config.binarize:
-            validation = implicit.binarize(validation, data_config.binarize_threshold)
+        validation = read(data_config.validation_path)
     return ratings.build_splits(
         train,
         validation,
