@@ -143,8 +143,10 @@ def test_denoising_training_learns_to_undo_its_noise_also_mirrored(tmp_path, kin
 def test_corruption_settings_are_validated():
     from rawtf_ae.config import checks
 
-    with pytest.raises(ValueError, match="`train.corruption` is 'dropout'"):
-        checks.validate(tiny_config(**{"train.corruption": "dropout"}))
+    with pytest.raises(ValueError, match="`train.corruption` is 'blur'"):
+        checks.validate(tiny_config(**{"train.corruption": "blur"}))
+    with pytest.raises(ValueError, match=r"a fraction for dropout: in \[0, 1\)"):
+        checks.validate(tiny_config(**{"train.corruption": "dropout", "train.corruption_level": 1.0}))
     with pytest.raises(ValueError, match=r"a fraction for masking: in \[0, 1\)"):
         checks.validate(tiny_config(**{"train.corruption": "masking", "train.corruption_level": 1.5}))
     with pytest.raises(ValueError, match="`train.weight_decay` must be >= 0"):
