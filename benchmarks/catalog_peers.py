@@ -119,10 +119,18 @@ def torch_sparse_runner(matrix, widths, batch_size: int, threads: int = 2, batch
         dense_optimizer.step()
         return loss
 
+    calls = iter(range(2**62))
+    return timed_windows(lambda: step(*cut[next(calls) % batches]).item(), batch_size)
+
+
+def timed_windows(step_loss, batch_size: int):
+    """`window(min_seconds) -> examples/s`: `step_loss()` (one training step, its loss, which
+    must be finite) called until `min_seconds` have passed."""
+
     def window(min_seconds):
         count, started = 0, time.perf_counter()
         while True:
-            loss = step(*cut[count % batches]).item()
+            loss = step_loss()
             assert np.isfinite(loss), loss
             count += 1
             elapsed = time.perf_counter() - started

@@ -158,19 +158,8 @@ def _runner(items: int, batches: str, matrix):
     options = StepOptions.from_config(config, sparse_capacity=items)
     loop = loops.make_train_loop(make_step(trained.model, trained.optimizer, options), trained.step)
     iterator = iter(pipelines.train_dataset(matrix, _BATCH.value, seed=0, sparse=sparse))
-    steps = tf.constant(1, tf.int64)
-
-    def window(min_seconds):
-        count, started = 0, time.perf_counter()
-        while True:
-            loss = float(loop(iterator, steps))
-            assert np.isfinite(loss), loss
-            count += 1
-            elapsed = time.perf_counter() - started
-            if elapsed >= min_seconds:
-                return count * _BATCH.value / elapsed
-
-    return window
+    one = tf.constant(1, tf.int64)
+    return catalog_peers.timed_windows(lambda: float(loop(iterator, one)), _BATCH.value)
 
 
 def _peak_gib() -> float:

@@ -116,3 +116,4 @@ def print_table(title: str, rates: dict, baseline: str, parameters: dict = None)
             f"| {name} | {count}{medians[name]:,.0f} | {min(values):,.0f} | {max(values):,.0f} | "
             f"{medians[name] / medians[baseline]:.2f}x |"
         )
+

@@ -37,7 +37,7 @@ def get_config():
     config.data.evaluated_fraction = 0.2
     config.data.ratings_batches = "dense"  # the softmax is over every item anyway
 
-    config.model.layer_sizes = (0, 600, 200)  # 0: the catalog's width
+    config.model.layer_sizes = (0, 200)  # 0: the catalog's width; [I-600-200] scored lower on validation
     config.model.activation = "tanh"
     config.model.output_activation = "linear"  # logits: the softmax is in the loss
     config.model.input_norm = "l2"

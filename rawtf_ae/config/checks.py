@@ -143,6 +143,11 @@ def _check_regularizers(config) -> None:
     if not train.kl_cap >= 0:
         raise ValueError(f"`train.kl_cap` must be >= 0, got {train.kl_cap!r}.")
     _non_negative_int("train.kl_anneal_steps", train.kl_anneal_steps)
+    _non_negative_int("train.sampled_softmax", train.sampled_softmax)
+    if not 0 <= train.sampling_power <= 2:
+        raise ValueError(f"`train.sampling_power` must be in [0, 2], got {train.sampling_power!r}.")
+    if train.sampled_softmax and train.loss != "multinomial":
+        raise ValueError(f"`train.sampled_softmax` samples loss 'multinomial', got loss {train.loss!r}.")
     for key in ("weight_decay", "sparsity_weight", "contractive_weight"):
         if train[key] < 0:
             raise ValueError(f"`train.{key}` must be >= 0, got {train[key]!r}.")

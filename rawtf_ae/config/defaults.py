@@ -135,6 +135,12 @@ def default_config() -> ml_collections.ConfigDict:
     # kl_anneal_steps steps (vae_cf: 0.2 over 200,000 updates; 0 steps: kl_cap from the start).
     config.train.kl_cap = 0.2
     config.train.kl_anneal_steps = 200_000
+    # Loss multinomial on sparse ratings batches (catalog scale): the softmax over all items is
+    # estimated from the user's items and this many items drawn per step, shared by the batch,
+    # from q ~ (training count + 1) ** sampling_power (0: uniform, 1: by frequency), corrected by
+    # log q (rawtf_ae.training.sampled_softmax). 0: no sampling (dense batches: the full softmax).
+    config.train.sampled_softmax = 0
+    config.train.sampling_power = 0.0
     # Dropout on the code layer: the probability of dropping each code unit while training.
     config.train.code_dropout = 0.0
     # masked_mse: after each update, this many dense re-feeding updates (Kuchaiev & Ginsburg

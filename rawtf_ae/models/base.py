@@ -48,6 +48,8 @@ class Autoencoder(tf.Module):
     on already-cast kernels, so that one cast of each tied kernel serves both directions.
     """
 
+    variational = False  # a Mult-VAE's code is a distribution (`TiedAutoencoder(variational=True)`)
+
     def _configure(self, num_layers: int, activation, output_activation, tied, seed, dtype, compute_dtype):
         """The constructor arguments every kind shares: activations, tying, seed, dtypes."""
         specs = _per_layer(activation, num_layers)

@@ -145,18 +145,24 @@ class TiedAutoencoder(Autoencoder):
                 h = self._activations[i - 1](h)
         return h
 
-    def encode_distribution(self, x, normalized: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+    def encode_distribution(
+        self, x, normalized: bool = False, kernel_rows=None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """A variational model's `(mean, log_variance)` of the code, each `[batch_size,
-        code_width]`, for inputs `[batch_size, layer_sizes[0]]` (`normalized`: as `encode`)."""
+        code_width]`, for inputs `[batch_size, layer_sizes[0]]` (`normalized`: as `encode`), or
+        a `tf.SparseTensor` of them (`kernel_rows`: as `encode_sparse`; two layers at least, as
+        the log-variance kernel of a one-layer model is catalog-wide)."""
         if not self.variational:
             raise ValueError("encode_distribution needs a variational model (variational=True).")
-        x = self._prepared(self._check_input(x, self.input_width, "The input"), normalized)
         kernels = self._cast(self.kernels)
-        h = x
-        for kernel, bias, activation in zip(
-            kernels[:-1], self._cast(self.encoder_biases[:-1]), self._activations[:-1]
-        ):
-            h = activation(tf.matmul(h, kernel) + bias)
+        if isinstance(x, tf.SparseTensor):
+            if self.num_layers < 2:
+                raise ValueError("A one-layer variational model takes dense inputs (its log-variance "
+                                 "kernel is as wide as the catalog).")
+            h = self._encode(self._sparse_first_layer(x, kernel_rows, normalized), kernels[:-1], first=1)
+        else:
+            h = self._prepared(self._check_input(x, self.input_width, "The input"), normalized)
+            h = self._encode(h, kernels[:-1])
         mean = tf.matmul(h, kernels[-1]) + tf.cast(self.encoder_biases[-1], self.compute_dtype)
         log_variance = tf.matmul(h, tf.cast(self.log_variance_kernel, self.compute_dtype)) + tf.cast(
             self.log_variance_bias, self.compute_dtype
@@ -194,14 +200,17 @@ class TiedAutoencoder(Autoencoder):
         row-major order, a `tf.SparseTensor`'s canonical order (`tf.sparse.reorder`); `kernel_rows`:
         `first_kernel_rows(x.indices[:, 1])` if the caller has them; `normalized`: as `encode`.
         """
+        h = self._sparse_first_layer(x, kernel_rows, normalized)
+        return tf.cast(self._encode(h, [None] + self._cast(self.kernels[1:]), first=1), self.dtype)
+
+    def _sparse_first_layer(self, x: tf.SparseTensor, kernel_rows, normalized: bool) -> tf.Tensor:
+        """Encoder layer 0's output (compute dtype) for sparse `x`, as `encode_sparse` says."""
         x = self._check_sparse(x, "The sparse input")
         x = x if normalized else self.normalize_sparse(x)
         rows = self.first_kernel_rows(x.indices[:, 1]) if kernel_rows is None else kernel_rows
         weighted = rows * tf.cast(x.values, self.compute_dtype)[:, None]
         h = sum_by_row(weighted, row_ids(x, "The sparse input"), x.dense_shape[0])
-        bias = tf.cast(self.encoder_biases[0], self.compute_dtype)
-        h = self._activations[0](h + bias)
-        return tf.cast(self._encode(h, [None] + self._cast(self.kernels[1:]), first=1), self.dtype)
+        return self._activations[0](h + tf.cast(self.encoder_biases[0], self.compute_dtype))
 
     def reconstruct_sparse(self, x: tf.SparseTensor) -> tf.Tensor:
         """`decode(encode_sparse(x))`, `[batch_size, layer_sizes[0]]`, for serving (predictions

@@ -43,7 +43,7 @@ def save_weights(model: TiedAutoencoder, path: str) -> str:
         arrays[f"decoder_bias_{i}"] = model.decoder_biases[i].numpy()
         if model.decoder_kernels[i] is not None:
             arrays[f"decoder_kernel_{i}"] = np.asarray(read_without_copy(model.decoder_kernels[i]))
-    if getattr(model, "variational", False):
+    if model.variational:
         arrays["log_variance_kernel"] = model.log_variance_kernel.numpy()
         arrays["log_variance_bias"] = model.log_variance_bias.numpy()
     path = os.path.abspath(path)
@@ -111,7 +111,7 @@ def load_weights(path: str, model: TiedAutoencoder = None) -> TiedAutoencoder:
         targets[f"decoder_bias_{i}"] = model.decoder_biases[i]
         if model.decoder_kernels[i] is not None:
             targets[f"decoder_kernel_{i}"] = model.decoder_kernels[i]
-    if getattr(model, "variational", False):  # a variational model's log-variance layer
+    if model.variational:  # a variational model's log-variance layer
         targets["log_variance_kernel"] = model.log_variance_kernel
         targets["log_variance_bias"] = model.log_variance_bias
     for key, variable in targets.items():  # check everything before assigning anything

@@ -28,7 +28,15 @@ from rawtf_ae.optim import optimizers
 from rawtf_ae.optim.schedules import learning_rate_at
 from rawtf_ae.program import outputs, progress, restore
 from rawtf_ae.recommender import baselines, batching, sparse_gradients
-from rawtf_ae.training import checkpoints, distribute, early_stopping, preemption, pretrain, state
+from rawtf_ae.training import (
+    checkpoints,
+    distribute,
+    early_stopping,
+    preemption,
+    pretrain,
+    sampled_softmax,
+    state,
+)
 from rawtf_ae.training.evaluation import log_ranking, make_evaluate, make_rank, ratings_metrics
 from rawtf_ae.training.loops import make_train_loop
 from rawtf_ae.training.steps import StepOptions, make_step, uses_xla
@@ -178,13 +186,16 @@ class _Run:
         splits, start = self.splits, self.start_step
         batch_size, replicas = self.train_config.batch_size, self.strategy.num_replicas_in_sync
         sparse = self.sparse  # sparse ratings batches (rawtf_ae.recommender.batching)
-        capacity = sparse_gradients.gradient_capacity(splits.train, batch_size // replicas) if sparse else 0
+        samples = self.train_config.sampled_softmax if sparse else 0  # dense batches: the full softmax
+        per_replica = batch_size // replicas
+        capacity = sparse_gradients.gradient_capacity(splits.train, per_replica, samples) if sparse else 0
         dataset = self.strategy.distribute_datasets_from_function(
             lambda c: pipelines.train_dataset(splits.train, batch_size, self.config.seed, start, c, sparse)
         )
         self.iterator = iter(dataset)
         options = StepOptions.from_config(self.config, sparse_capacity=capacity)
-        step = make_step(self.state.model, self.state.optimizer, options)
+        proposal = sampled_softmax.proposal_for(self.config, splits.train) if samples else None
+        step = make_step(self.state.model, self.state.optimizer, options, proposal)
         self.train_loop = make_train_loop(step, self.state.step, self.strategy, self.stop_signal.flag)
         self.evaluate = make_evaluate(self.state.model, self.train_config.loss)
         # Implicit feedback: Recall@K and NDCG@K beside the loss; keep_best selects on NDCG@100.

@@ -55,11 +55,13 @@ def sparse_blockers(config) -> list[str]:
         blockers.append("train.contractive_weight (its Jacobian is over every input)")
     if train.corruption in ("gaussian", "salt_and_pepper"):
         blockers.append(f"train.corruption={train.corruption!r} (it changes unobserved entries too)")
-    if train.loss == "multinomial":
+    if train.loss == "multinomial" and not train.sampled_softmax:
         blockers.append(
-            "train.loss='multinomial' (its softmax is over every item: the whole first kernel each "
-            "step; a sampled softmax for sparse batches is not built yet)"
+            "train.loss='multinomial' without train.sampled_softmax (its softmax is over every "
+            "item: the whole first kernel each step; sampled, it reads the drawn items' rows only)"
         )
+    if train.loss == "multinomial" and config.model.variational and len(config.model.layer_sizes) < 3:
+        blockers.append("a one-layer model.variational (its log-variance kernel is as wide as the catalog)")
     if train.precision != "float32":
         blockers.append(f"train.precision={train.precision!r} (the sparse step runs in float32)")
     return blockers

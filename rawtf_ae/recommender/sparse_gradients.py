@@ -16,11 +16,12 @@ from rawtf_ae.optim import lazy
 from rawtf_ae.recommender import ratings
 
 
-def gradient_capacity(matrix: ratings.RatingMatrix, per_replica_batch: int) -> int:
-    """The most rows a replica's sparse gradient can touch: the rated columns of a batch,
-    at most `min(width, per_replica_batch x the longest row)` (`StepOptions.sparse_capacity`)."""
+def gradient_capacity(matrix: ratings.RatingMatrix, per_replica_batch: int, samples: int = 0) -> int:
+    """The most rows a replica's sparse gradient can touch: the rated columns of a batch and
+    the sampled softmax's `samples` drawn items, at most `min(width, per_replica_batch x the
+    longest row + samples)` (`StepOptions.sparse_capacity`)."""
     longest = int(np.diff(matrix.indptr).max()) if len(matrix) else 0
-    return max(1, min(matrix.width, per_replica_batch * longest))
+    return max(1, min(matrix.width, per_replica_batch * longest + samples))
 
 
 def gradients_to_apply(gradients: list, optimizer, capacity: int) -> list:

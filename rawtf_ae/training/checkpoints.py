@@ -43,6 +43,8 @@ def checkpoint_mismatches(path: str, model: TiedAutoencoder) -> list[str]:
         for i, variable in enumerate(getattr(model, group))
         if variable is not None
     }
+    for name in ("log_variance_kernel", "log_variance_bias") if model.variational else ():  # Mult-VAE
+        expected[f"model/{name}"] = list(getattr(model, name).shape)
     problems = []
     for name, shape in expected.items():
         if name not in saved:

@@ -16,7 +16,8 @@ def make_evaluate(model, loss: str):
 
     `"bce"`/`"mse"`: the mean per-example loss over batches `[b, width]`. `"multinomial"`: the
     negative log-likelihood of the evaluated items per evaluated item, over batches `{"inputs":
-    fold-in, "targets": evaluated, "mask"}` (`make_rank` ranks them). `"masked_mse"`: the
+    fold-in, "targets": evaluated, "mask"}`, or sparse ones `{"inputs", "targets"}` (the full
+    softmax, not the sampled one; `make_rank` ranks them). `"masked_mse"`: the
     squared error per observed rating over batches `{"inputs", "targets", "mask"}` (its square
     root is the RMSE recommender papers report), or over sparse batches `{"inputs", "targets"}`
     (`tf.SparseTensor`s: outputs at the held-out entries only, no `[b, width]` tensor).
@@ -42,6 +43,10 @@ def make_evaluate(model, loss: str):
     @tf.function(input_signature=[{"inputs": sparse, "targets": sparse}])
     def sparse_sum(batch):
         targets = batch["targets"]
+        if loss == "multinomial":  # the full softmax over the catalog, [b, items] per batch
+            log_softmax = tf.nn.log_softmax(sparse_logits(model, batch["inputs"]))
+            at = tf.gather_nd(log_softmax, targets.indices)
+            return -tf.reduce_sum(targets.values * at), tf.reduce_sum(targets.values)
         outputs = model.decode_at(model.encode_sparse(batch["inputs"]), targets)
         return tf.reduce_sum(tf.math.squared_difference(targets.values, outputs)), tf.size(targets.values)
 
@@ -82,23 +87,43 @@ def ratings_metrics(splits, val_loss: float) -> dict:
     return metrics
 
 
+def sparse_logits(model, inputs: tf.SparseTensor) -> tf.Tensor:
+    """`[b, items]`: every item's logit for sparse rows `inputs` (`last_layer_inputs`: the
+    first kernel read whole, without a copy)."""
+    hidden, last = model.last_layer_inputs(inputs)
+    logits = tf.matmul(hidden, last, transpose_b=True) + tf.cast(model.decoder_biases[0], model.compute_dtype)
+    return tf.cast(logits, tf.float32)
+
+
 def make_rank(model):
     """Returns `rank(dataset, prefix) -> {f"{prefix}_recall_at_20": ..., ...}`: the ranking
-    metrics (`rawtf_ae.recommender.ranking`) over the held-out users of dense evaluation
-    batches `{"inputs": fold-in, "targets", "mask": evaluated}`, every item scored by the
-    model's logits, the fold-in items excluded."""
+    metrics (`rawtf_ae.recommender.ranking`) over the held-out users of evaluation batches
+    `{"inputs": fold-in, "targets", "mask": evaluated}` (dense) or `{"inputs", "targets"}`
+    (sparse), every item scored by the model's logits, the fold-in items excluded."""
     vector = tf.TensorSpec([None, model.input_width], tf.float32)
     logits = tf.function(model.reconstruction_logits, input_signature=[vector])
+    sparse = tf.SparseTensorSpec([None, model.input_width], tf.float32)
+
+    @tf.function(input_signature=[sparse, sparse])
+    def sparse_ranked(inputs, targets):
+        scores = sparse_logits(model, inputs)
+        return scores, _indicator(inputs, tf.shape(scores)), _indicator(targets, tf.shape(scores))
 
     def rank(dataset, prefix: str) -> dict:
         accumulator = ranking.Accumulator()
         for batch in dataset:
             if isinstance(batch["inputs"], tf.SparseTensor):
-                raise ValueError("Ranking metrics take dense evaluation batches.")
-            accumulator.add(logits(batch["inputs"]), batch["inputs"] != 0, batch["mask"] > 0)
+                accumulator.add(*sparse_ranked(batch["inputs"], batch["targets"]))
+            else:
+                accumulator.add(logits(batch["inputs"]), batch["inputs"] != 0, batch["mask"] > 0)
         return accumulator.summary(prefix)
 
     return rank
+
+
+def _indicator(x: tf.SparseTensor, shape) -> tf.Tensor:
+    """`[b, items]` bool: True at `x`'s entries with a nonzero value."""
+    return tf.scatter_nd(x.indices, tf.not_equal(x.values, 0), tf.cast(shape, tf.int64))
 
 
 def log_ranking(metrics: dict, prefix: str, what: str) -> None:

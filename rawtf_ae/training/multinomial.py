@@ -29,6 +29,11 @@ def kl_weight(options, step) -> tf.Tensor:
 def sampled_codes(model, inputs, seed, step, options) -> tuple[tf.Tensor, tf.Tensor]:
     """`(z [b, code], beta * KL per user [b])` of a variational `model` on normalized `inputs`."""
     mean, log_variance = model.encode_distribution(inputs, normalized=True)
+    return sample_codes(mean, log_variance, seed, step, options)
+
+
+def sample_codes(mean, log_variance, seed, step, options) -> tuple[tf.Tensor, tf.Tensor]:
+    """`(z = mean + eps * exp(log_variance / 2), beta * KL(N(mean, var) || N(0, I)) [b])`."""
     seed = tf.random.experimental.stateless_fold_in(seed, -1, alg="philox")
     noise = corruption.replica_rows(lambda shape: corruption.normal(shape, seed), mean)
     codes = mean + noise * tf.exp(0.5 * log_variance)
@@ -39,7 +44,7 @@ def sampled_codes(model, inputs, seed, step, options) -> tuple[tf.Tensor, tf.Ten
 def reconstruction(objective, inputs, targets) -> tuple[tf.Tensor, tf.Tensor]:
     """`(this replica's share of the global batch's mean loss, codes)` for `steps.Objective`."""
     model, options = objective.model, objective.options
-    if getattr(model, "variational", False):
+    if model.variational:
         step = objective.optimizer.iterations
         codes, kl = sampled_codes(model, inputs, objective.noise_seed(), step, options)
     else:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from rawtf_ae.models import row_ops
+from rawtf_ae.training import sampled_softmax
 
 
 def padded_count(count) -> tf.Tensor:
@@ -69,6 +70,8 @@ def make_gradients(objective, variables):
     cannot be, so the caller keeps such steps uncompiled. Weight decay and the contractive
     penalty need the whole first kernel (sparse batches refuse them): `ValueError` when called.
     """
+    if objective.options.loss == "multinomial":
+        return _sampled_gradients(objective, variables)
     model = objective.model
     first = [model.kernels[0]] + ([] if model.tied_layers[0] else [model.decoder_kernels[0]])
     rest = [v for v in variables if all(v is not f for f in first)]
@@ -82,19 +85,7 @@ def make_gradients(objective, variables):
         return loss, tape.gradient(total, [rows, rest])
 
     def gradients(batch, normalizer):
-        for name in ("weight_decay", "contractive_weight"):
-            if getattr(objective.options, name):
-                raise ValueError(
-                    f"{name}={getattr(objective.options, name)} needs the whole first kernel: "
-                    "sparse ratings batches cannot use it (`rawtf_ae.recommender.batching`)."
-                )
-        clean = batch["inputs"]
-        inputs = objective.corrupt(clean)  # the uncompiled step's noise, before the padding
-        count = tf.shape(inputs.values)[0]
-        with tf.control_dependencies([row_ops.row_ids(clean, "The sparse input")]):  # XLA skips asserts
-            size = padded_count(count)
-        inputs, targets = pad_entries(inputs, size), pad_entries(batch.get("targets", clean), size)
-        real = tf.sequence_mask(count, size)  # the batch's own entries, not the padding
+        inputs, targets, real, count = _padded(objective, batch)
         columns = inputs.indices[:, 1]
         rows = [model.first_kernel_rows(columns, decoder=i > 0) for i in range(len(first))]
         with row_ops.traced_for_xla():
@@ -104,6 +95,76 @@ def make_gradients(objective, variables):
             for f, g in zip(first, row_gradients)
         }
         by_variable.update((v.ref(), _cut(g, count)) for v, g in zip(rest, rest_gradients))
+        return loss, [by_variable[v.ref()] for v in variables], None
+
+    return gradients
+
+
+def _padded(objective, batch):
+    """`(inputs, targets, real, count)`: the batch corrupted as the uncompiled step corrupts
+    it, then padded (`real`: the batch's own `count` entries)."""
+    for name in ("weight_decay", "contractive_weight"):
+        if getattr(objective.options, name):
+            raise ValueError(
+                f"{name}={getattr(objective.options, name)} needs the whole first kernel: "
+                "sparse ratings batches cannot use it (`rawtf_ae.recommender.batching`)."
+            )
+    clean = batch["inputs"]
+    inputs = objective.corrupt(clean)  # the uncompiled step's noise, before the padding
+    count = tf.shape(inputs.values)[0]
+    with tf.control_dependencies([row_ops.row_ids(clean, "The sparse input")]):  # XLA skips asserts
+        size = padded_count(count)
+    inputs, targets = pad_entries(inputs, size), pad_entries(batch.get("targets", clean), size)
+    return inputs, targets, tf.sequence_mask(count, size), count
+
+
+def _sampled_gradients(objective, variables):
+    """`make_gradients` for loss multinomial: the sampled softmax (`sampled_softmax`), its
+    draw, accidental hits and every first-layer row (entries, drawn items, output bias) read
+    outside, the loss and gradients compiled; the row gradients leave as `tf.IndexedSlices`."""
+    model = objective.model
+    tied = model.tied_layers[0]
+    decoder_kernel = model.kernels[0] if tied else model.decoder_kernels[0]
+    firsts = (model.kernels[0], decoder_kernel, model.decoder_biases[0])
+    rest = [v for v in variables if all(v is not f for f in firsts)]
+    names = ("encoder", "samples", "entry_bias", "sample_bias") + (() if tied else ("decoder",))
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def body(sources, inputs, targets, real, negatives):
+        with tf.GradientTape() as tape:
+            tape.watch(sources)
+            rows = {**sources, "decoder": sources["encoder"] if tied else sources["decoder"]}
+            loss, codes = sampled_softmax.reconstruction(objective, inputs, targets, negatives, rows, real)
+            total = objective.scaled(objective.penalties(loss, codes, inputs))
+        return loss, tape.gradient(total, [sources, rest])
+
+    def gradients(batch, normalizer):
+        inputs, targets, real, count = _padded(objective, batch)
+        negatives = sampled_softmax.draw_negatives(objective.proposal, targets, objective.noise_seed(), real)
+        columns = inputs.indices[:, 1]
+        rows = sampled_softmax.gather(model, columns, negatives.ids)
+        with row_ops.traced_for_xla():
+            loss, (by_name, rest_gradients) = body(
+                {n: rows[n] for n in names}, inputs, targets, real, negatives
+            )
+        entries, drawn = columns[:count], negatives.ids
+
+        def slices(variable, parts, indices):
+            values = tf.concat([p[:count] if i is entries else p for p, i in zip(parts, indices)], 0)
+            return tf.IndexedSlices(values, tf.concat(indices, 0), tf.shape(variable, out_type=tf.int64))
+
+        decoder_rows = by_name["encoder"] if tied else by_name["decoder"]
+        by_variable = {
+            decoder_kernel.ref(): slices(
+                decoder_kernel, [decoder_rows, by_name["samples"]], [entries, drawn]
+            ),
+            firsts[2].ref(): slices(
+                firsts[2], [by_name["entry_bias"], by_name["sample_bias"]], [entries, drawn]
+            ),
+        }
+        if not tied:
+            by_variable[model.kernels[0].ref()] = slices(model.kernels[0], [by_name["encoder"]], [entries])
+        by_variable.update((v.ref(), g) for v, g in zip(rest, rest_gradients))
         return loss, [by_variable[v.ref()] for v in variables], None
 
     return gradients

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from rawtf_ae.optim import lazy, optimizers
 from rawtf_ae.recommender import sparse_gradients, sparse_noise
-from rawtf_ae.training import corruption, losses, multinomial, sparse_compiled
+from rawtf_ae.training import corruption, losses, multinomial, sampled_softmax, sparse_compiled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +32,8 @@ class StepOptions:
 
     Attributes:
       loss: `"bce"` or `"mse"` for batches `[per_replica_batch, width]`; `"multinomial"` for
-        implicit-feedback batches `{"inputs", "mask"}` (`rawtf_ae.training.multinomial`:
-        Mult-DAE/VAE, the input normalized by the model's `input_norm`, then corrupted); `"masked_mse"` for
+        implicit-feedback batches (`rawtf_ae.training.multinomial`: Mult-DAE/VAE; sparse ones:
+        `sampled_softmax`), the input normalized (`input_norm`), then corrupted; `"masked_mse"` for
         ratings batches `{"inputs", "mask"}` (Kuchaiev & Ginsburg 2017: the squared error over
         the observed ratings, divided by their number in the global batch), or sparse ones
         `{"inputs": tf.SparseTensor}` (`rawtf_ae.recommender.batching`: the same loss, at a cost
@@ -43,40 +43,33 @@ class StepOptions:
         loss and gradients, because the optimizer's all-reduce (`merge_call`) cannot be compiled;
         on sparse ratings batches the loss and gradients from the first kernel's gathered rows
         (`rawtf_ae.training.sparse_compiled`).
-      corruption_kind, corruption_level: denoising (see `rawtf_ae.training.corruption`); the noise is
-        seeded by `(seed, optimizer.iterations)` and drawn for the global batch, so N replicas
-        draw what one device draws.
+      corruption_kind, corruption_level: denoising (`rawtf_ae.training.corruption`), the noise
+        seeded by `(seed, optimizer.iterations)`, drawn for the global batch (N replicas = one).
       seed: the run's seed, for the noise.
-      weight_decay: L2 penalty `weight_decay / 2 * sum(W^2)` on the kernels only (biases are
-        never decayed, as in Caffe-style setups with decay multiplier 0 for biases). It is part
-        of every update, the re-fed ones included (NVIDIA's DeepRecommender decays in the
-        optimizer, so on each of its steps).
+      weight_decay: L2 penalty `weight_decay / 2 * sum(W^2)` on the kernels only (never the
+        biases), in every update, the re-fed ones too (as DeepRecommender's optimizer decays).
       sparsity_weight, sparsity_target: `sparsity_weight * sum_j KL(target || mean code_j)`
         (`losses.kl_sparsity_of_mean`; codes must lie in (0, 1), e.g. a sigmoid code layer).
-        The mean is over the global batch (`losses.global_mean`, an all-reduce across
-        replicas), so N replicas match one device; with several replicas this step is then
-        not compiled with XLA (the all-reduce cannot be).
+        The mean is over the global batch (`losses.global_mean`, an all-reduce: with several
+        replicas this step is not compiled with XLA).
       contractive_weight: `contractive_weight * ||d code / d input||_F^2` per example
         (`losses.contractive`, Rifai et al. 2011).
       code_dropout: the probability of dropping each code unit during training (Kuchaiev &
         Ginsburg 2017 drop 0.8 of the code layer); seeded like the corruption noise.
       dense_refeeding: after the update on the batch, this many more updates on dense
-        re-fed examples (Kuchaiev & Ginsburg 2017, section 2.3): `y = f(x)`, computed by the
-        forward pass just done, becomes a new example whose input and target are both `y`
-        (held constant), with every entry observed; the next re-feed uses `f(y)`, and so on.
-        The original ratings are the target of the first update only, as in the paper and
-        NVIDIA's code. Needs `loss="masked_mse"`. A learning-rate schedule must follow the
-        training step, not the update count (`optimizers.create_optimizer(..., step_counter)`).
+        re-fed examples (Kuchaiev & Ginsburg 2017, section 2.3): `y = f(x)` (held constant)
+        becomes an example, input and target, every entry observed; the next uses `f(y)`.
+        Needs `loss="masked_mse"`, and a learning-rate schedule that follows the training step
+        (`optimizers.create_optimizer(..., step_counter)`), not the update count.
       clip_norm: clip each update's gradient to this global norm (0: off), the norm of the
         global batch's gradient (all-reduced across replicas first, so N replicas clip as one
         device does). Every update is clipped, the re-fed ones included.
       sparse_capacity: sparse ratings batches on several replicas: the most rows one
         replica's sparse gradient can touch (`ratings_batches.gradient_capacity`); each
         replica sends that many (`ratings_batches.padded_for_replicas`).
-      kl_cap, kl_anneal_steps: a variational model (Mult-VAE): the code is sampled from
-        `N(mean, exp(log_variance))` (noise seeded as the corruption's, drawn for the global
-        batch) and `beta * KL(q || N(0, I))` per user joins the loss, `beta = min(kl_cap,
-        step / kl_anneal_steps)` (vae_cf's annealing; `kl_cap` from the start with 0 steps).
+      kl_cap, kl_anneal_steps: a variational model (Mult-VAE): `rawtf_ae.training.multinomial`.
+      sampled_softmax, sampling_power: loss multinomial on sparse batches: the items drawn per
+        step and their proposal (`rawtf_ae.training.sampled_softmax`; `make_step`'s `proposal`).
     """
 
     loss: str
@@ -95,6 +88,8 @@ class StepOptions:
     sparse_capacity: int = 0
     kl_cap: float = 0.2
     kl_anneal_steps: int = 200_000
+    sampled_softmax: int = 0
+    sampling_power: float = 0.0
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, **changes) -> "StepOptions":
@@ -125,6 +120,8 @@ class StepOptions:
             clip_norm=train.clip_norm,
             kl_cap=train.kl_cap,
             kl_anneal_steps=train.kl_anneal_steps,
+            sampled_softmax=train.sampled_softmax,
+            sampling_power=train.sampling_power,
         )
         return dataclasses.replace(options, **changes)
 
@@ -132,12 +129,10 @@ class StepOptions:
 def uses_xla(train_config) -> bool:
     """Whether the step is compiled with XLA: `train.jit_compile`, with "auto" resolved.
 
-    "auto" compiles float32 steps, the fastest setting in every case of
-    `benchmarks/throughput.py` (1.26-1.5x on this project's CPU). It leaves mixed precision
-    uncompiled (XLA with bfloat16 measured slower than bfloat16 alone in
-    `benchmarks/speed_options.py`; float16 loss scaling is not compiled), steps with the
-    contractive penalty (XLA took minutes to compile its `batch_jacobian` on a tiny model), and
-    TPUs alone (they compile everything anyway).
+    "auto" compiles float32 steps, the fastest in every case of `benchmarks/throughput.py`
+    (1.26-1.5x here), but not mixed precision (slower with XLA in `benchmarks/speed_options.py`;
+    float16 loss scaling is not compiled), the contractive penalty (minutes to compile its
+    `batch_jacobian`), nor TPUs (they compile everything anyway).
     """
     if train_config.jit_compile != "auto":
         return bool(train_config.jit_compile)
@@ -149,12 +144,9 @@ def uses_xla(train_config) -> bool:
 
 
 def unpack(batch):
-    """A batch -> `(inputs, targets, mask)`.
-
-    A tensor `[b, width]` is its own target (mask None); a ratings batch is a dict with
-    `inputs` and `mask` (the observed entries) and, for evaluation, `targets`. A sparse
-    ratings batch has `tf.SparseTensor` inputs (and targets), whose entries are the mask.
-    """
+    """A batch -> `(inputs, targets, mask)`. A tensor `[b, width]` is its own target (mask
+    None); a ratings batch a dict with `inputs` and `mask` (observed) and, in evaluation,
+    `targets`; a sparse one has `tf.SparseTensor` inputs (and targets), their entries the mask."""
     if isinstance(batch, dict):
         return batch["inputs"], batch.get("targets", batch["inputs"]), batch.get("mask")
     return batch, batch, None
@@ -181,8 +173,9 @@ class Objective:
     the replicas' summed gradients are the global batch's.
     """
 
-    def __init__(self, model, optimizer, options: StepOptions):
+    def __init__(self, model, optimizer, options: StepOptions, proposal=None):
         self.model, self.optimizer, self.options = model, optimizer, options
+        self.proposal = proposal  # the sampled softmax's (`sampled_softmax.Proposal`), or None
         self.decayed = list(model.kernels) + [k for k in model.decoder_kernels if k is not None]
         self.scales_loss = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
 
@@ -194,12 +187,12 @@ class Objective:
 
         With loss multinomial, the noise is drawn on the normalized input (`input_norm`), as
         Mult-DAE drops out its L2-normalized input: `reconstruction` then encodes it as is."""
-        options = self.options
-        if options.loss == "multinomial" and not isinstance(clean, tf.SparseTensor):
-            clean = self.model.encode_inputs(clean)
+        options, sparse = self.options, isinstance(clean, tf.SparseTensor)
+        if options.loss == "multinomial":
+            clean = self.model.normalize_sparse(clean) if sparse else self.model.encode_inputs(clean)
         if options.corruption_kind == "none":
             return clean
-        if isinstance(clean, tf.SparseTensor):  # masking, dropout: config checks refuse other kinds
+        if sparse:  # masking, dropout: config checks refuse other kinds
             rescale = options.corruption_kind == "dropout"
             return sparse_noise.mask_entries(clean, options.corruption_level, self.noise_seed(), rescale)
         return corruption.corrupt(clean, options.corruption_kind, options.corruption_level, self.noise_seed())
@@ -244,8 +237,7 @@ class Objective:
         else:
             codes = None
             per_example = losses.reconstruction_loss(model, inputs, targets, options.loss)
-        # Keras optimizers sum the replicas' gradients, so every replica divides its sum by the
-        # *global* batch size: the sum over replicas is then the global mean.
+        # Keras optimizers sum the replicas' gradients: each divides by the *global* batch size.
         return (
             tf.nn.compute_average_loss(per_example, global_batch_size=options.global_batch_size),
             codes,
@@ -253,11 +245,15 @@ class Objective:
         )
 
     def sparse_reconstruction(self, inputs, targets, normalizer, rows=(None,), real=None):
-        """`(loss, codes)` of sparse ratings batches: the squared error at `targets`' entries.
+        """`(loss, codes)` of sparse ratings batches: the squared error at `targets`' entries
+        (loss multinomial: the sampled softmax, `sampled_softmax.reconstruction`).
 
         `rows`: the first kernel's rows at the entries' columns, for the encoder and the
         decoder (one tensor for a tied layer; None: read here); `real`: a bool per entry, False
         for the compiled step's padding (no error, no gradient, whatever its output)."""
+        if self.options.loss == "multinomial":
+            negatives = sampled_softmax.draw_negatives(self.proposal, targets, self.noise_seed(), real)
+            return sampled_softmax.reconstruction(self, inputs, targets, negatives, real=real)
         codes = self.model.encode_sparse(inputs, rows[0])
         outputs = self.model.decode_at(self.drop_codes(codes, 0), targets, rows[-1])
         if real is not None:
@@ -326,8 +322,9 @@ class Objective:
         return self.optimizer.scale_loss(objective) if self.scales_loss else objective
 
 
-def make_step(model, optimizer, options: StepOptions):
-    """The per-replica step `batch -> scalar loss contribution` that `options` describe.
+def make_step(model, optimizer, options: StepOptions, proposal=None):
+    """The per-replica step `batch -> scalar loss contribution` that `options` describe
+    (`proposal`: the sampled softmax's on sparse multinomial batches, `sampled_softmax.Proposal`).
 
     Wrap it in `tf.function` to call it directly on one device, or pass it to
     `loops.make_train_loop`. The optimizer must already be built on `model.trainable_variables`.
@@ -341,8 +338,11 @@ def make_step(model, optimizer, options: StepOptions):
             "the optimizer's update count (1 + dense_refeeding updates per step): create the "
             "optimizer with `create_optimizer(train_config, variables, step_counter)`."
         )
+    if proposal is None and options.sampled_softmax:  # uniform, unless a power needs counts
+        samples, power = options.sampled_softmax, options.sampling_power
+        proposal = sampled_softmax.Proposal(model.input_width, samples, power)
     variables = model.trainable_variables
-    objective = Objective(model, optimizer, options)
+    objective = Objective(model, optimizer, options, proposal)
 
     def loss_and_gradients(batch, normalizer):
         """`(loss, gradients, outputs)`; `normalizer` divides the reconstruction's sum."""

@@ -93,7 +93,7 @@ _IMPLICIT = {
             {**_IMPLICIT, "train.contractive_weight": 0.1},
             "`train.contractive_weight` does not work with loss 'multinomial'",
         ),
-        ({**_IMPLICIT, "data.ratings_batches": "sparse"}, "train.loss='multinomial' .*sampled softmax"),
+        ({**_IMPLICIT, "data.ratings_batches": "sparse"}, "train.loss='multinomial' without train.sampled_softmax"),
         (
             {**_IMPLICIT, "train.corruption": "dropout", "train.corruption_level": 1.0},
             "a fraction for dropout",

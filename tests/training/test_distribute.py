@@ -40,11 +40,11 @@ def _assert_weights_close(a, b, rtol=1e-5):
         assert np.abs(x - y).max() <= rtol * scale, np.abs(x - y).max() / scale
 
 
-def _train_pieces(strategy, config, steps, examples=None, sparse=False, **changes):
+def _train_pieces(strategy, config, steps, examples=None, sparse=False, proposal=None, **changes):
     """Trains `steps` steps with the library's pieces under `strategy`; returns the model.
 
     The step is the config's (`StepOptions.from_config`), with `changes` to its options;
-    `sparse`: ratings `examples` come in sparse batches.
+    `sparse`: ratings `examples` come in sparse batches; `proposal`: the sampled softmax's.
     """
     trained = state.create_train_state(config, strategy)
     examples = sources.curves(256, seed=0) if examples is None else examples
@@ -54,9 +54,10 @@ def _train_pieces(strategy, config, steps, examples=None, sparse=False, **change
     )
     if sparse:
         per_replica = batch // strategy.num_replicas_in_sync
-        changes.setdefault("sparse_capacity", sparse_gradients.gradient_capacity(examples, per_replica))
+        capacity = sparse_gradients.gradient_capacity(examples, per_replica, config.train.sampled_softmax)
+        changes.setdefault("sparse_capacity", capacity)
     options = StepOptions.from_config(config, **changes)
-    step = make_step(trained.model, trained.optimizer, options)
+    step = make_step(trained.model, trained.optimizer, options, proposal)
     loops.make_train_loop(step, trained.step, strategy)(iter(dataset), tf.constant(steps, tf.int64))
     return trained.model
 
