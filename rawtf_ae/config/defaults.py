@@ -113,7 +113,7 @@ def default_config() -> ml_collections.ConfigDict:
     # bce (sigmoid cross-entropy from logits) | mse | masked_mse (ratings: observed entries only)
     # | multinomial (implicit feedback, Liang et al. 2018: log-softmax of the logits over every
     # item, weighted by the user's row; evaluated by Recall@20/50 and NDCG@100, which keep_best
-    # selects on: rawtf_ae.recommender.ranking; dense ratings batches)
+    # selects on: rawtf_ae.recommender.ranking; on sparse batches with train.sampled_softmax)
     config.train.loss = "bce"
     # Denoising (Vincent et al. 2010): none | gaussian (sigma = level) | masking | salt_and_pepper
     # (a fraction `level` of the inputs set to 0, or to 0/1) | dropout (masking, the kept inputs

@@ -187,6 +187,8 @@ class _Run:
         batch_size, replicas = self.train_config.batch_size, self.strategy.num_replicas_in_sync
         sparse = self.sparse  # sparse ratings batches (rawtf_ae.recommender.batching)
         samples = self.train_config.sampled_softmax if sparse else 0  # dense batches: the full softmax
+        if self.train_config.sampled_softmax and not sparse:
+            logging.info("train.sampled_softmax is for sparse batches: dense ones take the full softmax")
         per_replica = batch_size // replicas
         capacity = sparse_gradients.gradient_capacity(splits.train, per_replica, samples) if sparse else 0
         dataset = self.strategy.distribute_datasets_from_function(

@@ -123,6 +123,9 @@ def biased_mf_rmse(splits, **options) -> float:
     return float(np.sqrt(np.mean((predicted - targets.values) ** 2)))
 
 
+SCORED_ENTRIES = 2**24  # a baseline's dense score batch: 64 MB of float32 scores
+
+
 def item_counts(train) -> np.ndarray:
     """`[width]` float64: each item's summed training values (its interactions, binarized)."""
     return np.bincount(train.columns, weights=train.values, minlength=train.width)
@@ -148,13 +151,16 @@ def ease_scores(fold_in: np.ndarray, eigen, regularization: float) -> np.ndarray
     return fold_in - times_p / diagonal
 
 
-def ranking_baselines(splits, splits_to_score=("validation",), batch_size: int = 1000) -> dict:
+def ranking_baselines(splits, splits_to_score=("validation",), batch_size: int = 0) -> dict:
     """Popularity's and EASE's ranking metrics on the held-out users of `splits`.
 
     `{"popularity_val_ndcg_at_100": ..., "ease_val_ndcg_at_100": ..., "ease_lambda": ...}` (and
     `test_` for "test" in `splits_to_score`); EASE's lambda is the `EASE_LAMBDAS` value with the
     best validation NDCG@100. EASE is skipped (logged, its keys None) above `EASE_MAX_ITEMS`.
+    `batch_size`: users scored at once (0: `SCORED_ENTRIES // items`, at most 1,000: each batch
+    is dense, `[users, items]`, and 1,000 users of 446,192 items peaked at 17.7 GiB).
     """
+    batch_size = batch_size or max(1, min(1000, SCORED_ENTRIES // max(splits.width, 1)))
     prefixes = {"validation": "val", "test": "test"}
     popularity = item_counts(splits.train).astype(np.float32)
     metrics = {}

@@ -15,8 +15,10 @@ without touching the other rows. No `[batch, items]` tensor exists on this path.
 
 The sparse path refuses what needs every entry of a row: weight decay (it would update every
 kernel row on every step), dense re-feeding (its re-fed examples are dense by definition),
-the contractive penalty, noise on unobserved entries (`gaussian`, `salt_and_pepper`) and mixed
-precision (XLA compiles the step, its ratings padded: `rawtf_ae.training.sparse_compiled`).
+the contractive penalty, noise on unobserved entries (`gaussian`, `salt_and_pepper`), mixed
+precision (XLA compiles the step, its ratings padded: `rawtf_ae.training.sparse_compiled`) and
+the multinomial loss's full softmax (`train.sampled_softmax` estimates it from the user's items
+and drawn ones: `rawtf_ae.training.sampled_softmax`).
 `masking` noise drops observed ratings, drawn per (step, example, item) by a counter-based
 hash, so N replicas draw what one device draws (`sparse_noise`).
 
