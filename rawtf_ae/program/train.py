@@ -195,7 +195,7 @@ class _Run:
             lambda c: pipelines.train_dataset(splits.train, batch_size, self.config.seed, start, c, sparse)
         )
         self.iterator = iter(dataset)
-        options = StepOptions.from_config(self.config, sparse_capacity=capacity)
+        options = StepOptions.from_config(self.config, sparse_capacity=capacity, sampled_softmax=samples)
         proposal = sampled_softmax.proposal_for(self.config, splits.train) if samples else None
         step = make_step(self.state.model, self.state.optimizer, options, proposal)
         self.train_loop = make_train_loop(step, self.state.step, self.strategy, self.stop_signal.flag)

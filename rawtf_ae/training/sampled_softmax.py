@@ -10,8 +10,9 @@ items (exact) and the drawn ones (importance-weighted):
     Z_u ~ sum_{i in P_u} exp(l_ui) + sum_{s=1..S, j_s not in P_u} exp(l_uj_s) / (S q_j_s)
 
 (`P_u`: the user's items; a drawn item the user has, an "accidental hit", is left out, so the
-sum estimates the partition over the other items without bias). The loss per user is
-`sum_{i in P_u} x_ui (log Z_u - l_ui)`, the full softmax's when `S -> infinity`. The logits are
+sum estimates the partition over the other items without bias; its log, and so the loss, is
+biased low for small `S`). The loss per user is `sum_{i in P_u} x_ui (log Z_u - l_ui)`, the
+full softmax's when `S -> infinity`. The logits are
 `hidden . W_j + b_j` for the rows `W_j` of the tied first kernel (the decoder's kernel if
 untied), read by gathers: the gradient is `tf.IndexedSlices` of the user's items and the drawn
 items only, and the row-wise optimizer (`train.optimizer='lazy_adam'`) updates those rows

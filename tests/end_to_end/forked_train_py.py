@@ -5,18 +5,22 @@ The bad-input campaign runs forty such commands: this server imports what `train
 then for each request (a JSON line: argv, cwd, env, output files) forks a child that is that
 command from there on (its own folder, environment, `sys.argv`, file descriptors 1 and 2, and
 `__main__` run from `train.py`), and answers with the child's exit status. Nothing of a run
-reaches the server: each child exits with `os._exit`.
+reaches the server: each child exits with `os._exit`, so what only an interpreter's shutdown
+does (non-daemon threads joined, atexit handlers) is not exercised here; tests/end_to_end/
+test_train_py.py runs `train.py` as real subprocesses, bad inputs included.
 """
 
 import json
 import os
 import runpy
 import select
+import signal
 import sys
 import traceback
 
 
 def _child(request) -> int:
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # not the server's request pipe
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -49,7 +53,11 @@ def main() -> None:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            os._exit(_child(request))
+            code = 1
+            try:
+                code = _child(request)
+            finally:
+                os._exit(code)
         _, status = os.waitpid(pid, 0)
         print(json.dumps(os.waitstatus_to_exitcode(status)), flush=True)
 
@@ -70,6 +78,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            start_new_session=True,  # its children in its process group, killed with it
             env=env,
             cwd=env["PYTHONPATH"],
         )
@@ -81,7 +90,7 @@ class Server:
         self.process.stdin.flush()
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
         if not ready:  # a command that hangs: end the server (and so its answer) with an error
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             raise TimeoutError(f"train.py {' '.join(argv[1:])} ran past {timeout} s")
         answer = self.process.stdout.readline()
         if not answer:

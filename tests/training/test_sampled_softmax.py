@@ -72,7 +72,11 @@ def test_the_sampled_loss_is_the_importance_weighted_partition_computed_independ
     objective, proposal = _objective(model, 20, power=1.0, counts=counts)
     targets = _sparse(x)
     negatives = sampled_softmax.draw_negatives(proposal, targets, tf.constant([5, 6]))
-    loss, _ = sampled_softmax.reconstruction(objective, model.normalize_sparse(targets), targets, negatives)
+    first = model.kernels[0] if tied else model.decoder_kernels[0]
+    inputs = model.normalize_sparse(targets)
+    with tf.GradientTape() as tape:
+        loss, _ = sampled_softmax.reconstruction(objective, inputs, targets, negatives)
+    gradient = tape.gradient(loss, first)
     # Independently: every logit of the dense model, then the estimator of the partition.
     logits = model.reconstruction_logits(tf.constant(x)).numpy().astype(np.float64)
     ids = negatives.ids.numpy()
@@ -84,6 +88,19 @@ def test_the_sampled_loss_is_the_importance_weighted_partition_computed_independ
         partition = np.exp(logits[u, own]).sum() + drawn[~own[ids]].sum()
         per_user.append((x[u, own] * (np.log(partition) - logits[u, own])).sum())
     assert float(loss) == pytest.approx(np.mean(per_user), rel=1e-5)
+    # Its gradient: rows of the users' and the drawn items only, as the dense estimator's.
+    assert isinstance(gradient, tf.IndexedSlices)
+    assert set(gradient.indices.numpy()) == set(np.nonzero(x)[1]) | set(ids)
+    owned = tf.constant(x > 0)
+    weights = tf.constant(np.bincount(ids, minlength=30) / (20 * q), tf.float32)  # each draw's 1 / (S q)
+    with tf.GradientTape() as tape:
+        dense = model.reconstruction_logits(tf.constant(x))
+        terms = tf.where(owned, tf.exp(dense), tf.exp(dense) * weights)  # drawn, not owned: weighted
+        partition = tf.reduce_sum(terms, axis=1, keepdims=True)
+        reference = tf.reduce_mean(tf.reduce_sum(x * (tf.math.log(partition) - dense), axis=1))
+    expected = tape.gradient(reference, first)
+    assert float(reference) == pytest.approx(float(loss), rel=1e-5)
+    np.testing.assert_allclose(tf.convert_to_tensor(gradient).numpy(), expected.numpy(), rtol=1e-4, atol=1e-6)
     # Many uniform draws: the full softmax's loss.
     objective, proposal = _objective(model, 200_000)
     negatives = sampled_softmax.draw_negatives(proposal, targets, tf.constant([5, 6]))
@@ -139,6 +156,7 @@ def test_the_sparse_step_moves_only_the_users_and_drawn_rows_compiled_or_not(tie
         for _ in range(3):
             step({"inputs": _sparse(x)})
         results.append([v.numpy() for v in model.trainable_variables])
+        assert all(np.all(np.isfinite(v)) for v in results[-1])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
 
@@ -256,3 +274,22 @@ def test_bad_sampled_softmax_settings_are_one_line_each(overrides, message):
     )
     with pytest.raises(ValueError, match=message):
         checks.validate(config)
+
+
+def test_dense_batches_take_the_full_softmax_whatever_train_sampled_softmax_says(tmp_path):
+    overrides = {
+        **_MULT_DAE,
+        **{k: v for k, v in _SAMPLED.items() if k != "model.layer_sizes"},
+        "data.path": _implicit_file(tmp_path),
+        "data.ratings_split": "users",
+        "data.ratings_batches": "dense",
+        "data.validation_users": 15,
+        "data.test_users": 15,
+        "model.layer_sizes": (0, 16, 8),
+        "train.optimizer": "adam",
+        "train.batch_size": 16,
+        "train.num_steps": 5,
+        "train.eval_every_steps": 5,
+    }
+    metrics = train.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "run"))
+    assert np.isfinite(metrics["val_loss"]) and 0.0 < metrics["val_ndcg_at_100"] <= 1.0
