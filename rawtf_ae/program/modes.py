@@ -142,9 +142,8 @@ def _evaluate_ranking(model, step, path, splits, config, workdir, split: str) ->
         "step": step,
         "checkpoint": path,
         "split": split,
-        f"{prefix}_loss": evaluation.make_evaluate(model, config.train.loss)(dataset),
         "loss": config.train.loss,
-        **evaluation.make_rank(model)(dataset, prefix),
+        **evaluation.make_rank(model)(dataset, prefix),  # and f"{prefix}_loss"
     }
     if config.train.ranking_baselines:
         metrics.update(baselines.ranking_baselines(splits, (split,)))

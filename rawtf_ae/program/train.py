@@ -257,8 +257,10 @@ class _Run:
 
     def _validate(self) -> tuple:
         """`(validation loss, ranking metrics or {})` of the model now."""
-        val_loss = self.evaluate(self.validation)
-        return val_loss, (self.rank(self.validation, "val") if self.rank is not None else {})
+        if self.rank is None:
+            return self.evaluate(self.validation), {}
+        ranked = self.rank(self.validation, "val")  # the loss from the same pass
+        return ranked.pop("val_loss"), ranked
 
     @staticmethod
     def _selected(val_loss: float, ranked: dict) -> float:

@@ -96,27 +96,38 @@ def sparse_logits(model, inputs: tf.SparseTensor) -> tf.Tensor:
 
 
 def make_rank(model):
-    """Returns `rank(dataset, prefix) -> {f"{prefix}_recall_at_20": ..., ...}`: the ranking
-    metrics (`rawtf_ae.recommender.ranking`) over the held-out users of evaluation batches
-    `{"inputs": fold-in, "targets", "mask": evaluated}` (dense) or `{"inputs", "targets"}`
-    (sparse), every item scored by the model's logits, the fold-in items excluded."""
+    """Returns `rank(dataset, prefix) -> {f"{prefix}_recall_at_20": ..., f"{prefix}_loss"}`:
+    the ranking metrics (`rawtf_ae.recommender.ranking`) over the held-out users of evaluation
+    batches `{"inputs": fold-in, "targets", "mask": evaluated}` (dense) or `{"inputs",
+    "targets"}` (sparse), every item scored by the model's logits, the fold-in items excluded,
+    and from the same logits `make_evaluate`'s multinomial loss (one pass over the catalog)."""
     vector = tf.TensorSpec([None, model.input_width], tf.float32)
-    logits = tf.function(model.reconstruction_logits, input_signature=[vector])
     sparse = tf.SparseTensorSpec([None, model.input_width], tf.float32)
+
+    @tf.function(input_signature=[vector, vector])
+    def dense_ranked(inputs, targets):
+        scores = model.reconstruction_logits(inputs)
+        return scores, tf.reduce_sum(losses.multinomial_log_likelihood(targets, scores))
 
     @tf.function(input_signature=[sparse, sparse])
     def sparse_ranked(inputs, targets):
         scores = sparse_logits(model, inputs)
-        return scores, _indicator(inputs, tf.shape(scores)), _indicator(targets, tf.shape(scores))
+        total = -tf.reduce_sum(targets.values * tf.gather_nd(tf.nn.log_softmax(scores), targets.indices))
+        return scores, total, _indicator(inputs, tf.shape(scores)), _indicator(targets, tf.shape(scores))
 
     def rank(dataset, prefix: str) -> dict:
-        accumulator = ranking.Accumulator()
+        accumulator, total, count = ranking.Accumulator(), 0.0, 0.0
         for batch in dataset:
             if isinstance(batch["inputs"], tf.SparseTensor):
-                accumulator.add(*sparse_ranked(batch["inputs"], batch["targets"]))
+                scores, batch_total, seen, relevant = sparse_ranked(batch["inputs"], batch["targets"])
+                count += float(tf.reduce_sum(batch["targets"].values))
             else:
-                accumulator.add(logits(batch["inputs"]), batch["inputs"] != 0, batch["mask"] > 0)
-        return accumulator.summary(prefix)
+                scores, batch_total = dense_ranked(batch["inputs"], batch["targets"])
+                seen, relevant = batch["inputs"] != 0, batch["mask"] > 0
+                count += float(tf.reduce_sum(batch["targets"]))
+            accumulator.add(scores, seen, relevant)
+            total += float(batch_total)
+        return {**accumulator.summary(prefix), f"{prefix}_loss": total / max(count, 1.0)}
 
     return rank
 

@@ -217,6 +217,8 @@ def test_sparse_evaluation_gives_the_dense_loss_and_ranking(tmp_path):
         loss = evaluation.make_evaluate(model, "multinomial")(dataset)
         results.append((loss, evaluation.make_rank(model)(dataset, "val")))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    for loss, ranked in results:  # the ranking pass's loss is make_evaluate's
+        assert ranked["val_loss"] == pytest.approx(loss, rel=1e-5)
     for name, value in results[0][1].items():
         assert results[1][1][name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
 
