@@ -154,17 +154,8 @@ def test_command_line_modes_end_to_end(trained, tmp_path):
     evaluated = run_mode("--mode=eval", *flags)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "validation loss" in evaluated.stderr
-    no_test = run_mode("--mode=eval", "--split=test", *flags)  # the t10k files are all there is
-    assert no_test.returncode == 1 and "has no test split" in no_test.stderr, no_test.stderr[-2000:]
-    assert len(no_test.stderr.strip().splitlines()[-1]) < 300
-    missing = run_mode("--mode=eval", f"--workdir={tmp_path / 'nothing'}")
-    assert (
-        missing.returncode == 1
-        and "error: Workdir" in missing.stderr
-        and "has no checkpoint" in missing.stderr
-    )
-    no_output = run_mode("--mode=encode", *flags)
-    assert no_output.returncode == 1 and "--mode=encode needs --output" in no_output.stderr
+    # The modes' bad inputs (no test split, an empty workdir, encode without --output, ...) are
+    # cases of the bad-input campaign (tests/end_to_end/test_bad_inputs.py).
 
 
 @pytest.mark.slow
