@@ -183,10 +183,8 @@ class Objective:
         return corruption.noise_seed(self.options.seed, self.optimizer.iterations)
 
     def corrupt(self, clean):
-        """Denoising: the encoder sees the corrupted input, the loss compares with `clean`.
-
-        With loss multinomial, the noise is drawn on the normalized input (`input_norm`), as
-        Mult-DAE drops out its L2-normalized input: `reconstruction` then encodes it as is."""
+        """Denoising: the encoder sees the corrupted input, the loss compares with `clean` (loss
+        multinomial: the noise on the normalized input, as Mult-DAE; encoded as it is)."""
         options, sparse = self.options, isinstance(clean, tf.SparseTensor)
         if options.loss == "multinomial":
             clean = self.model.normalize_sparse(clean) if sparse else self.model.encode_inputs(clean)
@@ -207,6 +205,8 @@ class Objective:
     def normalizer(self, batch):
         """What the reconstruction's sum is divided by: the global batch, or its observed count."""
         _, targets, mask = unpack(batch)
+        if self.options.loss == "multinomial":  # a mean over users: nothing to count or all-reduce
+            return tf.constant(float(self.options.global_batch_size))
         if isinstance(targets, tf.SparseTensor):  # its entries are the observed ratings
             count = tf.cast(tf.size(targets.values), tf.float32)
         elif mask is None:
@@ -220,9 +220,9 @@ class Objective:
         """`(loss, codes, outputs)`: this replica's share of the global mean reconstruction loss."""
         model, options = self.model, self.options
         if isinstance(inputs, tf.SparseTensor):  # outputs at the observed entries only
-            # Inputs and targets share their entries (the noise only zeroes values): a tied
-            # first kernel's rows are read once for both directions.
-            rows = model.first_kernel_rows(inputs.indices[:, 1]) if model.tied_layers[0] else None
+            # Inputs and targets share their entries: a tied kernel's rows are read once, both ways.
+            tied = model.tied_layers[0] and options.loss != "multinomial"  # sampled: its own gathers
+            rows = model.first_kernel_rows(inputs.indices[:, 1]) if tied else None
             return (*self.sparse_reconstruction(inputs, targets, normalizer, (rows,)), None)
         if options.loss == "multinomial":  # `inputs` normalized already (`corrupt`)
             return (*multinomial.reconstruction(self, inputs, targets), None)
