@@ -61,6 +61,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_regularizers(config)
     pretrain.check(config)
     _check_runtime(config.train)
+    if config.train.strategy == "parameter_server" and config.pretrain.steps_per_layer:
+        raise ValueError(
+            "train.strategy='parameter_server' does not pretrain (pretrain.steps_per_layer): "
+            "pretrain on one machine, then train from its workdir."
+        )
 
 
 def _check_keys(config) -> None:
@@ -173,8 +178,17 @@ def _check_runtime(train) -> None:
     ):
         _positive_int(f"train.{key}", train[key])
     _one_of("train.strategy", train.strategy, distribute.STRATEGIES)
+    _non_negative_int("train.ps_shards", train.ps_shards)
+    _positive_int("train.ps_min_shard_bytes", train.ps_min_shard_bytes)
+    if not isinstance(train.ps_synchronous, bool):
+        raise ValueError(f"`train.ps_synchronous` must be True or False, got {train.ps_synchronous!r}.")
     if train.jit_compile not in ("auto", True, False):
         raise ValueError(f"`train.jit_compile` must be 'auto', True or False, got {train.jit_compile!r}.")
+    if train.jit_compile is True and train.strategy == "parameter_server":
+        raise ValueError(
+            "`train.jit_compile=True` does not run with train.strategy='parameter_server': XLA cannot "
+            "read the variables on the parameter servers; leave it 'auto' (off there)."
+        )
     _one_of("train.precision", train.precision, PRECISIONS)
     _non_negative_int("train.logical_cpus", train.logical_cpus)
     _non_negative_int("train.early_stopping_evals", train.early_stopping_evals)

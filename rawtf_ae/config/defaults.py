@@ -195,8 +195,15 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.export_first_pass = "auto"
 
     # Distribution and speed (see rawtf_ae/training/distribute.py and docs/distributed.md).
-    # default | one_device | mirrored | multi_worker_mirrored (cluster from TF_CONFIG) | tpu
+    # default | one_device | mirrored | multi_worker_mirrored (cluster from TF_CONFIG) | tpu |
+    # parameter_server (TF_CONFIG's chief; workers and parameter servers run --mode=server).
     config.train.strategy = "default"
+    # parameter_server: the catalog's rows (first kernel, output bias, their optimizer slots) in
+    # this many shards (0: one per parameter server), none below ps_min_shard_bytes (small
+    # variables stay whole); ps_synchronous runs one step at a time (one device's run exactly).
+    config.train.ps_shards = 0
+    config.train.ps_min_shard_bytes = 256 << 10
+    config.train.ps_synchronous = False
     # one_device/mirrored: comma-separated devices, e.g. "/gpu:0,/gpu:1" (empty: all GPUs, else CPUs).
     config.train.devices = ""
     # tpu: "local" on a TPU VM, or the TPU's name or grpc:// address.

@@ -53,26 +53,10 @@ def train_dataset(
     if n == 0:
         raise ValueError("The training set is empty.")
     first_epoch, offset = divmod(start_step * batch_size, n)
-    if isinstance(examples, ratings.RatingMatrix):
-
-        def gather(idx):
-            if sparse:
-                return {"inputs": examples.sparse_batch(idx)}
-            inputs, mask = examples.dense_batch(idx)
-            return {"inputs": inputs, "mask": mask}
-
-    else:
-        table = tf.constant(examples)
-        gather = lambda idx: tf.gather(table, idx)  # noqa: E731
-
-    def epoch_order(epoch):
-        return tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-        )
-
+    gather = _gatherer(examples, sparse)
     indices = (
         tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
-        .map(epoch_order)
+        .map(lambda epoch: _epoch_order(n, seed, epoch))
         .unbatch()
         .skip(offset)
         .batch(batch_size, drop_remainder=True)
@@ -86,6 +70,49 @@ def train_dataset(
             lambda idx: tf.reshape(idx, [replicas, per_replica])[first : first + local]
         ).unbatch()
     return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def train_batch(examples, batch_size: int, seed: int, sparse: bool = False):
+    """`batch_at(step) -> global batch `step` of `train_dataset`` (the same examples in the same
+    order), computed from `(seed, step)` alone: for `tf.function`s scheduled on any worker
+    (`rawtf_ae.training.parameter_server`), where each batch must train once whichever worker
+    runs it. `batch_size` must not exceed the examples (a batch then spans two epochs at most).
+    """
+    n = len(examples)
+    if not 0 < batch_size <= n:
+        raise ValueError(f"train_batch needs 0 < batch_size <= {n:,} examples, got {batch_size:,}.")
+    gather = _gatherer(examples, sparse)
+
+    def batch_at(step):
+        positions = tf.cast(step, tf.int64) * batch_size + tf.range(batch_size, dtype=tf.int64)
+        epochs = positions // n
+        first = epochs[0]
+        orders = tf.stack([_epoch_order(n, seed, first), _epoch_order(n, seed, first + 1)])
+        return gather(tf.gather_nd(orders, tf.stack([epochs - first, positions % n], axis=1)))
+
+    return batch_at
+
+
+def _gatherer(examples, sparse: bool):
+    """`gather(positions) -> batch` of `examples` (an array, or ratings rows: `train_dataset`)."""
+    if isinstance(examples, ratings.RatingMatrix):
+
+        def gather(idx):
+            if sparse:
+                return {"inputs": examples.sparse_batch(idx)}
+            inputs, mask = examples.dense_batch(idx)
+            return {"inputs": inputs, "mask": mask}
+
+        return gather
+    table = tf.constant(examples)
+    return lambda idx: tf.gather(table, idx)
+
+
+def _epoch_order(n: int, seed: int, epoch) -> tf.Tensor:
+    """Epoch `epoch`'s order of the `n` examples: `stateless_shuffle(range(n), [seed, epoch])`."""
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+    )
 
 
 def eval_dataset(examples, batch_size: int, sparse: bool = False) -> tf.data.Dataset:

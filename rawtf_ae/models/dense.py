@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from rawtf_ae.models import activations, initializers
 from rawtf_ae.models.base import ActivationArg, Autoencoder, check_layer_sizes
-from rawtf_ae.models.row_ops import gather_rows, read_without_copy, row_dots, row_ids, sum_by_row
+from rawtf_ae.models.row_ops import gather_rows, lookup, read_without_copy, row_dots, row_ids, sum_by_row
 
 # What the first layer sees: the inputs as given, or each row divided by its L2 norm (Liang
 # et al. 2018's Mult-DAE/VAE, for implicit feedback: a user's interactions as a direction).
@@ -190,7 +190,7 @@ class TiedAutoencoder(Autoencoder):
         training step reads them once for both directions (`kernel_rows=` below): one gather,
         and one sparse gradient row per rating instead of two."""
         kernel = self.decoder_kernels[0] if decoder and not self.tied_layers[0] else self.kernels[0]
-        return tf.cast(tf.gather(kernel, columns), self.compute_dtype)
+        return tf.cast(lookup(kernel, columns), self.compute_dtype)
 
     def encode_sparse(self, x: tf.SparseTensor, kernel_rows=None, normalized: bool = False) -> tf.Tensor:
         """`encode(tf.sparse.to_dense(x))` for a `tf.SparseTensor` `[batch_size, layer_sizes[0]]`,
@@ -254,7 +254,7 @@ class TiedAutoencoder(Autoencoder):
         if kernel_rows is None:
             kernel_rows = self.first_kernel_rows(columns, decoder=True)
         logits = row_dots(gather_rows(hidden, rows), kernel_rows)
-        logits += tf.cast(tf.gather(self.decoder_biases[0], columns), self.compute_dtype)
+        logits += tf.cast(lookup(self.decoder_biases[0], columns), self.compute_dtype)
         return self._output_activation(tf.cast(logits, self.dtype))
 
     def architecture(self) -> dict:

@@ -4,7 +4,8 @@ A sparse batch's entries come in row-major order (a `tf.SparseTensor`'s canonica
 summing them per row is TensorFlow's sorted segment sum, about 5x faster on CPU than the
 unsorted one (2.2 vs 10.8 ms for 12,800 x 512 into 128 rows): `sum_by_row`, and `gather_rows`
 whose gradient sums the same way instead of densifying `IndexedSlices` with the unsorted sum.
-`read_without_copy` reads a variable that was accessed by rows without copying it. Under
+`read_without_copy` reads a variable that was accessed by rows without copying it, `lookup`
+reads rows of a plain or a sharded variable (`ParameterServerStrategy`). Under
 `traced_for_xla` the sums are XLA's (the compiled sparse step).
 """
 
@@ -73,6 +74,67 @@ def row_ids(x: tf.SparseTensor, what: str) -> tf.Tensor:
         return tf.identity(rows)
 
 
+def is_sharded(variable) -> bool:
+    """Whether `variable` is a `ShardedVariable` (rows split over parameter servers by
+    `ParameterServerStrategy`'s partitioner: `rawtf_ae.training.parameter_server`)."""
+    return isinstance(variable, tf.__internal__.distribute.ShardedVariable)
+
+
+def parts(variable) -> list:
+    """The variables `variable` is made of: its shards, in row order, or itself."""
+    return list(variable.variables) if is_sharded(variable) else [variable]
+
+
+def row_gradients(variable, values, indices) -> dict:
+    """`{part.ref(): tf.IndexedSlices}`: the gradient rows `values` at rows `indices` of
+    `variable`, as one slices per part (`parts`), each indexed by its own rows; the entries
+    keep their order within a part, so the optimizer sums repeated rows in the same order."""
+    if not is_sharded(variable):
+        shape = tf.constant(variable.shape.as_list(), tf.int64)
+        return {variable.ref(): tf.IndexedSlices(values, indices, shape)}
+    gradients, offset = {}, 0
+    for shard in variable.variables:
+        rows = shard.shape[0]
+        inside = (indices >= offset) & (indices < offset + rows)
+        shape = tf.constant(shard.shape.as_list(), tf.int64)
+        local = tf.boolean_mask(indices, inside) - tf.cast(offset, indices.dtype)
+        gradients[shard.ref()] = tf.IndexedSlices(tf.boolean_mask(values, inside), local, shape)
+        offset += rows
+    return gradients
+
+
+def norm_terms(gradients, variables, unique) -> list:
+    """The tensors a global norm of `gradients` (one per entry of `variables`, None skipped)
+    sums: each gradient, `tf.IndexedSlices` deduplicated by `unique` (`lazy.deduplicated`),
+    and the parts of one sharded variable (consecutive shards `NAME/part_K`) joined in row
+    order: the terms of the unsharded variable's gradient, so that the norm has its bits."""
+    terms, names = [], []
+    for gradient, variable in zip(gradients, variables):
+        if gradient is None:
+            continue
+        name = variable.name.split("/part_")[0] if "/part_" in variable.name else None
+        value = unique(gradient).values if isinstance(gradient, tf.IndexedSlices) else gradient
+        if name is not None and names and names[-1] == name:
+            terms[-1] = tf.concat([terms[-1], value], 0)
+        else:
+            terms.append(value)
+        names.append(name)
+    return terms
+
+
+def lookup(variable, ids) -> tf.Tensor:
+    """Rows `ids` of `variable`, in the order asked: `tf.gather`, whose gradient is
+    `tf.IndexedSlices` of those rows (one per shard for a sharded variable).
+
+    A sharded variable's `tf.gather` returns the rows grouped by shard, not in the order
+    asked (TF 2.21): `tf.nn.embedding_lookup` keeps the order, and on a plain variable gives
+    bitwise the same rows as `tf.gather`.
+    """
+    if is_sharded(variable):
+        return tf.nn.embedding_lookup(variable, ids)
+    return tf.gather(variable, ids)
+
+
 def read_without_copy(variable):
     """The value of `variable` for a dense read, never a copy of the whole variable.
 
@@ -82,8 +144,11 @@ def read_without_copy(variable):
     top-K 3x slower than the product it needs. This read switches such a variable back to
     copy-on-write (TensorFlow's `read_value_no_copy`, as its checkpoints read); a
     `tf.distribute` variable in cross-replica code is read from its first local copy (they are
-    equal), in replica code as usual. Not in XLA-compiled code (no XLA kernel).
+    equal), in replica code as usual; a sharded variable is its shards' reads concatenated
+    (the whole variable on the caller). Not in XLA-compiled code (no XLA kernel).
     """
+    if is_sharded(variable):
+        return tf.concat([read_without_copy(shard) for shard in variable.variables], 0)
     if not hasattr(type(variable), "read_value_no_copy") and tf.distribute.in_cross_replica_context():
         local = getattr(variable, "values", None)  # a tf.distribute variable: its copies here
         if local and hasattr(type(local[0]), "read_value_no_copy"):

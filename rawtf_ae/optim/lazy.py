@@ -102,7 +102,11 @@ class LazyAdam(tf.keras.optimizers.Optimizer):
             return
         super().build(var_list)
         self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
-        self._rows = [_Rows(v) for v in var_list]  # plain objects: not checkpointed
+        # Scratch rows for the fused kernel (plain objects: not checkpointed). Under
+        # ParameterServerStrategy they would live on a parameter server, where a variable of
+        # `[None, units]` aborts the workers: the rows are updated by elementwise ops instead.
+        remote = isinstance(tf.distribute.get_strategy(), tf.distribute.ParameterServerStrategy)
+        self._rows = [None if remote else _Rows(v) for v in var_list]
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
@@ -119,6 +123,8 @@ class LazyAdam(tf.keras.optimizers.Optimizer):
             # written back.
             gradient = deduplicated(gradient)
             rows, scratch = gradient.indices, self._rows[index]
+            if scratch is None:  # no scratch variables (ParameterServerStrategy)
+                return _adam_rows(self, gradient, (variable, m, v), lr, step)
             targets, grad = (scratch.var, scratch.m, scratch.v), gradient.values
             for source, target in zip((variable, m, v), targets):
                 target.assign(tf.gather(source, rows))
@@ -144,6 +150,23 @@ class LazyAdam(tf.keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
         return config
+
+
+def _adam_rows(optimizer, gradient: UniqueRows, variables, lr, step) -> None:
+    """`LazyAdam`'s sparse update without scratch variables: the rows gathered, updated by
+    the fused kernel's formula in elementwise ops (bitwise its result on this project's CPU,
+    tests/optim/test_lazy.py) and scattered back."""
+    variable = variables[0]
+    dtype = variable.dtype
+    beta_1, beta_2 = tf.cast(optimizer.beta_1, dtype), tf.cast(optimizer.beta_2, dtype)
+    rows, grad = gradient.indices, tf.cast(gradient.values, dtype)
+    var_rows, m_rows, v_rows = (tf.gather(source, rows) for source in variables)
+    alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+    m_rows += (grad - m_rows) * (1 - beta_1)
+    v_rows += (tf.square(grad) - v_rows) * (1 - beta_2)
+    var_rows -= (m_rows * alpha) / (tf.sqrt(v_rows) + tf.constant(optimizer.epsilon, dtype))
+    for target, value in zip(variables, (var_rows, m_rows, v_rows)):
+        target.scatter_update(tf.IndexedSlices(value, rows))
 
 
 class LazyAdagrad(tf.keras.optimizers.Optimizer):

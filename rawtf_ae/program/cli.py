@@ -4,6 +4,7 @@
     --mode=eval    newest checkpoint -> validation loss, reconstruction picture, code plots
     --mode=export  newest checkpoint -> SavedModel (export/saved_model) and export/weights.npz
     --mode=encode  newest checkpoint -> codes of a split (--split) in --output (.npy or .npz)
+    --mode=server  a worker or parameter server of train.strategy=parameter_server (TF_CONFIG)
 
 Errors a user can fix (bad flags, files, config values, checkpoints) end in one line and exit 1.
 SIGTERM or Ctrl-C during training saves a checkpoint of the current step and exits with
@@ -23,9 +24,9 @@ from rawtf_ae import files
 from rawtf_ae.config import defaults, saved
 from rawtf_ae.models import architectures
 from rawtf_ae.program import modes, train
-from rawtf_ae.training import preemption
+from rawtf_ae.training import parameter_server, preemption
 
-MODES = ("train", "eval", "export", "encode")
+MODES = ("train", "eval", "export", "encode", "server")
 PREEMPTED_EXIT_STATUS = 143
 _CONFIG_ARGUMENT = "config"
 
@@ -238,6 +239,12 @@ def _main(argv, config_flag, default_config_file):
         return
     if not flags.FLAGS.verbose:
         _quiet_console()
+    if flags.FLAGS.mode == "server":  # no config or workdir: the chief sends the work
+        try:
+            parameter_server.serve()
+        except ValueError as e:
+            _fail(e)
+        return
     config = config_flag.value
     try:
         config.keys()  # a --config file that failed to load raises here

@@ -32,6 +32,7 @@ from rawtf_ae.training import (
     checkpoints,
     distribute,
     early_stopping,
+    parameter_server,
     preemption,
     pretrain,
     sampled_softmax,
@@ -76,6 +77,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         files.Workdir(workdir).check_folders(export=train_config.export)
     logging.info("workdir: %s", workdir)
     config, splits = _load_data(config, workdir)
+    parameter_server.shard_catalog(strategy, splits.width)  # before the model is made
     sparse = batching.uses_sparse(config, splits)  # decided once: `auto` logs its choice
     # The recipes' train.optimizer / dense_refeeding = "auto" follow the batches (logged).
     config = batching.resolve_auto(config, sparse)
@@ -132,6 +134,7 @@ class _Run:
         config, train_config, workdir, chief = self.config, self.train_config, self.workdir, self.chief
         self.state = state.create_train_state(config, self.strategy)
         model = self.state.model
+        parameter_server.check_layout(self.strategy, model, self.state.optimizer, self.sparse)
         checkpoint = self.state.checkpoint()
         # Restore first: it may repair the state file that the CheckpointManager then reads.
         directory = self.layout.checkpoints
@@ -145,14 +148,9 @@ class _Run:
         self.start_step = int(self.state.step.numpy())
         self.tracker = None
         if self.state.best is not None:
-            self.tracker = early_stopping.Tracker(
-                self.state.best,
-                model,
-                workdir,
-                train_config.early_stopping_evals,
-                chief,
-                higher_is_better=train_config.loss == "multinomial",  # NDCG@100
-            )
+            better = train_config.loss == "multinomial"  # NDCG@100: higher is better
+            evals = train_config.early_stopping_evals
+            self.tracker = early_stopping.Tracker(self.state.best, model, workdir, evals, chief, better)
         if chief and self.splits.vocabulary is not None:
             os.makedirs(directory, exist_ok=True)
             self.splits.vocabulary.save(self.layout.vocabulary)
@@ -168,9 +166,8 @@ class _Run:
             f"resumed from {restored} at step {self.start_step}" if restored else "starting from scratch",
         )
         self.progress = {"step": self.start_step}
-        self.preemption = preemption.create_handler(
-            self.strategy, train_config, self.checkpointer, self.progress
-        )
+        handler = preemption.create_handler
+        self.preemption = handler(self.strategy, train_config, self.checkpointer, self.progress)
         logging.info("model: %s", model.describe())
         if chief:
             os.makedirs(workdir, exist_ok=True)
@@ -191,14 +188,20 @@ class _Run:
             logging.info("train.sampled_softmax is for sparse batches: dense ones take the full softmax")
         per_replica = batch_size // replicas
         capacity = sparse_gradients.gradient_capacity(splits.train, per_replica, samples) if sparse else 0
-        dataset = self.strategy.distribute_datasets_from_function(
-            lambda c: pipelines.train_dataset(splits.train, batch_size, self.config.seed, start, c, sparse)
-        )
-        self.iterator = iter(dataset)
         options = StepOptions.from_config(self.config, sparse_capacity=capacity, sampled_softmax=samples)
         proposal = sampled_softmax.proposal_for(self.config, splits.train) if samples else None
         step = make_step(self.state.model, self.state.optimizer, options, proposal)
-        self.train_loop = make_train_loop(step, self.state.step, self.strategy, self.stop_signal.flag)
+        seed, stop = self.config.seed, self.stop_signal.flag
+        if parameter_server.is_parameter_server(self.strategy):  # closures scheduled on the workers
+            batch_at = pipelines.train_batch(splits.train, batch_size, seed, sparse)
+            synchronous = self.train_config.ps_synchronous
+            steps = parameter_server.Scheduler(self.strategy, step, self.state.step, batch_at, synchronous)
+            self.run_steps = lambda count: steps(self.current, count, stop)
+        else:
+            dataset = lambda c: pipelines.train_dataset(splits.train, batch_size, seed, start, c, sparse)  # noqa: E731
+            iterator = iter(self.strategy.distribute_datasets_from_function(dataset))
+            loop = make_train_loop(step, self.state.step, self.strategy, stop)
+            self.run_steps = lambda count: float(loop(iterator, tf.constant(count, tf.int64)))
         self.evaluate = make_evaluate(self.state.model, self.train_config.loss)
         # Implicit feedback: Recall@K and NDCG@K beside the loss; keep_best selects on NDCG@100.
         self.rank = make_rank(self.state.model) if self.train_config.loss == "multinomial" else None
@@ -276,7 +279,7 @@ class _Run:
     def _call_loop(self, stop: int) -> float:
         """Runs the steps up to `stop`; the mean loss, checked to be finite."""
         try:
-            chunk_loss = float(self.train_loop(self.iterator, tf.constant(stop - self.current, tf.int64)))
+            chunk_loss = self.run_steps(stop - self.current)
         except preemption.COLLECTIVE_ERRORS as e:
             if (
                 self.strategy.num_replicas_in_sync == 1

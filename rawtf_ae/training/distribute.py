@@ -7,6 +7,8 @@
                           every logical CPU, so `train.logical_cpus=2` gives two replicas anywhere).
   multi_worker_mirrored   `MultiWorkerMirroredStrategy`, the cluster from the `TF_CONFIG` variable.
   tpu                     `TPUStrategy` on `train.tpu` ("local" on a TPU VM, or a TPU name/address).
+  parameter_server        `ParameterServerStrategy`, the catalog's rows sharded over the `ps`
+                          tasks of `TF_CONFIG` (`rawtf_ae.training.parameter_server`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+from rawtf_ae.training import parameter_server
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu", "parameter_server")
 
 
 def split_cpu(num_logical: int) -> None:
@@ -135,6 +139,8 @@ def create_strategy(train_config) -> tf.distribute.Strategy:
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if name == "tpu":
         return _tpu_strategy(train_config.tpu)
+    if name == "parameter_server":
+        return parameter_server.create_strategy(train_config)
     raise ValueError(f"Unknown `train.strategy` {name!r}; expected one of {', '.join(STRATEGIES)}.")
 
 

@@ -27,7 +27,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import tensorflow as tf
 
-from rawtf_ae.models.row_ops import gather_rows, row_dots, row_ids, sum_by_row
+from rawtf_ae.models.row_ops import gather_rows, lookup, row_dots, row_ids, sum_by_row
 from rawtf_ae.training import multinomial
 
 
@@ -127,8 +127,8 @@ def gather(model, columns, ids) -> dict:
         "encoder": encoder,
         "decoder": decoder,
         "samples": model.first_kernel_rows(ids, decoder=True),
-        "entry_bias": tf.cast(tf.gather(bias, columns), model.compute_dtype),
-        "sample_bias": tf.cast(tf.gather(bias, ids), model.compute_dtype),
+        "entry_bias": tf.cast(lookup(bias, columns), model.compute_dtype),
+        "sample_bias": tf.cast(lookup(bias, ids), model.compute_dtype),
     }
 
 

@@ -74,7 +74,7 @@ def make_gradients(objective, variables):
         return _sampled_gradients(objective, variables)
     model = objective.model
     first = [model.kernels[0]] + ([] if model.tied_layers[0] else [model.decoder_kernels[0]])
-    rest = [v for v in variables if all(v is not f for f in first)]
+    rest = _rest(variables, first)
 
     @tf.function(jit_compile=True, reduce_retracing=True)
     def body(rows, inputs, targets, real, normalizer):
@@ -90,14 +90,20 @@ def make_gradients(objective, variables):
         rows = [model.first_kernel_rows(columns, decoder=i > 0) for i in range(len(first))]
         with row_ops.traced_for_xla():
             loss, (row_gradients, rest_gradients) = body(rows, inputs, targets, real, normalizer)
-        by_variable = {
-            f.ref(): tf.IndexedSlices(g[:count], columns[:count], tf.shape(f, out_type=tf.int64))
-            for f, g in zip(first, row_gradients)
-        }
+        by_variable = {}
+        for f, g in zip(first, row_gradients):  # one slices per shard of a sharded kernel
+            by_variable.update(row_ops.row_gradients(f, g[:count], columns[:count]))
         by_variable.update((v.ref(), _cut(g, count)) for v, g in zip(rest, rest_gradients))
         return loss, [by_variable[v.ref()] for v in variables], None
 
     return gradients
+
+
+def _rest(variables, firsts) -> list:
+    """`variables` without the parts (shards, or themselves) of `firsts`, whose rows are read
+    outside the compiled body."""
+    outside = {part.ref() for f in firsts for part in row_ops.parts(f)}
+    return [v for v in variables if v.ref() not in outside]
 
 
 def _padded(objective, batch):
@@ -126,7 +132,7 @@ def _sampled_gradients(objective, variables):
     tied = model.tied_layers[0]
     decoder_kernel = model.kernels[0] if tied else model.decoder_kernels[0]
     firsts = (model.kernels[0], decoder_kernel, model.decoder_biases[0])
-    rest = [v for v in variables if all(v is not f for f in firsts)]
+    rest = _rest(variables, firsts)
     names = ("encoder", "samples", "entry_bias", "sample_bias") + (() if tied else ("decoder",))
 
     @tf.function(jit_compile=True, reduce_retracing=True)
@@ -149,21 +155,17 @@ def _sampled_gradients(objective, variables):
             )
         entries, drawn = columns[:count], negatives.ids
 
-        def slices(variable, parts, indices):
+        def slices(variable, parts, indices):  # one per shard of a sharded variable
             values = tf.concat([p[:count] if i is entries else p for p, i in zip(parts, indices)], 0)
-            return tf.IndexedSlices(values, tf.concat(indices, 0), tf.shape(variable, out_type=tf.int64))
+            return row_ops.row_gradients(variable, values, tf.concat(indices, 0))
 
         decoder_rows = by_name["encoder"] if tied else by_name["decoder"]
         by_variable = {
-            decoder_kernel.ref(): slices(
-                decoder_kernel, [decoder_rows, by_name["samples"]], [entries, drawn]
-            ),
-            firsts[2].ref(): slices(
-                firsts[2], [by_name["entry_bias"], by_name["sample_bias"]], [entries, drawn]
-            ),
+            **slices(decoder_kernel, [decoder_rows, by_name["samples"]], [entries, drawn]),
+            **slices(firsts[2], [by_name["entry_bias"], by_name["sample_bias"]], [entries, drawn]),
         }
         if not tied:
-            by_variable[model.kernels[0].ref()] = slices(model.kernels[0], [by_name["encoder"]], [entries])
+            by_variable.update(slices(model.kernels[0], [by_name["encoder"]], [entries]))
         by_variable.update((v.ref(), g) for v, g in zip(rest, rest_gradients))
         return loss, [by_variable[v.ref()] for v in variables], None
 

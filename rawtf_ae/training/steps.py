@@ -21,6 +21,7 @@ import dataclasses
 import ml_collections
 import tensorflow as tf
 
+from rawtf_ae.models import row_ops
 from rawtf_ae.optim import lazy, optimizers
 from rawtf_ae.recommender import sparse_gradients, sparse_noise
 from rawtf_ae.training import corruption, losses, multinomial, sampled_softmax, sparse_compiled
@@ -132,15 +133,13 @@ def uses_xla(train_config) -> bool:
     "auto" compiles float32 steps, the fastest in every case of `benchmarks/throughput.py`
     (1.26-1.5x here), but not mixed precision (slower with XLA in `benchmarks/speed_options.py`;
     float16 loss scaling is not compiled), the contractive penalty (minutes to compile its
-    `batch_jacobian`), nor TPUs (they compile everything anyway).
+    `batch_jacobian`), nor TPUs (they compile everything anyway), nor parameter-server
+    workers (XLA cannot read a variable on another task).
     """
     if train_config.jit_compile != "auto":
         return bool(train_config.jit_compile)
-    return (
-        train_config.precision == "float32"
-        and train_config.strategy != "tpu"
-        and not train_config.contractive_weight
-    )
+    compiles = train_config.strategy not in ("tpu", "parameter_server") and train_config.precision == "float32"
+    return compiles and not train_config.contractive_weight
 
 
 def unpack(batch):
@@ -309,8 +308,9 @@ class Objective:
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
             gradients = [unique(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
-        summed = global_sum([g for g in gradients if g is not None])
-        norm = tf.linalg.global_norm([unique(g) if isinstance(g, tf.IndexedSlices) else g for g in summed])
+        summed = global_sum([g for g in gradients if g is not None])  # a sharded kernel's parts joined:
+        present = [v for g, v in zip(gradients, self.model.trainable_variables) if g is not None]
+        norm = tf.linalg.global_norm(row_ops.norm_terms(summed, present, unique))
         clipped = tf.clip_by_global_norm(gradients, self.options.clip_norm, use_norm=norm)[0]
         return [
             lazy.UniqueRows(c.values, c.indices, c.dense_shape) if isinstance(g, lazy.UniqueRows) else c

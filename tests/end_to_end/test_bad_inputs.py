@@ -9,6 +9,7 @@ was one). The cases run two at a time, once per session, so that CI holds them.
 """
 
 import concurrent.futures
+import json
 import os
 import queue
 import shutil
@@ -109,6 +110,22 @@ CASES = [
     ("batch not divisible by replicas", None, None, ["--config.train.strategy=mirrored",
                                                      "--config.train.logical_cpus=2",
                                                      "--config.train.batch_size=15"], "train.batch_size"),
+    # parameter servers (train.strategy=parameter_server, --mode=server): TF_CONFIG in _CASE_ENV
+    ("parameter servers without TF_CONFIG", None, None, ["--config.train.strategy=parameter_server"], "TF_CONFIG"),
+    ("TF_CONFIG that is not JSON", None, None, ["--config.train.strategy=parameter_server"],
+     "TF_CONFIG is not valid JSON"),
+    ("TF_CONFIG without parameter servers", None, None, ["--config.train.strategy=parameter_server"],
+     "no 'ps' task"),
+    ("the chief's command on a worker task", None, None, ["--config.train.strategy=parameter_server"],
+     "--mode=server"),
+    ("a server without TF_CONFIG", None, None, ["--mode=server"], "--mode=server needs the TF_CONFIG"),
+    ("a server for the chief task", None, None, ["--mode=server"], "--mode=server is for the 'worker' and 'ps'"),
+    ("a server task beyond the cluster", None, None, ["--mode=server"], "has 1 'worker' task(s)"),
+    ("XLA on parameter servers", None, None, ["--config.train.strategy=parameter_server",
+                                              "--config.train.jit_compile=True"], "train.jit_compile"),
+    ("negative parameter-server shards", None, None, ["--config.train.ps_shards=-1"], "train.ps_shards"),
+    ("pretraining on parameter servers", None, None, ["--config.train.strategy=parameter_server",
+                                                      "--config.pretrain.steps_per_layer=5"], "pretrain.steps_per_layer"),
     # config files
     ("missing config file", None, None, ["--config=nope.py"], "nope.py"),
     ("config file is a folder", None, lambda f: os.makedirs(os.path.join(f, "cfg.py")), ["--config=cfg.py"],
@@ -204,7 +221,7 @@ def _run_case(case, root, trained, servers):
     command = [os.path.join(REPO, "train.py"), *given, *arguments, "--workdir=w"]
     server = servers.get()  # one command at a time on each of the two servers
     try:
-        returncode, stdout, stderr = server.run(command, folder, _ENV)
+        returncode, stdout, stderr = server.run(command, folder, _ENV | _CASE_ENV.get(name, {}))
     finally:
         servers.put(server)
     result = subprocess.CompletedProcess(command, returncode, stdout, stderr)
@@ -212,6 +229,24 @@ def _run_case(case, root, trained, servers):
 
 
 _ENV = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"} | {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
+
+
+def _tf_config(roles=("chief", "worker", "ps"), task=("chief", 0)):
+    # Ports nothing listens on: every case fails before any connection is made.
+    cluster = {role: [f"127.0.0.1:{9 + i}"] for i, role in enumerate(roles)}
+    return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": task[0], "index": task[1]}})}
+
+
+# Cases run with these variables added to _ENV.
+_CASE_ENV = {
+    "TF_CONFIG that is not JSON": {"TF_CONFIG": '{"cluster": '},
+    "TF_CONFIG without parameter servers": _tf_config(roles=("chief", "worker")),
+    "the chief's command on a worker task": _tf_config(task=("worker", 0)),
+    "a server for the chief task": _tf_config(),
+    "a server task beyond the cluster": _tf_config(task=("worker", 3)),
+    "XLA on parameter servers": _tf_config(),
+    "pretraining on parameter servers": _tf_config(),
+}
 
 
 @pytest.fixture(scope="module")

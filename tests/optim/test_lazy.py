@@ -108,6 +108,34 @@ def test_a_vector_built_inside_a_tf_function_with_an_empty_step_matches_the_refe
     np.testing.assert_allclose(variable.numpy(), reference, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("in_function", [False, True])
+def test_lazy_adam_without_scratch_rows_is_bitwise_the_fused_update(in_function):
+    # Under ParameterServerStrategy LazyAdam has no scratch variables (`_rows` None) and
+    # updates the rows by elementwise ops: the same bits as the fused kernel, so a
+    # synchronous parameter-server run can match one device exactly.
+    rng = np.random.default_rng(5)
+    w0 = rng.normal(size=(50, 9)).astype(np.float32)
+    gradients = [(rng.integers(0, 50, 12), rng.normal(size=(12, 9)).astype(np.float32)) for _ in range(5)]
+    results = []
+    for scratch in (True, False):
+        variable = tf.Variable(w0)
+        optimizer = lazy.LazyAdam(0.01)
+        optimizer.build([variable])
+        if not scratch:
+            optimizer._rows = [None]
+
+        def apply(indices, values, optimizer=optimizer, variable=variable):
+            optimizer.apply_gradients([(tf.IndexedSlices(values, indices, (50, 9)), variable)])
+
+        apply = tf.function(apply) if in_function else apply
+        for indices, values in gradients:
+            apply(tf.constant(indices, tf.int64), tf.constant(values))
+        slots = [optimizer._momentums[0], optimizer._velocities[0]]
+        results.append(np.concatenate([variable.numpy()] + [s.numpy() for s in slots]))
+    np.testing.assert_array_equal(results[0], results[1])
+    assert not np.array_equal(results[0][:50], w0)
+
+
 def test_lazy_adam_differs_from_dense_adam_only_on_untouched_rows():
     """Dense Adam keeps moving a row its momentum remembers; lazy Adam leaves it alone."""
     w0 = np.random.default_rng(2).normal(size=SHAPE).astype(np.float32)

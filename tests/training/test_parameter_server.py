@@ -1,0 +1,227 @@
+"""train.strategy=parameter_server on a loopback cluster: one device's run bit for bit when
+synchronous (resumed too), asynchronous training that reaches one device's RMSE, and the
+refusals that need a cluster. Bad TF_CONFIGs are in the bad-input campaign.
+
+The servers (2 parameter servers, 2 workers: `train.py --mode=server`) run once for the module
+inside a network namespace with only loopback up (`local_cluster --serve_only`, under
+`unshare -n`): `tf.distribute.Server` listens on every interface. Each chief is `train.py`
+entered into that namespace (`nsenter`), with a timeout as the watchdog.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rawtf_ae.config import saved
+from rawtf_ae.models import row_ops
+from rawtf_ae.program import train
+from rawtf_ae.recommender import ratings_file
+from rawtf_ae.recommender.synthetic import synthetic_ratings
+from rawtf_ae.training import parameter_server
+from tests.conftest import REPO, tiny_ratings_config
+
+_ENV = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"} | {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "PYTHONPATH": REPO,
+}
+# Two shards of the first kernel: its 32-unit rows are far above 1 KiB in all.
+SHARDED = {"train.ps_min_shard_bytes": 1024, "data.ratings_batches": "sparse", "train.jit_compile": False}
+
+
+def _namespaces_work() -> bool:
+    if not (shutil.which("unshare") and shutil.which("nsenter") and shutil.which("ip")):
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+pytestmark = pytest.mark.skipif(not _namespaces_work(), reason="needs unshare -n and nsenter (root)")
+
+
+class Cluster:
+    """The module's servers; `chief(config, workdir)` runs `train.py` as their chief."""
+
+    def __init__(self, logs):
+        command = (
+            f"ip link set lo up && exec {sys.executable} -m rawtf_ae.program.local_cluster --serve_only "
+            f"--ps=2 --workers=2 --logs={logs} {os.path.join(REPO, 'train.py')}"
+        )
+        self.process = subprocess.Popen(
+            ["unshare", "-n", "sh", "-c", command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_ENV,
+            text=True,
+        )
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the servers did not start (logs in {logs})")
+        self.spec = json.loads(line)
+
+    def chief(self, config, workdir, timeout=240):
+        """`train.py --workdir=workdir` with `config` (written as the workdir's config.json)."""
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(saved.to_json(config))
+        env = _ENV | {"TF_CONFIG": json.dumps({"cluster": self.spec, "task": {"type": "chief", "index": 0}})}
+        command = [
+            "nsenter",
+            "-t",
+            str(self.process.pid),
+            "-n",
+            sys.executable,
+            os.path.join(REPO, "train.py"),
+            f"--workdir={workdir}",
+        ]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    started = Cluster(tmp_path_factory.mktemp("cluster_logs"))
+    yield started
+    started.close()
+
+
+@pytest.fixture(scope="module")
+def ratings_path(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("ps_data") / "ratings.csv")
+    return ratings_file.write_ratings(path, synthetic_ratings(num_users=600, num_items=300, density=0.08))
+
+
+def _config(path, **overrides):
+    return tiny_ratings_config(path, **{"train.strategy": "parameter_server", **SHARDED, **overrides})
+
+
+def _weights(workdir):
+    reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
+    names = sorted(k for k in reader.get_variable_to_shape_map() if k.startswith(("model/", "step/")))
+    return {name: reader.get_tensor(name) for name in names}
+
+
+def _one_device(config, workdir):
+    config = config.copy_and_resolve_references()
+    config.train.strategy = "default"
+    return train.train_and_evaluate(config, str(workdir))
+
+
+def test_synchronous_training_is_one_devices_bit_for_bit_and_resumes_exactly(cluster, ratings_path, tmp_path):
+    # The recipe's options together: clipping (its norm over the shards), code dropout, masking
+    # noise, a schedule; 20 steps, then resumed to 40 by the same command.
+    options = {
+        "train.ps_synchronous": True,
+        "train.clip_norm": 1.0,
+        "train.corruption": "masking",
+        "train.corruption_level": 0.2,
+        "train.schedule": "exponential",
+        "train.decay_steps": 10,
+        "train.warmup_steps": 5,
+        "train.dense_refeeding": 0,
+        "train.optimizer": "lazy_adam",
+        "train.checkpoint_every_steps": 20,
+        "train.eval_every_steps": 20,
+        "train.log_every_steps": 20,
+        "train.export": False,
+    }
+    workdir = str(tmp_path / "ps")
+    first = cluster.chief(_config(ratings_path, **options, **{"train.num_steps": 20}), workdir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "encoder/layer_0/kernel in 2 shards" in first.stderr, first.stderr[-3000:]
+    resumed = cluster.chief(_config(ratings_path, **options, **{"train.num_steps": 40}), workdir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr and "at step 20" in resumed.stderr
+    reference = _one_device(_config(ratings_path, **options, **{"train.num_steps": 40}), tmp_path / "one")
+    got, expected = _weights(workdir), _weights(str(tmp_path / "one"))
+    assert sorted(got) == sorted(expected) and int(got["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 40
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        assert json.load(f)["val_rmse"] == reference["val_rmse"]
+
+
+def test_asynchronous_training_reaches_one_devices_held_out_rmse(cluster, ratings_path, tmp_path):
+    options = {
+        "train.num_steps": 200,
+        "train.batch_size": 32,
+        "train.dense_refeeding": 0,
+        "train.optimizer": "lazy_adam",
+        "train.learning_rate": 3e-3,
+        "train.eval_every_steps": 200,
+        "train.log_every_steps": 100,
+        "train.export": False,
+    }
+    result = cluster.chief(_config(ratings_path, **options), str(tmp_path / "ps"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "ps" / "metrics.json") as f:
+        asynchronous = json.load(f)["val_rmse"]
+    reference = _one_device(_config(ratings_path, **options), tmp_path / "one")["val_rmse"]
+    assert abs(asynchronous - reference) <= 0.05 * reference, (asynchronous, reference)
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"data.ratings_batches": "dense"}, "needs sparse ratings batches"),
+        ({"train.optimizer": "adam", "train.dense_refeeding": 0}, "needs a row-wise optimizer"),
+    ],
+    ids=["dense batches", "adam"],
+)
+def test_what_would_move_a_sharded_kernel_whole_is_one_line(
+    cluster, ratings_path, tmp_path, overrides, named
+):
+    result = cluster.chief(_config(ratings_path, **overrides), str(tmp_path / "w"))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("train.py: error:")]
+    assert result.returncode == 1 and len(errors) == 1 and named in errors[0], result.stderr[-3000:]
+    assert set(os.listdir(tmp_path / "w")) <= {"config.json", ".lock"}  # no checkpoint, no output
+
+
+def test_the_partitioner_shards_only_the_catalogs_rows_and_keeps_small_ones_whole():
+    partitioner = parameter_server.CatalogRows(shards=4, min_shard_bytes=1 << 20)
+    assert partitioner([1000, 512], tf.float32) == [1, 1]  # the width is not known yet
+    partitioner.rows = 1000
+    assert partitioner([1000, 512], tf.float32) == [1, 1] and partitioner.count([1000, 512], tf.float32) == 1
+    partitioner.rows = 100_000
+    assert partitioner([100_000, 512], tf.float32) == [4, 1]  # 195 MiB: 4 shards
+    assert partitioner([100_000, 2], tf.float32) == [1, 1]  # 781 KiB: below one shard's minimum
+    assert partitioner([100_000], tf.float32) == [1]
+    assert partitioner([512, 100_000], tf.float32) == [1, 1]  # not rows of the catalog
+    assert partitioner([], tf.float32) == []
+
+
+def test_a_sharded_variables_rows_gradients_and_norm_are_the_whole_ones_bit_for_bit():
+    # A ShardedVariable made here (no cluster): `lookup` keeps the order asked, the tape's
+    # per-shard slices are `row_gradients`' split of the whole variable's, and their norm
+    # terms join into the whole gradient's (clipping then scales by the same norm).
+    from rawtf_ae.optim import lazy
+
+    value = tf.random.stateless_normal([7, 3], [1, 2])
+    whole = tf.Variable(value, name="k")
+    parts = [tf.Variable(value[:4], name="k/part_0"), tf.Variable(value[4:], name="k/part_1")]
+    sharded = tf.__internal__.distribute.ShardedVariable(parts)
+    ids = tf.constant([6, 0, 4, 3, 0, 5], tf.int64)
+    np.testing.assert_array_equal(row_ops.lookup(sharded, ids).numpy(), tf.gather(value, ids).numpy())
+    weights = tf.random.stateless_normal([6, 3], [3, 4])
+    gradients = []
+    for variable, sources in ((whole, [whole]), (sharded, parts)):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(row_ops.lookup(variable, ids) * weights))
+        gradients.append(tape.gradient(loss, sources))
+    (one,), shards = gradients
+    split = row_ops.row_gradients(sharded, one.values, one.indices)
+    for part, gradient in zip(parts, shards):
+        expected = tf.convert_to_tensor(split[part.ref()])
+        np.testing.assert_array_equal(tf.convert_to_tensor(gradient).numpy(), expected.numpy())
+    joined = row_ops.norm_terms(shards, parts, lazy.deduplicated)
+    (single,) = row_ops.norm_terms([one], [whole], lazy.deduplicated)
+    assert len(joined) == 1
+    np.testing.assert_array_equal(joined[0].numpy(), single.numpy())
+    assert tf.linalg.global_norm(joined).numpy() == tf.linalg.global_norm([single]).numpy()
