@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from rawtf_ae.models import architectures
 from rawtf_ae.optim import optimizers
-from rawtf_ae.training import early_stopping
+from rawtf_ae.training import early_stopping, parameter_server
 
 
 @dataclasses.dataclass
@@ -32,7 +32,9 @@ class TrainState:
         """A `tf.train.Checkpoint` of the three (the layout every rawtf_ae checkpoint has), and
         of the best-so-far record when there is one."""
         extra = {"best": self.best} if self.best is not None else {}
-        return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step, **extra)
+        # Sharded variables' slots joined: the checkpoint's keys and shapes are one device's.
+        optimizer = parameter_server.layout_free(self.optimizer, self.model)
+        return tf.train.Checkpoint(model=self.model, optimizer=optimizer, step=self.step, **extra)
 
 
 def create_train_state(

@@ -40,9 +40,6 @@ def _namespaces_work() -> bool:
     return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
 
 
-pytestmark = pytest.mark.skipif(not _namespaces_work(), reason="needs unshare -n and nsenter (root)")
-
-
 class Cluster:
     """The module's servers; `chief(config, workdir)` runs `train.py` as their chief."""
 
@@ -87,6 +84,8 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    if not _namespaces_work():
+        pytest.skip("needs unshare -n and nsenter (root)")
     started = Cluster(tmp_path_factory.mktemp("cluster_logs"))
     yield started
     started.close()
@@ -103,8 +102,11 @@ def _config(path, **overrides):
 
 
 def _weights(workdir):
+    """Every value of the workdir's newest checkpoint: model, optimizer slots, step."""
     reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
-    names = sorted(k for k in reader.get_variable_to_shape_map() if k.startswith(("model/", "step/")))
+    names = sorted(
+        k for k in reader.get_variable_to_shape_map() if k.startswith(("model/", "step/", "optimizer/"))
+    )
     return {name: reader.get_tensor(name) for name in names}
 
 
@@ -114,9 +116,12 @@ def _one_device(config, workdir):
     return train.train_and_evaluate(config, str(workdir))
 
 
-def test_synchronous_training_is_one_devices_bit_for_bit_and_resumes_exactly(cluster, ratings_path, tmp_path):
-    # The recipe's options together: clipping (its norm over the shards), code dropout, masking
-    # noise, a schedule; 20 steps, then resumed to 40 by the same command.
+def test_synchronous_training_is_one_devices_bit_for_bit_and_resumes_in_any_layout(
+    cluster, ratings_path, tmp_path
+):
+    # The recipe's options together (clipping: its norm over the shards; code dropout, masking
+    # noise, warm-up and decay). 20 steps on 2 shards, then resumed to 40 on 3 shards and on
+    # one device; 20 on one device resumed to 40 on 2 shards: each is one device's 40 steps.
     options = {
         "train.ps_synchronous": True,
         "train.clip_norm": 1.0,
@@ -132,20 +137,31 @@ def test_synchronous_training_is_one_devices_bit_for_bit_and_resumes_exactly(clu
         "train.log_every_steps": 20,
         "train.export": False,
     }
-    workdir = str(tmp_path / "ps")
-    first = cluster.chief(_config(ratings_path, **options, **{"train.num_steps": 20}), workdir)
+    half, full = {**options, "train.num_steps": 20}, {**options, "train.num_steps": 40}
+    first = cluster.chief(_config(ratings_path, **half), str(tmp_path / "ps"))
     assert first.returncode == 0, first.stderr[-3000:]
     assert "encoder/layer_0/kernel in 2 shards" in first.stderr, first.stderr[-3000:]
-    resumed = cluster.chief(_config(ratings_path, **options, **{"train.num_steps": 40}), workdir)
+    for name in ("ps_then_3_shards", "ps_then_one_device"):
+        shutil.copytree(tmp_path / "ps", tmp_path / name)
+    resumed = cluster.chief(
+        _config(ratings_path, **full, **{"train.ps_shards": 3}), str(tmp_path / "ps_then_3_shards")
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stderr and "at step 20" in resumed.stderr
-    reference = _one_device(_config(ratings_path, **options, **{"train.num_steps": 40}), tmp_path / "one")
-    got, expected = _weights(workdir), _weights(str(tmp_path / "one"))
-    assert sorted(got) == sorted(expected) and int(got["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 40
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
-    with open(os.path.join(workdir, "metrics.json")) as f:
-        assert json.load(f)["val_rmse"] == reference["val_rmse"]
+    assert "at step 20" in resumed.stderr and "kernel in 3 shards" in resumed.stderr, resumed.stderr[-3000:]
+    _one_device(_config(ratings_path, **full), tmp_path / "ps_then_one_device")
+    _one_device(_config(ratings_path, **half), tmp_path / "one_then_ps")
+    sharded = cluster.chief(_config(ratings_path, **full), str(tmp_path / "one_then_ps"))
+    assert sharded.returncode == 0 and "at step 20" in sharded.stderr, sharded.stderr[-3000:]
+    reference = _one_device(_config(ratings_path, **full), tmp_path / "one")
+    expected = _weights(str(tmp_path / "one"))
+    assert int(expected["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 40
+    for name in ("ps_then_3_shards", "ps_then_one_device", "one_then_ps"):
+        got = _weights(str(tmp_path / name))
+        assert sorted(got) == sorted(expected), name
+        for key in expected:
+            np.testing.assert_array_equal(got[key], expected[key], err_msg=f"{name}: {key}")
+        with open(tmp_path / name / "metrics.json") as f:
+            assert json.load(f)["val_rmse"] == reference["val_rmse"], name
 
 
 def test_asynchronous_training_reaches_one_devices_held_out_rmse(cluster, ratings_path, tmp_path):
@@ -225,3 +241,59 @@ def test_a_sharded_variables_rows_gradients_and_norm_are_the_whole_ones_bit_for_
     assert len(joined) == 1
     np.testing.assert_array_equal(joined[0].numpy(), single.numpy())
     assert tf.linalg.global_norm(joined).numpy() == tf.linalg.global_norm([single]).numpy()
+
+
+def _sharded(model, rows):
+    """`model` with its first kernel and output bias split into parts of `rows` rows (made
+    here, as ParameterServerStrategy's partitioner makes them: `NAME/part_K`)."""
+    for group in ("kernels", "decoder_biases"):
+        whole = getattr(model, group)[0]
+        value, parts, start = whole.numpy(), [], 0
+        for k, count in enumerate(rows):
+            name = f"{whole.name.split(':')[0]}/part_{k}"
+            parts.append(tf.Variable(value[start : start + count], name=name))
+            start += count
+        setattr(model, group, [tf.__internal__.distribute.ShardedVariable(parts), *getattr(model, group)[1:]])
+    return model
+
+
+def _trained_state(rows, steps):
+    from rawtf_ae.models.dense import TiedAutoencoder
+    from rawtf_ae.optim import lazy
+    from rawtf_ae.training import state
+
+    model = TiedAutoencoder([10, 4, 3], seed=1)
+    model = _sharded(model, rows) if rows else model
+    optimizer, variables = lazy.LazyAdam(0.1), model.trainable_variables
+    optimizer.build(variables)
+    x = tf.SparseTensor([[0, 1], [0, 7], [1, 2], [1, 9]], [1.0, 2.0, 3.0, 4.0], [2, 10])
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(model.decode_at(model.encode_sparse(x), x)))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    return state.TrainState(model, optimizer, tf.Variable(steps, dtype=tf.int64))
+
+
+def test_a_sharded_runs_checkpoint_has_one_devices_keys_and_restores_into_any_layout(tmp_path):
+    # Keras makes each part's slots beside it; the checkpoint joins them (`layout_free`), so
+    # it is one device's checkpoint: same keys, shapes and values, restored with 3 parts or
+    # none, and saved again the same.
+    one, two = _trained_state(None, 3), _trained_state([6, 4], 3)
+    assert len(two.model.trainable_variables) == len(one.model.trainable_variables) + 2
+    paths = {name: str(tmp_path / name) for name in ("one", "two", "three", "plain")}
+    one.checkpoint().write(paths["one"])
+    two.checkpoint().write(paths["two"])
+    for name, rows in (("three", [3, 3, 4]), ("plain", None)):
+        restored = _trained_state(rows, 0)
+        restored.checkpoint().read(paths["two"]).assert_consumed()
+        restored.checkpoint().write(paths[name])
+    expected = tf.train.load_checkpoint(paths["one"])
+    keys = dict(tf.train.list_variables(paths["one"]))
+    for name in ("two", "three", "plain"):
+        assert dict(tf.train.list_variables(paths[name])) == keys, name
+        reader = tf.train.load_checkpoint(paths[name])
+        for key in keys:
+            if key != "_CHECKPOINTABLE_OBJECT_GRAPH":
+                np.testing.assert_array_equal(
+                    reader.get_tensor(key), expected.get_tensor(key), err_msg=f"{name} {key}"
+                )
