@@ -267,6 +267,13 @@ def _main(argv, config_flag, default_config_file):
         config = _with_saved_config(config, run_dir, sys.argv[1:])
         if mode == "train":
             train.train_and_evaluate(config, run_dir)
+            if config.train.strategy == "parameter_server":
+                # Everything is written; TensorFlow's coordinator can wait at interpreter
+                # shutdown on a worker that died during the run: leave without it.
+                logging.flush()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
         elif mode == "eval":
             modes.evaluate(config, run_dir, flags.FLAGS.split)
         elif mode == "export":

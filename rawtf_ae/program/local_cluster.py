@@ -129,14 +129,15 @@ def run(script: str, arguments: list, num_ps: int, num_workers: int, logs: str, 
 
 
 def serve_only(script: str, num_ps: int, num_workers: int, logs: str) -> int:
-    """`--serve_only`: starts the servers, prints the cluster as one JSON line once they all
-    listen, and ends them when its standard input closes (or a server exits: status 1)."""
+    """`--serve_only`: starts the servers, prints `{"cluster": ..., "pids": {"ps_0": ...}}` as
+    one JSON line once they all listen, and ends them when its standard input closes."""
     cluster = cluster_spec(num_ps, num_workers)
     os.makedirs(logs, exist_ok=True)
     servers = start_servers(script, cluster, logs)
     try:
         wait_until_listening(cluster, servers)
-        print(json.dumps(cluster), flush=True)
+        pids = {f"{role}_{index}": process.pid for (role, index), process in servers.items()}
+        print(json.dumps({"cluster": cluster, "pids": pids}), flush=True)
         sys.stdin.read()  # until the caller closes it
         return 0
     except RuntimeError as e:

@@ -93,9 +93,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with checkpoints.WorkdirLock(workdir) if chief else contextlib.nullcontext():
         with preemption.StopSignal(enabled=train_config.strategy != "multi_worker_mirrored") as stop_signal:
             run = _Run(config, workdir, strategy, splits, sparse, chief, stop_signal)
-            run.start()
-            run.train()
-            return run.finish()
+            with parameter_server.lost_servers(strategy, lambda: getattr(run, "checkpointer", None)):
+                run.start()
+                run.train()
+                return run.finish()
 
 
 def _load_data(config, workdir: str):

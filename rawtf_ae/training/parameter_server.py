@@ -28,15 +28,23 @@ returns the rows grouped by shard, not in the order asked).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging as std_logging
 import math
 import os
+import re
+import socket
 
 import tensorflow as tf
 from absl import logging
 
 from rawtf_ae.models import row_ops
 from rawtf_ae.optim import lazy
+from rawtf_ae.training import preemption
+
+# What a parameter server that died makes the chief's calls raise.
+SERVER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
 
 ROLES = ("chief", "worker", "ps")
 _EXAMPLE = (
@@ -135,7 +143,7 @@ def create_strategy(train_config) -> tf.distribute.ParameterServerStrategy:
     partitioner = CatalogRows(train_config.ps_shards or servers, train_config.ps_min_shard_bytes)
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     strategy = tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner)
-    strategy.catalog_rows = partitioner
+    strategy.catalog_rows, strategy.tf_config_cluster = partitioner, parsed["cluster"]
     return strategy
 
 
@@ -176,6 +184,11 @@ def check_layout(strategy, model, optimizer, sparse: bool) -> None:
     if not is_parameter_server(strategy):
         return
     logging.info("parameter servers: %s", describe_shards(model))
+    refuse_whole_reads(model, optimizer, sparse)
+
+
+def refuse_whole_reads(model, optimizer, sparse: bool) -> None:
+    """`check_layout`'s refusals, for a model whatever made its sharded variables."""
     sharded = [v for v in _model_variables(model) if row_ops.is_sharded(v)]
     if not sharded:
         return
@@ -272,6 +285,61 @@ def layout_free(optimizer, model):
     return _Checkpointed({name: new.get(name, value) for name, value in children.items()})
 
 
+def _addresses(strategy, role: str) -> list:
+    return list(strategy.tf_config_cluster.get(role, []))
+
+
+def _unreachable(strategy, role: str) -> list:
+    """`["ps 1 (host:port)", ...]`: the tasks of `role` whose port takes no connection."""
+    found = []
+    for index, address in enumerate(_addresses(strategy, role)):
+        host, port = address.rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+        except OSError:
+            found.append(f"{role} {index} ({address})")
+    return found
+
+
+@contextlib.contextmanager
+def lost_servers(strategy, checkpointer):
+    """Under a parameter-server `strategy`, turns what a dead parameter server raises into one
+    line (`preemption.PeerLost`) naming it and the checkpoint a rerun resumes from
+    (`checkpointer()`: the run's `Checkpointer`, or None before it exists). Workers that die
+    are TensorFlow's to survive: `Scheduler` says so in the log."""
+    if not is_parameter_server(strategy):
+        yield
+        return
+    try:
+        yield
+    except SERVER_ERRORS as e:
+        dead = _unreachable(strategy, "ps") or [
+            f"task {t}" for t in sorted(set(re.findall(r"/job:(ps/replica:0/task:\d+)", str(e))))
+        ]
+        latest = getattr(checkpointer(), "latest", None)
+        resume = f"it resumes from {latest}" if latest else "it starts from scratch (no checkpoint yet)"
+        cause = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise preemption.PeerLost(
+            f"lost parameter server {', '.join(dead) or '(unknown: all answer now)'} ({cause[:160]}); "
+            f"restart it and run the same command again: {resume}."
+        ) from None
+
+
+class _LostWorkers(std_logging.Filter):
+    """Notes the workers `ClusterCoordinator` reports failed ("Worker /job:worker/replica:0/
+    task:1 failed with ..."), letting its line through."""
+
+    def __init__(self):
+        super().__init__()
+        self.tasks = []
+
+    def filter(self, record) -> bool:
+        found = re.match(r"Worker /job:worker/replica:\d+/task:(\d+) failed", record.getMessage())
+        if found and int(found.group(1)) not in self.tasks:
+            self.tasks.append(int(found.group(1)))
+        return True
+
+
 class Scheduler:
     """`scheduler(start, count, stop=None) -> mean loss`: training steps
     `start, ..., start + count - 1` scheduled on the workers, closure `s` training global batch
@@ -291,6 +359,24 @@ class Scheduler:
             return tf.cast(loss, tf.float32)
 
         self.closure = closure
+        self.workers = _addresses(strategy, "worker")
+        self.lost = _LostWorkers()
+        std_logging.getLogger("tensorflow").addFilter(self.lost)
+        self.reported = 0
+
+    def _report_lost(self, step: int) -> None:
+        for task in self.lost.tasks[self.reported :]:
+            address = self.workers[task] if task < len(self.workers) else "?"
+            left = len(self.workers) - len(self.lost.tasks)
+            logging.warning(
+                "lost worker %d (%s) before step %d: TensorFlow runs its steps on the %d other(s) "
+                "(a step it had under way may run twice), and takes it back if it restarts",
+                task,
+                address,
+                step,
+                left,
+            )
+        self.reported = len(self.lost.tasks)
 
     def __call__(self, start: int, count: int, stop=None) -> float:
         results = []
@@ -301,5 +387,6 @@ class Scheduler:
             if self.synchronous:
                 self.coordinator.join()
         self.coordinator.join()
+        self._report_lost(start + len(results))
         losses = [float(r.fetch()) for r in results]
         return math.fsum(losses) / len(losses) if losses else float("nan")

@@ -11,8 +11,10 @@ entered into that namespace (`nsenter`), with a timeout as the watchdog.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -58,7 +60,8 @@ class Cluster:
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError(f"the servers did not start (logs in {logs})")
-        self.spec = json.loads(line)
+        started = json.loads(line)
+        self.spec, self.pids, self.restarted = started["cluster"], started["pids"], []
 
     def chief(self, config, workdir, timeout=240):
         """`train.py --workdir=workdir` with `config` (written as the workdir's config.json)."""
@@ -77,7 +80,38 @@ class Cluster:
         ]
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
+    def start_chief(self, config, workdir, stderr_path):
+        """The chief of `chief`, started in the background, its stderr into `stderr_path`."""
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(saved.to_json(config))
+        env = _ENV | {"TF_CONFIG": json.dumps({"cluster": self.spec, "task": {"type": "chief", "index": 0}})}
+        command = self._inside(sys.executable, os.path.join(REPO, "train.py"), f"--workdir={workdir}")
+        with open(stderr_path, "w") as log:
+            return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+
+    def kill(self, task: str) -> None:
+        os.kill(self.pids[task], signal.SIGKILL)
+
+    def restart(self, task: str) -> None:
+        """Starts `task` ("ps_1", "worker_0") again on its port (`--mode=server`)."""
+        role, index = task.rsplit("_", 1)
+        env = _ENV | {
+            "TF_CONFIG": json.dumps({"cluster": self.spec, "task": {"type": role, "index": int(index)}})
+        }
+        command = self._inside(sys.executable, os.path.join(REPO, "train.py"), "--mode=server")
+        self.restarted.append(
+            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+        self.pids[task] = self.restarted[-1].pid
+
+    def _inside(self, *command):
+        return ["nsenter", "-t", str(self.process.pid), "-n", *command]
+
     def close(self):
+        for process in self.restarted:
+            process.kill()
+            process.wait()
         self.process.stdin.close()
         self.process.wait(timeout=60)
 
@@ -121,7 +155,8 @@ def test_synchronous_training_is_one_devices_bit_for_bit_and_resumes_in_any_layo
 ):
     # The recipe's options together (clipping: its norm over the shards; code dropout, masking
     # noise, warm-up and decay). 20 steps on 2 shards, then resumed to 40 on 3 shards and on
-    # one device; 20 on one device resumed to 40 on 2 shards: each is one device's 40 steps.
+    # one device: each is one device's 40 steps (one device's checkpoint restoring sharded is
+    # the unit test below).
     options = {
         "train.ps_synchronous": True,
         "train.clip_norm": 1.0,
@@ -149,13 +184,10 @@ def test_synchronous_training_is_one_devices_bit_for_bit_and_resumes_in_any_layo
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "at step 20" in resumed.stderr and "kernel in 3 shards" in resumed.stderr, resumed.stderr[-3000:]
     _one_device(_config(ratings_path, **full), tmp_path / "ps_then_one_device")
-    _one_device(_config(ratings_path, **half), tmp_path / "one_then_ps")
-    sharded = cluster.chief(_config(ratings_path, **full), str(tmp_path / "one_then_ps"))
-    assert sharded.returncode == 0 and "at step 20" in sharded.stderr, sharded.stderr[-3000:]
     reference = _one_device(_config(ratings_path, **full), tmp_path / "one")
     expected = _weights(str(tmp_path / "one"))
     assert int(expected["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 40
-    for name in ("ps_then_3_shards", "ps_then_one_device", "one_then_ps"):
+    for name in ("ps_then_3_shards", "ps_then_one_device"):
         got = _weights(str(tmp_path / name))
         assert sorted(got) == sorted(expected), name
         for key in expected:
@@ -187,9 +219,8 @@ def test_asynchronous_training_reaches_one_devices_held_out_rmse(cluster, rating
     "overrides, named",
     [
         ({"data.ratings_batches": "dense"}, "needs sparse ratings batches"),
-        ({"train.optimizer": "adam", "train.dense_refeeding": 0}, "needs a row-wise optimizer"),
     ],
-    ids=["dense batches", "adam"],
+    ids=["dense batches"],
 )
 def test_what_would_move_a_sharded_kernel_whole_is_one_line(
     cluster, ratings_path, tmp_path, overrides, named
@@ -283,13 +314,17 @@ def test_a_sharded_runs_checkpoint_has_one_devices_keys_and_restores_into_any_la
     paths = {name: str(tmp_path / name) for name in ("one", "two", "three", "plain")}
     one.checkpoint().write(paths["one"])
     two.checkpoint().write(paths["two"])
-    for name, rows in (("three", [3, 3, 4]), ("plain", None)):
+    for name, rows, source in (
+        ("three", [3, 3, 4], "two"),
+        ("plain", None, "two"),
+        ("resharded", [6, 4], "one"),
+    ):
         restored = _trained_state(rows, 0)
-        restored.checkpoint().read(paths["two"]).assert_consumed()
-        restored.checkpoint().write(paths[name])
+        restored.checkpoint().read(paths[source]).assert_consumed()
+        restored.checkpoint().write(paths.setdefault(name, str(tmp_path / name)))
     expected = tf.train.load_checkpoint(paths["one"])
     keys = dict(tf.train.list_variables(paths["one"]))
-    for name in ("two", "three", "plain"):
+    for name in ("two", "three", "plain", "resharded"):
         assert dict(tf.train.list_variables(paths[name])) == keys, name
         reader = tf.train.load_checkpoint(paths[name])
         for key in keys:
@@ -297,3 +332,83 @@ def test_a_sharded_runs_checkpoint_has_one_devices_keys_and_restores_into_any_la
                 np.testing.assert_array_equal(
                     reader.get_tensor(key), expected.get_tensor(key), err_msg=f"{name} {key}"
                 )
+
+
+def _wait_for(path, text, process, timeout=120):
+    """Waits until the file `path` holds `text` (a chief's log line); fails if `process` ends."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            if text in f.read():
+                return
+        assert process.poll() is None, open(path).read()[-3000:]
+        time.sleep(0.05)
+    raise AssertionError(f"no {text!r} within {timeout} s")
+
+
+# The fault tests run last: they kill servers of the module's cluster (and start them again).
+
+
+def test_a_killed_worker_is_survived_and_said(cluster, ratings_path, tmp_path):
+    options = {
+        "train.num_steps": 300,
+        "train.dense_refeeding": 0,
+        "train.optimizer": "lazy_adam",
+        "train.log_every_steps": 50,
+        "train.eval_every_steps": 300,
+        "train.export": False,
+    }
+    log = tmp_path / "chief.log"
+    chief = cluster.start_chief(_config(ratings_path, **options), str(tmp_path / "w"), log)
+    try:
+        _wait_for(log, "step 100/300", chief)
+        cluster.kill("worker_1")
+        assert chief.wait(timeout=240) == 0, log.read_text()[-3000:]
+    finally:
+        chief.kill()
+        cluster.restart("worker_1")  # for the next test
+    assert "lost worker 1 (" in log.read_text()
+    with open(tmp_path / "w" / "metrics.json") as f:
+        assert json.load(f)["step"] == 300
+
+
+def test_a_dead_parameter_server_is_one_line_and_the_rerun_resumes(cluster, ratings_path, tmp_path):
+    options = {
+        "train.num_steps": 200,
+        "train.dense_refeeding": 0,
+        "train.optimizer": "lazy_adam",
+        "train.log_every_steps": 50,
+        "train.checkpoint_every_steps": 50,
+        "train.export": False,
+    }
+    config, workdir, log = _config(ratings_path, **options), str(tmp_path / "w"), tmp_path / "chief.log"
+    chief = cluster.start_chief(config, workdir, log)
+    try:
+        _wait_for(log, "saved " + os.path.join(workdir, "checkpoints", "ckpt-100"), chief)
+        cluster.kill("ps_1")
+        assert chief.wait(timeout=120) == 1
+    finally:
+        chief.kill()
+    text = log.read_text()
+    errors = [line for line in text.splitlines() if line.startswith("train.py: error:")]
+    assert len(errors) == 1 and "Traceback" not in text, text[-3000:]
+    assert "lost parameter server ps 1 (127.0.0.1:" in errors[0] and "resumes from" in errors[0], errors[0]
+    cluster.restart("ps_1")
+    time.sleep(1)
+    rerun = cluster.chief(config, workdir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed from" in rerun.stderr
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        assert json.load(f)["step"] == 200
+
+
+def test_adam_on_a_sharded_kernel_is_refused_and_lazy_adam_is_not():
+    from rawtf_ae.models.dense import TiedAutoencoder
+    from rawtf_ae.optim import lazy
+
+    model = _sharded(TiedAutoencoder([10, 4, 3], seed=1), [6, 4])
+    with pytest.raises(ValueError, match="needs a row-wise optimizer"):
+        parameter_server.refuse_whole_reads(model, tf.keras.optimizers.Adam(), sparse=True)
+    with pytest.raises(ValueError, match="needs sparse ratings batches"):
+        parameter_server.refuse_whole_reads(model, lazy.LazyAdam(), sparse=False)
+    parameter_server.refuse_whole_reads(model, lazy.LazyAdam(), sparse=True)
