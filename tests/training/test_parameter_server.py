@@ -347,17 +347,16 @@ def _wait_for(path, text, process, timeout=120):
 
 
 # The fault tests run last: they kill servers of the module's cluster (and start them again).
+_FAULTS = {
+    "train.dense_refeeding": 0,
+    "train.optimizer": "lazy_adam",
+    "train.log_every_steps": 50,
+    "train.export": False,
+}
 
 
 def test_a_killed_worker_is_survived_and_said(cluster, ratings_path, tmp_path):
-    options = {
-        "train.num_steps": 300,
-        "train.dense_refeeding": 0,
-        "train.optimizer": "lazy_adam",
-        "train.log_every_steps": 50,
-        "train.eval_every_steps": 300,
-        "train.export": False,
-    }
+    options = {**_FAULTS, "train.num_steps": 300, "train.eval_every_steps": 300}
     log = tmp_path / "chief.log"
     chief = cluster.start_chief(_config(ratings_path, **options), str(tmp_path / "w"), log)
     try:
@@ -373,14 +372,7 @@ def test_a_killed_worker_is_survived_and_said(cluster, ratings_path, tmp_path):
 
 
 def test_a_dead_parameter_server_is_one_line_and_the_rerun_resumes(cluster, ratings_path, tmp_path):
-    options = {
-        "train.num_steps": 200,
-        "train.dense_refeeding": 0,
-        "train.optimizer": "lazy_adam",
-        "train.log_every_steps": 50,
-        "train.checkpoint_every_steps": 50,
-        "train.export": False,
-    }
+    options = {**_FAULTS, "train.num_steps": 200, "train.checkpoint_every_steps": 50}
     config, workdir, log = _config(ratings_path, **options), str(tmp_path / "w"), tmp_path / "chief.log"
     chief = cluster.start_chief(config, workdir, log)
     try:
