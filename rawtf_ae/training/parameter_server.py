@@ -159,7 +159,7 @@ def shard_catalog(strategy, width: int) -> None:
 
 
 def describe_shards(model) -> str:
-    """E.g. `encoder/layer_0/kernel in 2 shards (500,000 rows each, on ps 0, 1)`, one per
+    """E.g. `encoder/layer_0/kernel in 2 shards (500,000-500,000 rows, on ps 0, 1)`, one per
     sharded variable, or that none is."""
     parts = []
     for variable in _model_variables(model):
@@ -173,8 +173,9 @@ def describe_shards(model) -> str:
 
 
 def _model_variables(model):
-    groups = (model.kernels, model.decoder_kernels, model.encoder_biases, model.decoder_biases)
-    return [v for group in groups for v in group if v is not None]
+    """The autoencoder's kernels and biases (none for a model without them, e.g. a classifier)."""
+    names = ("kernels", "decoder_kernels", "encoder_biases", "decoder_biases")
+    return [v for name in names for v in getattr(model, name, ()) if v is not None]
 
 
 def check_layout(strategy, model, optimizer, sparse: bool) -> None:
