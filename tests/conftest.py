@@ -78,3 +78,18 @@ def tiny_ratings_config(path, **overrides):
     }
     values.update(overrides)
     return tiny_config(**values)
+
+
+def sharded(model, rows, groups=("kernels", "decoder_biases")):
+    """`model` with the first variable of each of `groups` (its first kernel and output bias)
+    split into parts of `rows` rows, made here as ParameterServerStrategy's partitioner makes
+    them (`NAME/part_K`, a `ShardedVariable`)."""
+    for group in groups:
+        whole = getattr(model, group)[0]
+        value, parts, start = whole.numpy(), [], 0
+        for k, count in enumerate(rows):
+            name = f"{whole.name.split(':')[0]}/part_{k}"
+            parts.append(tf.Variable(value[start : start + count], name=name))
+            start += count
+        setattr(model, group, [tf.__internal__.distribute.ShardedVariable(parts), *getattr(model, group)[1:]])
+    return model

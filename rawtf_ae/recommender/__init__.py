@@ -8,6 +8,7 @@
   sparse_noise.py      masking noise on observed entries, the same on any number of replicas
   sparse_gradients.py  the sparse step's gradients as the optimizer and the replicas need them
   top_k.py             ItemIndex: one user's exact top-K over a large catalog (int8 first pass)
+  shard_top_k.py       top-K over a kernel sharded on parameter servers: each shard's, merged
   recommend.py         Recommender: top-K unrated items for a user's ratings
   synthetic.py         low-rank synthetic ratings (`python -m rawtf_ae.recommender.synthetic`)
   baselines.py         per-item mean, biased matrix factorisation; popularity, EASE

@@ -40,15 +40,26 @@ def per_user(scores: tf.Tensor, relevant: tf.Tensor, metrics: Sequence = DEFAULT
 
     A user without evaluated items gets NaN (0 / 0); `summarize` leaves such users out.
     """
-    largest = min(max(k for _, k in metrics), int(scores.shape[-1]))
-    top = tf.math.top_k(scores, k=largest, sorted=True).indices  # [b, K], best first
+    top = tf.math.top_k(scores, k=largest(scores.shape[-1], metrics), sorted=True).indices
+    return from_top(top, relevant, metrics)
+
+
+def largest(items: int, metrics: Sequence = DEFAULT) -> int:
+    """How many of the best items `metrics` read, over a catalog of `items`."""
+    return min(max(k for _, k in metrics), int(items))
+
+
+def from_top(top: tf.Tensor, relevant: tf.Tensor, metrics: Sequence = DEFAULT) -> dict:
+    """`per_user` from the best `largest(items, metrics)` items per user, `top` `[b, K]` (item
+    indices, best first: e.g. `shard_top_k.by_shard`'s)."""
+    ranked = int(top.shape[-1])
     hits = tf.cast(tf.gather(relevant, top, batch_dims=1), tf.float64)
     evaluated = tf.reduce_sum(tf.cast(relevant, tf.float64), axis=1)
-    discount = 1.0 / np.log2(np.arange(2, largest + 2, dtype=np.float64))  # rank 1 -> 1 / log2(2)
+    discount = 1.0 / np.log2(np.arange(2, ranked + 2, dtype=np.float64))  # rank 1 -> 1 / log2(2)
     ideal = np.concatenate([[0.0], np.cumsum(discount)])  # ideal[m]: DCG of m hits on top
     results = {"evaluated": evaluated}
     for name, k in metrics:
-        k_here = min(k, largest)
+        k_here = min(k, ranked)
         best = tf.minimum(evaluated, float(k))
         if name == "recall":
             value = tf.reduce_sum(hits[:, :k_here], axis=1) / best
@@ -72,7 +83,13 @@ class Accumulator:
     def add(self, scores, seen, relevant) -> None:
         """One batch: scores `[b, n]`, the fold-in items `seen` and the evaluated `relevant`
         (both `[b, n]` bool)."""
-        results = per_user(exclude_seen(tf.convert_to_tensor(scores), seen), relevant, self.metrics)
+        scores = exclude_seen(tf.convert_to_tensor(scores), seen)
+        self.add_top(tf.math.top_k(scores, largest(scores.shape[-1], self.metrics)).indices, relevant)
+
+    def add_top(self, top, relevant) -> None:
+        """One batch from its best items `top` `[b, K]` (the fold-in items already left out,
+        `K = largest(items, metrics)`) and the evaluated `relevant` `[b, n]` (bool)."""
+        results = from_top(top, relevant, self.metrics)
         scored = results["evaluated"].numpy() > 0
         self.unscored += int((~scored).sum())
         for name in self.values:

@@ -15,7 +15,7 @@ from typing import Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
-from rawtf_ae.recommender import top_k
+from rawtf_ae.recommender import shard_top_k, top_k
 from rawtf_ae.recommender.ratings import RatingMatrix, Vocabulary
 
 
@@ -93,6 +93,8 @@ class Recommender:
         kernel (`item_index.ItemIndex`: exact, 2x faster at a million items): "auto"
         (catalogs of `item_index.AUTO_ITEMS` items or more, when the model allows), "int8"
         or "none". The copy is taken here: call `refresh()` after training the model further.
+        A model whose last kernel is sharded over parameter servers is ranked shard by shard
+        instead (`shard_top_k`: each shard's top K comes back, never the kernel).
     """
 
     def __init__(
@@ -111,8 +113,14 @@ class Recommender:
                 "data.ratings_by='user'."
             )
         self.model, self.vocabulary, self.train = model, vocabulary, train
-        self.index = None
-        if top_k.wanted(model, first_pass):
+        self.index, self._shard_top_k = None, None
+        if shard_top_k.is_sharded(model):  # parameter servers: each shard's top K, merged
+            spec = tf.SparseTensorSpec([None, model.input_width], tf.float32)
+            self._shard_top_k = tf.function(
+                lambda ratings, k: shard_top_k.top_k_unrated(model, ratings, k),
+                input_signature=[spec, tf.TensorSpec([], tf.int32)],
+            )
+        elif top_k.wanted(model, first_pass):
             self.index = top_k.ItemIndex(model)
             spec = tf.SparseTensorSpec([1, model.input_width], tf.float32)
             self._index_top_k = tf.function(
@@ -127,7 +135,9 @@ class Recommender:
     def _top(self, ratings: tf.SparseTensor, k: int) -> list[list[tuple[str, float]]]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"`k` must be a positive number of items, got {k!r}.")
-        if self.index is not None and ratings.dense_shape[0] == 1:
+        if self._shard_top_k is not None:
+            scores, items = self._shard_top_k(ratings, tf.constant(k, tf.int32))
+        elif self.index is not None and ratings.dense_shape[0] == 1:
             scores, items = self._index_top_k(ratings, tf.constant(k, tf.int32))
         else:
             scores, items = top_k_unrated(predict_sparse(self.model, ratings), ratings, k)

@@ -7,7 +7,7 @@ import math
 import tensorflow as tf
 from absl import logging
 
-from rawtf_ae.recommender import baselines, ranking
+from rawtf_ae.recommender import baselines, ranking, shard_top_k
 from rawtf_ae.training import losses
 
 
@@ -100,7 +100,9 @@ def make_rank(model):
     the ranking metrics (`rawtf_ae.recommender.ranking`) over the held-out users of evaluation
     batches `{"inputs": fold-in, "targets", "mask": evaluated}` (dense) or `{"inputs",
     "targets"}` (sparse), every item scored by the model's logits, the fold-in items excluded,
-    and from the same logits `make_evaluate`'s multinomial loss (one pass over the catalog)."""
+    and from the same logits `make_evaluate`'s multinomial loss (one pass over the catalog).
+    A kernel sharded over parameter servers is ranked shard by shard (`shard_top_k`: the top K
+    and the softmax's normalizer come back from each shard, never the kernel)."""
     vector = tf.TensorSpec([None, model.input_width], tf.float32)
     sparse = tf.SparseTensorSpec([None, model.input_width], tf.float32)
 
@@ -115,17 +117,32 @@ def make_rank(model):
         total = -tf.reduce_sum(targets.values * tf.gather_nd(tf.nn.log_softmax(scores), targets.indices))
         return scores, total, _indicator(inputs, tf.shape(scores)), _indicator(targets, tf.shape(scores))
 
+    largest = ranking.largest(model.input_width)
+
+    @tf.function(input_signature=[sparse, sparse])
+    def by_shard(inputs, targets):  # a sharded kernel: each shard's top K, merged
+        hidden = shard_top_k.hidden(model, inputs)
+        _, top, normalizer = shard_top_k.by_shard(model, hidden, inputs, largest, normalizer=True)
+        at = shard_top_k.target_logits(model, hidden, targets) - tf.gather(normalizer, targets.indices[:, 0])
+        relevant = _indicator(targets, [tf.shape(top)[0], model.input_width])
+        return top, -tf.reduce_sum(targets.values * at), relevant
+
     def rank(dataset, prefix: str) -> dict:
         accumulator, total, count = ranking.Accumulator(), 0.0, 0.0
+        sharded = shard_top_k.is_sharded(model)
         for batch in dataset:
             if isinstance(batch["inputs"], tf.SparseTensor):
-                scores, batch_total, seen, relevant = sparse_ranked(batch["inputs"], batch["targets"])
                 count += float(tf.reduce_sum(batch["targets"].values))
+                if sharded:
+                    top, batch_total, relevant = by_shard(batch["inputs"], batch["targets"])
+                    accumulator.add_top(top, relevant)
+                else:
+                    scores, batch_total, seen, relevant = sparse_ranked(batch["inputs"], batch["targets"])
+                    accumulator.add(scores, seen, relevant)
             else:
                 scores, batch_total = dense_ranked(batch["inputs"], batch["targets"])
-                seen, relevant = batch["inputs"] != 0, batch["mask"] > 0
                 count += float(tf.reduce_sum(batch["targets"]))
-            accumulator.add(scores, seen, relevant)
+                accumulator.add(scores, batch["inputs"] != 0, batch["mask"] > 0)
             total += float(batch_total)
         return {**accumulator.summary(prefix), f"{prefix}_loss": total / max(count, 1.0)}
 

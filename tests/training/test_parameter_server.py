@@ -26,7 +26,7 @@ from rawtf_ae.program import train
 from rawtf_ae.recommender import ratings_file
 from rawtf_ae.recommender.synthetic import synthetic_ratings
 from rawtf_ae.training import parameter_server
-from tests.conftest import REPO, tiny_ratings_config
+from tests.conftest import REPO, sharded, tiny_ratings_config
 
 _ENV = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"} | {
     "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -274,27 +274,13 @@ def test_a_sharded_variables_rows_gradients_and_norm_are_the_whole_ones_bit_for_
     assert tf.linalg.global_norm(joined).numpy() == tf.linalg.global_norm([single]).numpy()
 
 
-def _sharded(model, rows):
-    """`model` with its first kernel and output bias split into parts of `rows` rows (made
-    here, as ParameterServerStrategy's partitioner makes them: `NAME/part_K`)."""
-    for group in ("kernels", "decoder_biases"):
-        whole = getattr(model, group)[0]
-        value, parts, start = whole.numpy(), [], 0
-        for k, count in enumerate(rows):
-            name = f"{whole.name.split(':')[0]}/part_{k}"
-            parts.append(tf.Variable(value[start : start + count], name=name))
-            start += count
-        setattr(model, group, [tf.__internal__.distribute.ShardedVariable(parts), *getattr(model, group)[1:]])
-    return model
-
-
 def _trained_state(rows, steps):
     from rawtf_ae.models.dense import TiedAutoencoder
     from rawtf_ae.optim import lazy
     from rawtf_ae.training import state
 
     model = TiedAutoencoder([10, 4, 3], seed=1)
-    model = _sharded(model, rows) if rows else model
+    model = sharded(model, rows) if rows else model
     optimizer, variables = lazy.LazyAdam(0.1), model.trainable_variables
     optimizer.build(variables)
     x = tf.SparseTensor([[0, 1], [0, 7], [1, 2], [1, 9]], [1.0, 2.0, 3.0, 4.0], [2, 10])
@@ -398,7 +384,7 @@ def test_adam_on_a_sharded_kernel_is_refused_and_lazy_adam_is_not():
     from rawtf_ae.models.dense import TiedAutoencoder
     from rawtf_ae.optim import lazy
 
-    model = _sharded(TiedAutoencoder([10, 4, 3], seed=1), [6, 4])
+    model = sharded(TiedAutoencoder([10, 4, 3], seed=1), [6, 4])
     with pytest.raises(ValueError, match="needs a row-wise optimizer"):
         parameter_server.refuse_whole_reads(model, tf.keras.optimizers.Adam(), sparse=True)
     with pytest.raises(ValueError, match="needs sparse ratings batches"):
