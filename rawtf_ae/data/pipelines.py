@@ -72,25 +72,42 @@ def train_dataset(
     return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def train_batch(examples, batch_size: int, seed: int, sparse: bool = False):
-    """`batch_at(step) -> global batch `step` of `train_dataset`` (the same examples in the same
-    order), computed from `(seed, step)` alone: for `tf.function`s scheduled on any worker
-    (`rawtf_ae.training.parameter_server`), where each batch must train once whichever worker
-    runs it. `batch_size` must not exceed the examples (a batch then spans two epochs at most).
+class TrainBatches:
+    """Global batch `step` of `train_dataset` (the same examples in the same order) on demand,
+    for steps scheduled on any worker (`rawtf_ae.training.parameter_server`), where each batch
+    must train once whichever worker runs it: the caller (the chief) takes the batch's example
+    ids, `ids(step)`, and sends them with the step; the worker's traced function gathers them,
+    `gather(ids)`. The chief shuffles each epoch once (`_epoch_order`, kept for the two latest
+    epochs), so a step costs the workers O(batch), not a shuffle of every example.
+    `batch_size` must not exceed the examples (a batch then spans two epochs at most).
     """
-    n = len(examples)
-    if not 0 < batch_size <= n:
-        raise ValueError(f"train_batch needs 0 < batch_size <= {n:,} examples, got {batch_size:,}.")
-    gather = _gatherer(examples, sparse)
 
-    def batch_at(step):
-        positions = tf.cast(step, tf.int64) * batch_size + tf.range(batch_size, dtype=tf.int64)
-        epochs = positions // n
-        first = epochs[0]
-        orders = tf.stack([_epoch_order(n, seed, first), _epoch_order(n, seed, first + 1)])
-        return gather(tf.gather_nd(orders, tf.stack([epochs - first, positions % n], axis=1)))
+    def __init__(self, examples, batch_size: int, seed: int, sparse: bool = False):
+        self.n, self.batch_size, self.seed = len(examples), batch_size, seed
+        if not 0 < batch_size <= self.n:
+            raise ValueError(f"TrainBatches needs 0 < batch_size <= {self.n:,} examples, got {batch_size:,}.")
+        self.gather = _gatherer(examples, sparse)
+        self._orders: dict = {}
 
-    return batch_at
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            self._orders = {e: o for e, o in self._orders.items() if e == epoch - 1}
+            self._orders[epoch] = _epoch_order(self.n, self.seed, tf.constant(epoch, tf.int64)).numpy()
+        return self._orders[epoch]
+
+    def ids(self, step: int) -> tf.Tensor:
+        """`[batch_size]` int64: the examples of global batch `step`, in order."""
+        positions = int(step) * self.batch_size + np.arange(self.batch_size, dtype=np.int64)
+        epochs, at = np.divmod(positions, self.n)
+        ids = np.empty(self.batch_size, np.int64)
+        for epoch in np.unique(epochs):
+            inside = epochs == epoch
+            ids[inside] = self._order(int(epoch))[at[inside]]
+        return tf.constant(ids)
+
+    def __call__(self, step: int):
+        """Global batch `step` (eager)."""
+        return self.gather(self.ids(step))
 
 
 def _gatherer(examples, sparse: bool):

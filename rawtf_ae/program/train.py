@@ -194,9 +194,9 @@ class _Run:
         step = make_step(self.state.model, self.state.optimizer, options, proposal)
         seed, stop = self.config.seed, self.stop_signal.flag
         if parameter_server.is_parameter_server(self.strategy):  # closures scheduled on the workers
-            batch_at = pipelines.train_batch(splits.train, batch_size, seed, sparse)
+            batches = pipelines.TrainBatches(splits.train, batch_size, seed, sparse)
             synchronous = self.train_config.ps_synchronous
-            steps = parameter_server.Scheduler(self.strategy, step, self.state.step, batch_at, synchronous)
+            steps = parameter_server.Scheduler(self.strategy, step, self.state.step, batches, synchronous)
             self.run_steps = lambda count: steps(self.current, count, stop)
         else:
             dataset = lambda c: pipelines.train_dataset(splits.train, batch_size, seed, start, c, sparse)  # noqa: E731

@@ -29,7 +29,6 @@ import tensorflow as tf
 
 from rawtf_ae.models import activations
 from rawtf_ae.models.row_ops import read_without_copy
-from rawtf_ae.recommender import shard_top_k
 
 # Output activations that never decrease: ranking logits ranks the activated scores.
 MONOTONE = frozenset({"linear", "sigmoid", "relu", "selu", "elu", "tanh", "softplus", "leaky_relu"})
@@ -56,8 +55,6 @@ def unsupported(model) -> str:
     reason = unsuited(model.output_activation_name, model.compute_dtype)
     if reason:
         return reason
-    if shard_top_k.is_sharded(model):
-        return "its last kernel is sharded over parameter servers (ranked shard by shard instead)"
     if tf.config.list_logical_devices("GPU") and tf.config.experimental.tensor_float_32_execution_enabled():
         return "GPUs may multiply float32 in TensorFloat-32, which the error bound does not cover"
     return ""

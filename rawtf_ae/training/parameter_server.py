@@ -17,7 +17,7 @@ Here:
     `train.ps_min_shard_bytes` (small models stay whole); every other variable stays whole.
     The lazy optimizers' slots are made beside each shard (Keras colocates them).
   - `Scheduler`: the training loop's steps as closures. Closure `s` builds global batch `s`
-    from `(seed, s)` (`pipelines.train_batch`), so each batch trains once whichever worker
+    from `(seed, s)` (`pipelines.TrainBatches`), so each batch trains once whichever worker
     runs it. `train.ps_synchronous` runs one closure at a time: one device's run, bit for bit.
     Otherwise the workers run closures concurrently (asynchronous training: a step may read
     rows that another worker's step is updating, and steps finish out of order).
@@ -334,6 +334,14 @@ class _LostWorkers(std_logging.Filter):
         super().__init__()
         self.tasks = []
 
+    @classmethod
+    def installed(cls) -> "_LostWorkers":
+        """The process's one filter on the `tensorflow` logger (added on first use)."""
+        logger = std_logging.getLogger("tensorflow")
+        if not any(isinstance(f, cls) for f in logger.filters):
+            logger.addFilter(cls())
+        return next(f for f in logger.filters if isinstance(f, cls))
+
     def filter(self, record) -> bool:
         found = re.match(r"Worker /job:worker/replica:\d+/task:(\d+) failed", record.getMessage())
         if found and int(found.group(1)) not in self.tasks:
@@ -344,38 +352,35 @@ class _LostWorkers(std_logging.Filter):
 class Scheduler:
     """`scheduler(start, count, stop=None) -> mean loss`: training steps
     `start, ..., start + count - 1` scheduled on the workers, closure `s` training global batch
-    `s` (`batch_at(s)`). With `synchronous` one closure runs at a time (one device's run);
-    otherwise all are scheduled and then joined. `stop` (a boolean variable, the preemption
-    flag) is read before each closure is scheduled."""
+    `s` (`batches`, a `pipelines.TrainBatches`: the chief sends the batch's example ids with the
+    closure, the worker gathers their rows). With `synchronous` one closure runs at a time (one
+    device's run); otherwise all are scheduled and then joined. `stop` (a boolean variable, the
+    preemption flag) is read before each closure is scheduled."""
 
-    def __init__(self, strategy, step, step_counter, batch_at, synchronous: bool):
+    def __init__(self, strategy, step, step_counter, batches, synchronous: bool):
         self.coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
-        self.synchronous = synchronous
+        self.synchronous, self.batches = synchronous, batches
 
         @tf.function
-        def closure(s):
-            per_replica = strategy.run(step, args=(batch_at(s),))
+        def closure(ids):
+            per_replica = strategy.run(step, args=(batches.gather(ids),))
             loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
             step_counter.assign_add(1)
             return tf.cast(loss, tf.float32)
 
         self.closure = closure
         self.workers = _addresses(strategy, "worker")
-        self.lost = _LostWorkers()
-        std_logging.getLogger("tensorflow").addFilter(self.lost)
-        self.reported = 0
+        self.lost = _LostWorkers.installed()
+        self.first = self.reported = len(self.lost.tasks)  # only the workers lost from here on
 
     def _report_lost(self, step: int) -> None:
         for task in self.lost.tasks[self.reported :]:
             address = self.workers[task] if task < len(self.workers) else "?"
-            left = len(self.workers) - len(self.lost.tasks)
+            left = len(self.workers) - len(self.lost.tasks) + self.first
             logging.warning(
                 "lost worker %d (%s) before step %d: TensorFlow runs its steps on the %d other(s) "
                 "(a step it had under way may run twice), and takes it back if it restarts",
-                task,
-                address,
-                step,
-                left,
+                *(task, address, step, left),
             )
         self.reported = len(self.lost.tasks)
 
@@ -384,7 +389,7 @@ class Scheduler:
         for s in range(start, start + count):
             if stop is not None and bool(stop.numpy()):
                 break
-            results.append(self.coordinator.schedule(self.closure, args=(tf.constant(s, tf.int64),)))
+            results.append(self.coordinator.schedule(self.closure, args=(self.batches.ids(s),)))
             if self.synchronous:
                 self.coordinator.join()
         self.coordinator.join()

@@ -235,27 +235,30 @@ def test_train_dataset_epochs_are_permutations_and_resume_at_any_step():
     assert not np.array_equal(other_seed, np.concatenate(batches))
 
 
-def test_train_batch_builds_the_datasets_batch_of_any_step_alone():
-    # Parameter-server closures build batch s from (seed, s): it must be the dataset's batch s,
-    # across epoch ends too (10 examples, batches of 4), dense arrays and sparse ratings rows.
+def test_train_batches_are_the_datasets_batch_of_any_step_alone():
+    # Parameter-server closures gather the ids of batch s (from (seed, s)): it must be the
+    # dataset's batch s, across epoch ends too (10 examples, batches of 4), in any step order
+    # (a rescheduled closure, a resumed run), dense arrays and sparse ratings rows.
     from rawtf_ae.recommender import ratings
 
     examples = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
     batches = _batches(pipelines.train_dataset(examples, batch_size=4, seed=7), 12)
-    batch_at = tf.function(pipelines.train_batch(examples, batch_size=4, seed=7))
-    for step in (0, 2, 4, 11):  # step 2 spans epochs 0 and 1
-        np.testing.assert_array_equal(batch_at(tf.constant(step, tf.int64)).numpy(), batches[step])
+    batch_at = pipelines.TrainBatches(examples, batch_size=4, seed=7)
+    gather = tf.function(batch_at.gather)  # as the workers trace it
+    for step in (0, 2, 4, 11, 3, 2, 1):  # step 2 spans epochs 0 and 1; then back
+        np.testing.assert_array_equal(gather(batch_at.ids(step)).numpy(), batches[step])
+    assert len(batch_at._orders) <= 2  # the chief keeps two epochs' orders at most
     rng = np.random.default_rng(0)
     rows, columns = np.divmod(rng.choice(9 * 50, 60, replace=False), 50)
     matrix = ratings.RatingMatrix.from_triples(rows, columns, rng.random(60).astype(np.float32), 9, 50)
     dataset = pipelines.train_dataset(matrix, batch_size=4, seed=3, sparse=True)
-    sparse_at = pipelines.train_batch(matrix, batch_size=4, seed=3, sparse=True)
+    sparse_at = pipelines.TrainBatches(matrix, batch_size=4, seed=3, sparse=True)
     for step, batch in enumerate(dataset.take(7)):
         expected, got = batch["inputs"], sparse_at(step)["inputs"]
         np.testing.assert_array_equal(tf.sparse.to_dense(got).numpy(), tf.sparse.to_dense(expected).numpy())
         np.testing.assert_array_equal(got.indices.numpy(), expected.indices.numpy())
     with pytest.raises(ValueError, match="batch_size <= 10"):
-        pipelines.train_batch(examples, batch_size=11, seed=7)
+        pipelines.TrainBatches(examples, batch_size=11, seed=7)
 
 
 def test_eval_dataset_keeps_every_example():
