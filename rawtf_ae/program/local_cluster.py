@@ -147,13 +147,20 @@ def serve_only(script: str, num_ps: int, num_workers: int, logs: str) -> int:
         _stop(servers.values())
 
 
-def _isolated(argv) -> int:
-    """Runs this command again inside a new network namespace with only loopback up."""
+def isolated(command: list) -> int:
+    """Runs `command` in a new network namespace with only loopback up (`unshare -n`, as
+    root); its exit status. Everything it starts stays off the network, and the namespace's
+    `lo` counters (`/proc/net/dev`) count its traffic alone (`benchmarks.parameter_server`)."""
     if not shutil.which("unshare") or not shutil.which("ip"):
         sys.exit("local_cluster: --isolate needs `unshare` and `ip` (util-linux, iproute2).")
-    inner = [sys.executable, "-m", "rawtf_ae.program.local_cluster", *[a for a in argv if a != "--isolate"]]
-    shell = "ip link set lo up && exec " + " ".join(_quoted(a) for a in inner)
+    shell = "ip link set lo up && exec " + " ".join(_quoted(a) for a in command)
     return subprocess.call(["unshare", "-n", "sh", "-c", shell])
+
+
+def _isolated(argv) -> int:
+    """Runs this command again inside a new network namespace with only loopback up."""
+    rest = [a for a in argv if a != "--isolate"]
+    return isolated([sys.executable, "-m", "rawtf_ae.program.local_cluster", *rest])
 
 
 def _quoted(argument: str) -> str:

@@ -37,8 +37,11 @@ def is_sharded(model) -> bool:
 
 def hidden(model, x: tf.SparseTensor) -> tf.Tensor:
     """The last decoder layer's input `[b, units]` for sparse rows `x`, the first kernel read
-    by the rated rows only (`row_ops.lookup`)."""
-    return model.decode_hidden(model.encode_sparse(x))
+    by the rated rows only, each distinct row once (`row_ops.lookup`: a popular item rated by
+    many users of the batch crosses the network once)."""
+    columns, at = tf.unique(x.indices[:, 1])
+    rows = tf.gather(model.first_kernel_rows(columns), at)
+    return model.decode_hidden(model.encode_sparse(x, kernel_rows=rows))
 
 
 def _bias_rows(bias, start: int, stop: int) -> tf.Tensor:
