@@ -199,11 +199,9 @@ def main(argv):
         f"{FLAGS.items:,} items; {FLAGS.steps} steps measured after {FLAGS.warmup}; loopback, "
         f"{os.cpu_count()} cores shared by every task\n"
     )
-    cluster = local_cluster.cluster_spec(FLAGS.ps, FLAGS.workers)
     script = os.path.join(train_py.REPO, "train.py")
-    servers = local_cluster.start_servers(script, cluster, folder)
+    cluster, servers = local_cluster.start_cluster(script, FLAGS.ps, FLAGS.workers, folder)
     try:
-        local_cluster.wait_until_listening(cluster, servers)
         _print_training(data, folder, cluster)
         _print_top_k(cluster)
         sys.stdout.flush()

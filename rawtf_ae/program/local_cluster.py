@@ -91,6 +91,22 @@ def wait_until_listening(cluster: dict, servers: dict, timeout: float = 120) -> 
                 time.sleep(0.1)
 
 
+def start_cluster(script: str, num_ps: int, num_workers: int, logs: str, tries: int = 3) -> tuple:
+    """`(cluster, servers)` once every server listens. The free ports are released before the
+    servers bind them, so another process may take one in between: a server that exits before
+    it listens (its port taken) makes a new cluster on other ports, `tries` times in all."""
+    for attempt in range(tries):
+        cluster = cluster_spec(num_ps, num_workers)
+        servers = start_servers(script, cluster, logs)
+        try:
+            wait_until_listening(cluster, servers)
+            return cluster, servers
+        except RuntimeError:
+            _stop(servers.values())
+            if attempt == tries - 1:
+                raise
+
+
 def _stop(processes) -> None:
     for process in processes:
         if process.poll() is None:
@@ -101,13 +117,10 @@ def _stop(processes) -> None:
 
 def run(script: str, arguments: list, num_ps: int, num_workers: int, logs: str, timeout: float) -> int:
     """Starts the servers and the chief, waits for the chief, ends the servers; the chief's status."""
-    cluster = cluster_spec(num_ps, num_workers)
     os.makedirs(logs, exist_ok=True)
-    servers = start_servers(script, cluster, logs)
     try:
-        wait_until_listening(cluster, servers)
+        cluster, servers = start_cluster(script, num_ps, num_workers, logs)
     except RuntimeError as e:
-        _stop(servers.values())
         print(e, file=sys.stderr)
         return 1
     env = dict(os.environ, TF_CONFIG=tf_config(cluster, "chief", 0))
@@ -131,18 +144,17 @@ def run(script: str, arguments: list, num_ps: int, num_workers: int, logs: str, 
 def serve_only(script: str, num_ps: int, num_workers: int, logs: str) -> int:
     """`--serve_only`: starts the servers, prints `{"cluster": ..., "pids": {"ps_0": ...}}` as
     one JSON line once they all listen, and ends them when its standard input closes."""
-    cluster = cluster_spec(num_ps, num_workers)
     os.makedirs(logs, exist_ok=True)
-    servers = start_servers(script, cluster, logs)
     try:
-        wait_until_listening(cluster, servers)
+        cluster, servers = start_cluster(script, num_ps, num_workers, logs)
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
+    try:
         pids = {f"{role}_{index}": process.pid for (role, index), process in servers.items()}
         print(json.dumps({"cluster": cluster, "pids": pids}), flush=True)
         sys.stdin.read()  # until the caller closes it
         return 0
-    except RuntimeError as e:
-        print(e, file=sys.stderr)
-        return 1
     finally:
         _stop(servers.values())
 
