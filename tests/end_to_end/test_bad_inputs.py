@@ -160,6 +160,12 @@ CASES = [
      "train.loss"),
     # workdirs, saved configs, checkpoints, exports, modes
     ("workdir is a file", None, _write("w", "a file\n"), [], "w cannot be created"),
+    ("workdir below a file", None, _write("afile", "x\n"), ["--workdir=afile/run"],
+     "afile/run cannot be created: "),
+    ("workdir where nothing can be written", None, None, ["--workdir=/proc/forbidden"],
+     "Workdir /proc/forbidden cannot be"),
+    ("missing config file below the folder", None, None, ["--config=configs/nope.py"],
+     "--config file configs/nope.py does not exist (in "),
     ("checkpoints/ is a file", "trained", _file_for_folder("checkpoints"), ["--config.train.num_steps=20"], "checkpoints is a file, not a folder"),
     ("export/ is a file", "trained", _file_for_folder("export"), ["--mode=export"], "export is a file, not a folder"),
     ("eval of an empty workdir", None, lambda f: os.makedirs(os.path.join(f, "w")), ["--mode=eval"], "no checkpoint"),
@@ -218,7 +224,8 @@ def _run_case(case, root, trained, servers):
     before = _snapshot(os.path.join(folder, "w"))
     given = TINY if workdir is None and not any(a.startswith("--config=configs/") for a in arguments) else []
     given = [flag for flag in given if flag.split("=")[0] not in {a.split("=")[0] for a in arguments}]
-    command = [os.path.join(REPO, "train.py"), *given, *arguments, "--workdir=w"]
+    workdir_flag = [] if any(a.startswith("--workdir=") for a in arguments) else ["--workdir=w"]
+    command = [os.path.join(REPO, "train.py"), *given, *arguments, *workdir_flag]
     server = servers.get()  # one command at a time on each of the two servers
     try:
         returncode, stdout, stderr = server.run(command, folder, _ENV | _CASE_ENV.get(name, {}))
@@ -274,6 +281,10 @@ def test_the_campaign_covers_forty_bad_inputs_on_every_path():
     assert len(CASES) >= 40 and len({case[0] for case in CASES}) == len(CASES)
 
 
+# Cases refused before the data is read (the workdir is checked first).
+_BEFORE_DATA = {"workdir is a file", "workdir below a file", "workdir where nothing can be written"}
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
 def test_a_bad_input_is_one_clear_line_and_changes_nothing(case, campaign):
     name, _, _, _, named = case
@@ -284,3 +295,4 @@ def test_a_bad_input_is_one_clear_line_and_changes_nothing(case, campaign):
     assert result.stderr.rstrip().endswith(errors[0]), result.stderr[-3000:]  # the last line
     assert named in errors[0], errors[0]
     assert after == before, f"the workdir changed: {before} -> {after}"
+    assert name not in _BEFORE_DATA or "data:" not in result.stderr, result.stderr[-3000:]

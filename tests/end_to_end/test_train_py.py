@@ -131,21 +131,6 @@ def test_list_config_prints_every_key_with_its_default_and_doc_and_the_configs()
     assert "mnist_deep.py" in result.stdout and "recommender.py" in result.stdout
 
 
-def test_an_unwritable_workdir_fails_first_in_one_line_naming_it(tmp_path):
-    (tmp_path / "afile").write_text("x")
-    for workdir in ("/proc/forbidden", str(tmp_path / "afile" / "run")):
-        result = _run(f"--workdir={workdir}", "--config.train.num_steps=10")
-        assert result.returncode == 1 and "Traceback" not in result.stderr
-        last = result.stderr.strip().splitlines()[-1]
-        assert last.startswith(f"train.py: error: Workdir {workdir} cannot be"), last
-        assert "data:" not in result.stderr  # before the data is loaded
-    missing = _run("--config=configs/nope.py", cwd=tmp_path)
-    assert missing.returncode == 1
-    assert missing.stderr.strip().splitlines()[-1] == (
-        f"train.py: error: --config file configs/nope.py does not exist (in {tmp_path})."
-    )
-
-
 def test_helpfull_lists_the_flags_exits_0_and_points_to_the_config_keys():
     for flag in ("--helpfull", "--help"):
         result = _run(flag)
