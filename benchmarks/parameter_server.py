@@ -168,7 +168,7 @@ def _print_top_k(cluster: dict) -> None:
     units, shards = config.model.layer_sizes[1], len(model.kernels[0].variables)
     kernel = FLAGS.items * units * 4
     # At least: the distinct rated rows to the chief, the hidden vectors to each shard, its top 10 back.
-    least = 4 * (np.unique(columns).size * units + shards * FLAGS.top_k_users * (units + 2 * 10))
+    least = 4 * np.unique(columns).size * units + shards * FLAGS.top_k_users * (4 * units + 12 * 10)
     print(f"\nAt least {least / 1e6:.2f} MB per call by shard; the kernel is {kernel / 1e6:.1f} MB")
     print(f"| top-10 | latency (median of {FLAGS.top_k_calls}) | bytes per call | items agree |")
     print("|---|---|---|---|")

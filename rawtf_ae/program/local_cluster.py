@@ -72,15 +72,23 @@ def start_servers(script: str, cluster: dict, logs: str) -> dict:
     return servers
 
 
+class ServerExited(RuntimeError):
+    """A server exited before it listened (e.g. its port was taken)."""
+
+
 def wait_until_listening(cluster: dict, servers: dict, timeout: float = 120) -> None:
-    """Returns once every server accepts connections on its port; `RuntimeError` if one exits
-    first or `timeout` seconds pass."""
+    """Returns once every server accepts connections on its port and is still running;
+    `ServerExited` if one exits first, `RuntimeError` if `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
+
+    def check_running(role, index, process):
+        if process.poll() is not None:
+            raise ServerExited(f"local_cluster: {role} {index} exited with status {process.returncode}")
+
     for (role, index), process in servers.items():
         host, port = cluster[role][index].rsplit(":", 1)
         while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"local_cluster: {role} {index} exited with status {process.returncode}")
+            check_running(role, index, process)
             try:
                 socket.create_connection((host, int(port)), timeout=1).close()
                 break
@@ -89,21 +97,26 @@ def wait_until_listening(cluster: dict, servers: dict, timeout: float = 120) -> 
                     message = f"local_cluster: {role} {index} did not listen within {timeout:g} s"
                     raise RuntimeError(message) from None
                 time.sleep(0.1)
+    for (role, index), process in servers.items():  # one that answered may have exited since
+        check_running(role, index, process)
 
 
-def start_cluster(script: str, num_ps: int, num_workers: int, logs: str, tries: int = 3) -> tuple:
+def start_cluster(
+    script: str, num_ps: int, num_workers: int, logs: str, tries: int = 3, timeout: float = 120
+) -> tuple:
     """`(cluster, servers)` once every server listens. The free ports are released before the
     servers bind them, so another process may take one in between: a server that exits before
-    it listens (its port taken) makes a new cluster on other ports, `tries` times in all."""
-    for attempt in range(tries):
+    it listens (its port taken) makes a new cluster on other ports, `tries` times in all (a
+    server that does not listen in time is an error at once)."""
+    for attempt in range(max(tries, 1)):
         cluster = cluster_spec(num_ps, num_workers)
         servers = start_servers(script, cluster, logs)
         try:
-            wait_until_listening(cluster, servers)
+            wait_until_listening(cluster, servers, timeout)
             return cluster, servers
-        except RuntimeError:
+        except RuntimeError as e:
             _stop(servers.values())
-            if attempt == tries - 1:
+            if not isinstance(e, ServerExited) or attempt >= tries - 1:
                 raise
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from rawtf_ae.models import activations, row_ops
+from rawtf_ae.models import row_ops
 
 
 def last_layer(model) -> tuple:
@@ -53,7 +53,7 @@ def _bias_rows(bias, start: int, stop: int) -> tf.Tensor:
         low, high = max(start, offset), min(stop, offset + rows)
         if low < high:
             with tf.device(part.device):
-                pieces.append(tf.convert_to_tensor(part)[low - offset : high - offset])
+                pieces.append(row_ops.read_without_copy(part)[low - offset : high - offset])
         offset += rows
     return pieces[0] if len(pieces) == 1 else tf.concat(pieces, 0)
 
@@ -83,7 +83,7 @@ def by_shard(
     k = tf.cast(k, tf.int32)
     hidden = tf.cast(hidden, model.compute_dtype)
     columns = seen.indices[:, 1]
-    activation = activations.get(model.output_activation_name) if activated else tf.identity
+    activation = model._output_activation if activated else tf.identity
     values, items, sums, offset = [], [], [], 0
     for part in row_ops.parts(kernel):
         rows = part.shape[0]
@@ -119,10 +119,14 @@ def top_k_unrated(model, ratings: tf.SparseTensor, k) -> tuple:
 
 
 def target_logits(model, hidden, targets: tf.SparseTensor) -> tf.Tensor:
-    """`[nnz]`: the logits at `targets`' entries only, from their kernel rows
-    (`row_ops.lookup`) and bias entries."""
+    """`[nnz]` float32: the logits at `targets`' entries only, from their kernel rows (each
+    distinct one read once, `row_ops.lookup`) and bias entries, the dot products summed in
+    float32 (as a matrix product accumulates) before the compute dtype's rounding."""
     kernel, bias = last_layer(model)
-    columns = targets.indices[:, 1]
-    rows = tf.gather(tf.cast(hidden, model.compute_dtype), targets.indices[:, 0])
-    logits = tf.reduce_sum(rows * tf.cast(row_ops.lookup(kernel, columns), model.compute_dtype), axis=1)
-    return tf.cast(logits + tf.cast(row_ops.lookup(bias, columns), model.compute_dtype), tf.float32)
+    columns, at = tf.unique(targets.indices[:, 1])
+    rows = tf.cast(tf.gather(tf.cast(row_ops.lookup(kernel, columns), model.compute_dtype), at), tf.float32)
+    users = tf.cast(tf.gather(tf.cast(hidden, model.compute_dtype), targets.indices[:, 0]), tf.float32)
+    logits = tf.cast(tf.reduce_sum(users * rows, axis=1), model.compute_dtype)
+    return tf.cast(
+        logits + tf.cast(tf.gather(row_ops.lookup(bias, columns), at), model.compute_dtype), tf.float32
+    )

@@ -122,14 +122,20 @@ def make_rank(model):
     @tf.function(input_signature=[sparse, sparse])
     def by_shard(inputs, targets):  # a sharded kernel: each shard's top K, merged
         hidden = shard_top_k.hidden(model, inputs)
-        _, top, normalizer = shard_top_k.by_shard(model, hidden, inputs, largest, normalizer=True)
+        seen = tf.sparse.retain(inputs, tf.not_equal(inputs.values, 0))  # as `_indicator`
+        _, top, normalizer = shard_top_k.by_shard(model, hidden, seen, largest, normalizer=True)
         at = shard_top_k.target_logits(model, hidden, targets) - tf.gather(normalizer, targets.indices[:, 0])
         relevant = _indicator(targets, [tf.shape(top)[0], model.input_width])
         return top, -tf.reduce_sum(targets.values * at), relevant
 
+    logged = []
+
     def rank(dataset, prefix: str) -> dict:
         accumulator, total, count = ranking.Accumulator(), 0.0, 0.0
         sharded = shard_top_k.is_sharded(model)
+        if sharded and not logged:  # once
+            logged.append(prefix)
+            logging.info("ranked shard by shard (each parameter server's top %d, merged)", largest)
         for batch in dataset:
             if isinstance(batch["inputs"], tf.SparseTensor):
                 count += float(tf.reduce_sum(batch["targets"].values))

@@ -16,11 +16,12 @@ Here:
     `train.ps_shards` shards (0: one per parameter server), none smaller than
     `train.ps_min_shard_bytes` (small models stay whole); every other variable stays whole.
     The lazy optimizers' slots are made beside each shard (Keras colocates them).
-  - `Scheduler`: the training loop's steps as closures. Closure `s` builds global batch `s`
-    from `(seed, s)` (`pipelines.TrainBatches`), so each batch trains once whichever worker
-    runs it. `train.ps_synchronous` runs one closure at a time: one device's run, bit for bit.
-    Otherwise the workers run closures concurrently (asynchronous training: a step may read
-    rows that another worker's step is updating, and steps finish out of order).
+  - `Scheduler`: the training loop's steps as closures. Closure `s` trains global batch `s`
+    of `(seed, s)`, whose example ids the chief sends with it (`pipelines.TrainBatches`), so
+    each batch trains once whichever worker runs it. `train.ps_synchronous` runs one closure
+    at a time: one device's run, bit for bit. Otherwise the workers run closures concurrently
+    (asynchronous training: a step may read rows that another worker's step is updating, and
+    steps finish out of order).
 
 The sparse step reads the shards with `row_ops.lookup` (`tf.gather` on a sharded variable
 returns the rows grouped by shard, not in the order asked).
@@ -327,8 +328,8 @@ def lost_servers(strategy, checkpointer):
 
 
 class _LostWorkers(std_logging.Filter):
-    """Notes the workers `ClusterCoordinator` reports failed ("Worker /job:worker/replica:0/
-    task:1 failed with ..."), letting its line through."""
+    """Notes each failure of a worker `ClusterCoordinator` reports ("Worker /job:worker/
+    replica:0/task:1 failed with ...", a task each time), letting its line through."""
 
     def __init__(self):
         super().__init__()
@@ -344,7 +345,7 @@ class _LostWorkers(std_logging.Filter):
 
     def filter(self, record) -> bool:
         found = re.match(r"Worker /job:worker/replica:\d+/task:(\d+) failed", record.getMessage())
-        if found and int(found.group(1)) not in self.tasks:
+        if found:
             self.tasks.append(int(found.group(1)))
         return True
 
@@ -371,18 +372,18 @@ class Scheduler:
         self.closure = closure
         self.workers = _addresses(strategy, "worker")
         self.lost = _LostWorkers.installed()
-        self.first = self.reported = len(self.lost.tasks)  # only the workers lost from here on
+        self.first, self.reported = len(self.lost.tasks), set()  # the workers lost from here on
 
     def _report_lost(self, step: int) -> None:
-        for task in self.lost.tasks[self.reported :]:
+        for task in sorted(set(self.lost.tasks[self.first :]) - self.reported):
+            self.reported.add(task)
             address = self.workers[task] if task < len(self.workers) else "?"
-            left = len(self.workers) - len(self.lost.tasks) + self.first
+            left = len(self.workers) - len(self.reported)
             logging.warning(
                 "lost worker %d (%s) before step %d: TensorFlow runs its steps on the %d other(s) "
                 "(a step it had under way may run twice), and takes it back if it restarts",
                 *(task, address, step, left),
             )
-        self.reported = len(self.lost.tasks)
 
     def __call__(self, start: int, count: int, stop=None) -> float:
         results = []

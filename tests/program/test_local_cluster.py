@@ -15,7 +15,7 @@ _LISTEN = (
 )
 
 
-def _stand_ins(fail_first: int):
+def _stand_ins(fail_first: int, failure="raise SystemExit(1)"):
     clusters = []
 
     def start_servers(script, cluster, logs):
@@ -26,7 +26,7 @@ def _stand_ins(fail_first: int):
                 port = address.rsplit(":", 1)[1]
                 failing = len(clusters) <= fail_first and role == "ps" and index == 1
                 command = (
-                    [sys.executable, "-c", "raise SystemExit(1)"]
+                    [sys.executable, "-c", failure]
                     if failing
                     else [sys.executable, "-c", _LISTEN, port]
                 )
@@ -53,3 +53,11 @@ def test_a_server_that_never_listens_is_one_error_after_the_tries(monkeypatch, t
     with pytest.raises(RuntimeError, match="ps 1 exited with status 1"):
         local_cluster.start_cluster("train.py", 2, 1, str(tmp_path), tries=3)
     assert len(clusters) == 3
+
+
+def test_a_server_that_does_not_listen_in_time_is_an_error_at_once(monkeypatch, tmp_path):
+    clusters, start_servers = _stand_ins(fail_first=5, failure="import time; time.sleep(60)")
+    monkeypatch.setattr(local_cluster, "start_servers", start_servers)
+    with pytest.raises(RuntimeError, match="ps 1 did not listen within 1 s"):
+        local_cluster.start_cluster("train.py", 2, 1, str(tmp_path), timeout=1)
+    assert len(clusters) == 1  # not retried: a slow server stays slow
