@@ -128,14 +128,12 @@ def make_rank(model):
         relevant = _indicator(targets, [tf.shape(top)[0], model.input_width])
         return top, -tf.reduce_sum(targets.values * at), relevant
 
-    logged = []
+    sharded = shard_top_k.is_sharded(model)
+    if sharded:
+        logging.info("ranked shard by shard (each parameter server's top %d, merged)", largest)
 
     def rank(dataset, prefix: str) -> dict:
         accumulator, total, count = ranking.Accumulator(), 0.0, 0.0
-        sharded = shard_top_k.is_sharded(model)
-        if sharded and not logged:  # once
-            logged.append(prefix)
-            logging.info("ranked shard by shard (each parameter server's top %d, merged)", largest)
         for batch in dataset:
             if isinstance(batch["inputs"], tf.SparseTensor):
                 count += float(tf.reduce_sum(batch["targets"].values))
