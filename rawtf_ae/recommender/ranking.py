@@ -109,12 +109,18 @@ class Accumulator:
         return out
 
 
-def score_matrix(scores_fn, inputs, targets, batch_size: int, prefix: str, metrics=DEFAULT) -> dict:
-    """The ranking metrics of `scores_fn(fold-in rows [b, width] float32) -> [b, width]`, a
-    baseline's or a model's scores, over the evaluated users of `(inputs, targets)`."""
+def accumulate(scores_fn, inputs, targets, batch_size: int, metrics=DEFAULT) -> Accumulator:
+    """The per-user metrics (`Accumulator.values`, the users in their order in `targets`) of
+    `scores_fn(fold-in rows [b, width] float32) -> [b, width]`, a baseline's or a model's
+    scores, over the evaluated users of `(inputs, targets)`."""
     accumulator = Accumulator(metrics)
     for start in range(0, len(targets), batch_size):
         rows = np.arange(start, min(start + batch_size, len(targets)))
         fold_in, seen = inputs.rows(rows).to_dense()
         accumulator.add(scores_fn(fold_in), seen > 0, targets.rows(rows).to_dense()[1] > 0)
-    return accumulator.summary(prefix)
+    return accumulator
+
+
+def score_matrix(scores_fn, inputs, targets, batch_size: int, prefix: str, metrics=DEFAULT) -> dict:
+    """`accumulate`'s means and standard errors: `Accumulator.summary(prefix)`."""
+    return accumulate(scores_fn, inputs, targets, batch_size, metrics).summary(prefix)
