@@ -11,13 +11,14 @@ test users (seeded by data.split_seed) are never trained on; each is shown 80% o
 items the training users have. The run's metrics.json carries the same metrics for popularity
 and EASE (Steck 2019, its L2 weight chosen on the validation users) on the same users.
 
-The model is vae_cf's Mult-DAE, `[items-600-200]` with tanh layers and logits out, the decoder
-*tied* to the encoder's kernels (`--config.model.tied=False` for vae_cf's untied one, twice the
-parameters): each input row L2-normalized, dropout 0.5 on it, the multinomial log-likelihood of
-the user's items under a softmax over the catalog, weight decay 2 x vae_cf's `lam = 0.01 /
-batch` (vae_cf adds `2 * lam * |W|^2 / 2`), Adam 1e-3. vae_cf trains 200 epochs and keeps the
-epoch of the best validation NDCG@100: here 1,000 steps of 100 users (about 200 epochs of the
-459 training users), evaluated every 25 steps, the best kept (`train.keep_best`).
+The model is a Mult-DAE, `[items-200]` (vae_cf's `[items-600-200]` scored lower on the
+validation users here) with a tanh code and logits out, the decoder *tied* to the encoder's
+kernel (`--config.model.tied=False` for vae_cf's untied one, twice the parameters): each input
+row L2-normalized, dropout 0.5 on it, the multinomial log-likelihood of the user's items under
+a softmax over the catalog, weight decay 2 x vae_cf's `lam = 0.01 / batch` (vae_cf adds `2 *
+lam * |W|^2 / 2`), Adam 1e-3. vae_cf trains 200 epochs and keeps the epoch of the best
+validation NDCG@100: here 1,000 steps of 100 users (about 200 epochs of the 459 training
+users), evaluated every 25 steps, the best kept (`train.keep_best`).
 `--mode=eval --split=test` reports the test users once (docs/recommender.md, "Implicit feedback").
 """
 

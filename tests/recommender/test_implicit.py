@@ -173,6 +173,26 @@ def test_ranking_metrics_match_vae_cfs_formulas_and_summaries_skip_users_without
     assert summary["val_ndcg_at_100_se"] == pytest.approx(ndcg.std() / np.sqrt(29), rel=1e-9)
 
 
+def test_accumulate_keeps_each_users_metrics_in_the_files_order_over_batches():
+    # The benchmark's paired comparison against EASE subtracts these per-user values.
+    rng = np.random.default_rng(2)
+    seen = rng.random((23, 150)) < 0.1
+    heldout = (rng.random((23, 150)) < 0.1) & ~seen
+    heldout[5] = False  # nothing held out: not scored, the others keep their order
+    weights = rng.normal(size=(150, 150)).astype(np.float32)
+
+    def matrix(dense):
+        rows, columns = np.nonzero(dense)
+        return RatingMatrix.from_triples(rows, columns, np.ones(len(rows), np.float32), *dense.shape)
+
+    found = ranking.accumulate(lambda fold_in: fold_in @ weights, matrix(seen), matrix(heldout), 7)
+    keep = heldout.any(axis=1)
+    recall, ndcg = _vae_cf_metrics(seen[keep] @ weights, seen[keep], heldout[keep], 20, 100)
+    assert np.concatenate(found.values["ndcg_at_100"]) == pytest.approx(ndcg, rel=1e-6)
+    assert np.concatenate(found.values["recall_at_20"]) == pytest.approx(recall, rel=1e-6)
+    assert found.unscored == 1
+
+
 def test_ease_scores_are_the_closed_form_and_popularity_counts_training_items():
     rng = np.random.default_rng(1)
     x = (rng.random((50, 30)) < 0.2).astype(np.float64)
