@@ -23,8 +23,9 @@ Here:
     (asynchronous training: a step may read rows that another worker's step is updating, and
     steps finish out of order).
 
-The sparse step reads the shards with `row_ops.lookup` (`tf.gather` on a sharded variable
-returns the rows grouped by shard, not in the order asked).
+Its checkpoints keep one device's layout (`sharded_checkpoint.layout_free`). The sparse step
+reads the shards with `row_ops.lookup` (`tf.gather` on a sharded variable returns the rows
+grouped by shard, not in the order asked).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from absl import logging
 
 from rawtf_ae.models import row_ops
 from rawtf_ae.optim import lazy
-from rawtf_ae.training import preemption
+from rawtf_ae.training import preemption, sharded_checkpoint
 
 # What a parameter server that died makes the chief's calls raise.
 SERVER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
@@ -163,7 +164,7 @@ def describe_shards(model) -> str:
     """E.g. `encoder/layer_0/kernel in 2 shards (500,000-500,000 rows, on ps 0, 1)`, one per
     sharded variable, or that none is."""
     parts = []
-    for variable in _model_variables(model):
+    for variable in sharded_checkpoint.model_variables(model):
         if row_ops.is_sharded(variable):
             shards = variable.variables
             tasks = ", ".join(str(tf.DeviceSpec.from_string(s.device).task) for s in shards)
@@ -171,12 +172,6 @@ def describe_shards(model) -> str:
             name = shards[0].name.split("/part_")[0].removeprefix(f"{model.name}/")
             parts.append(f"{name} in {len(shards)} shards ({min(rows):,}-{max(rows):,} rows, on ps {tasks})")
     return "; ".join(parts) or "no variable is sharded (each is below train.ps_min_shard_bytes x 2)"
-
-
-def _model_variables(model):
-    """The autoencoder's kernels and biases (none for a model without them, e.g. a classifier)."""
-    names = ("kernels", "decoder_kernels", "encoder_biases", "decoder_biases")
-    return [v for name in names for v in getattr(model, name, ()) if v is not None]
 
 
 def check_layout(strategy, model, optimizer, sparse: bool) -> None:
@@ -191,7 +186,7 @@ def check_layout(strategy, model, optimizer, sparse: bool) -> None:
 
 def refuse_whole_reads(model, optimizer, sparse: bool) -> None:
     """`check_layout`'s refusals, for a model whatever made its sharded variables."""
-    sharded = [v for v in _model_variables(model) if row_ops.is_sharded(v)]
+    sharded = [v for v in sharded_checkpoint.model_variables(model) if row_ops.is_sharded(v)]
     if not sharded:
         return
     if not sparse:
@@ -205,86 +200,6 @@ def refuse_whole_reads(model, optimizer, sparse: bool) -> None:
             "(train.optimizer='lazy_adam', 'lazy_adagrad' or plain 'sgd'): the others update every "
             "row on every step."
         )
-
-
-def _plain(variable):
-    """The `tf.Variable` of a Keras variable (Keras 3 wraps optimizer slots), or `variable`."""
-    return variable if isinstance(variable, tf.Variable) else getattr(variable, "value", variable)
-
-
-class _Checkpointed(tf.__internal__.tracking.Trackable):
-    """An optimizer as a checkpoint holds it, its children given (`layout_free`)."""
-
-    def __init__(self, children: dict):
-        # Lists become trackable lists (children "0", "1", ...), as Keras's are.
-        self._children = {name: tf.__internal__.tracking.wrap(value) for name, value in children.items()}
-
-    def _trackable_children(self, save_type="checkpoint", **kwargs):
-        return dict(self._children)
-
-    def _lookup_dependency(self, name, cached_dependencies=None):
-        return self._children.get(name)
-
-
-def layout_free(optimizer, model):
-    """What a checkpoint of `model`'s run holds as its `optimizer`: the optimizer itself, or,
-    where the model has sharded variables, a stand-in with the optimizer's children in which
-    each sharded variable's parts and their slots (one per part: Keras makes slots beside each
-    part) are joined into one `ShardedVariable` each. A `ShardedVariable` is saved as its whole
-    tensor and restores into any number of shards, so the checkpoint has one device's keys and
-    shapes: it restores with any `train.ps_shards`, on one device, and the other way round."""
-    groups = {}  # a part's ref -> (its sharded variable, the refs of all its parts)
-    for variable in _model_variables(model):
-        if row_ops.is_sharded(variable):
-            refs = [part.ref() for part in variable.variables]
-            groups.update((ref, (variable, refs)) for ref in refs)
-    if not groups:
-        return optimizer
-    trainable = [_plain(v) for v in optimizer._trainable_variables]
-    children = optimizer._trackable_children()
-    # Slot lists: one variable per trainable variable, in its order (`_momentums`, ...).
-    slot_lists = {
-        name: list(value)
-        for name, value in children.items()
-        if name != "_trainable_variables"
-        and isinstance(value, (list, tuple))
-        and len(value) == len(trainable)
-        and all(isinstance(_plain(v), tf.Variable) for v in value)
-    }
-    position = {v.ref(): i for i, v in enumerate(trainable)}
-
-    def joined(values):
-        """`values` (aligned with `trainable`) with each sharded variable's parts joined."""
-        out = []
-        for i, value in enumerate(values):
-            ref = trainable[i].ref()
-            if ref not in groups:
-                out.append(value)
-            elif groups[ref][1][0] == ref:  # the first part stands for all
-                parts = [_plain(values[position[r]]) for r in groups[ref][1]]
-                out.append(
-                    groups[ref][0]
-                    if values is trainable
-                    else tf.__internal__.distribute.ShardedVariable(parts)
-                )
-        return out
-
-    new = {"_trainable_variables": joined(trainable)}
-    new.update((name, joined(values)) for name, values in slot_lists.items())
-    # `_variables`: the non-slot variables kept, each slot replaced by its joined slot once.
-    by_slot = {}
-    for name, values in slot_lists.items():
-        canonical = iter(new[name])
-        for i, value in enumerate(values):
-            ref = trainable[i].ref()
-            if ref not in groups or groups[ref][1][0] == ref:
-                by_slot[id(value)] = next(canonical)
-            else:
-                by_slot[id(value)] = None  # joined into the first part's
-    new["_variables"] = [
-        by_slot.get(id(v), v) for v in children["_variables"] if by_slot.get(id(v), v) is not None
-    ]
-    return _Checkpointed({name: new.get(name, value) for name, value in children.items()})
 
 
 def _addresses(strategy, role: str) -> list:

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from rawtf_ae.models import architectures
 from rawtf_ae.optim import optimizers
-from rawtf_ae.training import early_stopping, parameter_server
+from rawtf_ae.training import early_stopping, sharded_checkpoint
 
 
 @dataclasses.dataclass
@@ -33,7 +33,7 @@ class TrainState:
         of the best-so-far record when there is one."""
         extra = {"best": self.best} if self.best is not None else {}
         # Sharded variables' slots joined: the checkpoint's keys and shapes are one device's.
-        optimizer = parameter_server.layout_free(self.optimizer, self.model)
+        optimizer = sharded_checkpoint.layout_free(self.optimizer, self.model)
         return tf.train.Checkpoint(model=self.model, optimizer=optimizer, step=self.step, **extra)
 
 
